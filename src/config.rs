@@ -1,0 +1,401 @@
+//! Settings for `regate run`: the command-line flags merged over an optional YAML file
+//! (`--config`), validated into one plain [`Config`].
+//!
+//! Every flag has a key of the same name (dashes become underscores) in the file, and the
+//! flag wins. Validation collects every bad value before reporting, so an operator fixes a
+//! broken deployment in one round. This module checks values and that files exist; whether a
+//! certificate parses or a policy compiles is checked by the module that owns it, at startup.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// The flags of `regate run`. All optional here, so the YAML file can fill what is missing.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// YAML file with any of the settings below; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept mTLS connections on [default: 0.0.0.0:8443].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The local application, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Serve a built-in echo application on loopback and forward to it (for trying regate out).
+    #[arg(long, conflicts_with = "upstream")]
+    pub demo_upstream: bool,
+    /// PEM certificate chain regate presents, leaf first.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// PEM bundle of roots that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Directory of .rego policies and .json/.yaml data files.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// The rule that decides [default: data.regate.authz.allow].
+    #[arg(long, value_name = "QUERY")]
+    pub query: Option<String>,
+    /// Accept SPIFFE IDs only from this trust domain (repeatable).
+    #[arg(long = "trust-domain", value_name = "TD")]
+    pub trust_domains: Vec<String>,
+    /// Static label exposed to policy as input.context.KEY (repeatable).
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+    /// Where decision records go: `stdout` or a file path [default: stdout].
+    #[arg(long, value_name = "stdout|FILE")]
+    pub decision_log: Option<String>,
+    /// How long to wait for the upstream's response headers [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+    /// Protocol spoken to the upstream: http1, http2 (cleartext, prior knowledge) or auto
+    /// (the client's own) [default: http1].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
+    /// How long a client may take to finish the TLS handshake [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub handshake_timeout: Option<String>,
+    /// Longest a single policy evaluation may run before it is a deny [default: 100ms].
+    #[arg(long, value_name = "DURATION")]
+    pub policy_timeout: Option<String>,
+}
+
+/// The YAML file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    upstream: Option<String>,
+    #[serde(default)]
+    demo_upstream: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    query: Option<String>,
+    #[serde(default, alias = "trust_domain")]
+    trust_domains: Vec<String>,
+    #[serde(default)]
+    context: BTreeMap<String, String>,
+    decision_log: Option<String>,
+    upstream_timeout: Option<String>,
+    upstream_protocol: Option<String>,
+    handshake_timeout: Option<String>,
+    policy_timeout: Option<String>,
+}
+
+/// Validated settings. Paths are checked to exist; their contents are not yet read.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub policies: PathBuf,
+    pub query: String,
+    pub trust_domains: Vec<String>,
+    pub context: BTreeMap<String, String>,
+    pub decision_log: DecisionLog,
+    pub upstream_timeout: Duration,
+    pub upstream_protocol: UpstreamProtocol,
+    pub handshake_timeout: Duration,
+    pub policy_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `http://host:port` of the application.
+    Url(http::uri::Authority),
+    /// The built-in echo application; `main` starts it and replaces this with its address.
+    Demo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionLog {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// Whatever the client spoke: HTTP/2 clients are forwarded over HTTP/2 (for gRPC).
+    Auto,
+}
+
+/// Every bad setting found, one message each.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+pub const DEFAULT_QUERY: &str = "data.regate.authz.allow";
+
+impl Config {
+    /// Merge the flags over the file named by `--config`, and validate the result.
+    pub fn from_args(args: RunArgs) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let file = match &args.config {
+            Some(path) => match read_file_settings(path) {
+                Ok(file) => file,
+                Err(e) => return Err(ConfigErrors(vec![e])),
+            },
+            None => FileSettings::default(),
+        };
+        // Relative paths in the file are relative to the file, as a reader of it expects.
+        let base = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let from_file = |p: Option<PathBuf>| p.map(|p| base.join(p));
+
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| errors.push(format!("listen: {listen:?} is not an IP:port address")))
+            .ok();
+
+        let upstream = if args.demo_upstream || (args.upstream.is_none() && file.demo_upstream) {
+            Some(Upstream::Demo)
+        } else {
+            match args.upstream.or(file.upstream) {
+                Some(u) => parse_upstream(&u).map_err(|e| errors.push(e)).ok(),
+                None => {
+                    errors.push("upstream: required (--upstream URL or --demo-upstream)".into());
+                    None
+                }
+            }
+        };
+
+        let cert = required_file("cert", args.cert.or(from_file(file.cert)), &mut errors);
+        let key = required_file("key", args.key.or(from_file(file.key)), &mut errors);
+        let client_ca = required_file(
+            "client-ca",
+            args.client_ca.or(from_file(file.client_ca)),
+            &mut errors,
+        );
+        let policies = match args.policies.or(from_file(file.policies)) {
+            None => {
+                errors.push("policies: required (--policies DIR)".into());
+                None
+            }
+            Some(p) if !p.is_dir() => {
+                errors.push(format!("policies: {} is not a directory", p.display()));
+                None
+            }
+            Some(p) => Some(p),
+        };
+
+        let query = args
+            .query
+            .or(file.query)
+            .unwrap_or_else(|| DEFAULT_QUERY.to_string());
+        if !valid_query(&query) {
+            errors.push(format!(
+                "query: {query:?} is not a rule path like data.package.rule"
+            ));
+        }
+
+        let trust_domains = if args.trust_domains.is_empty() {
+            file.trust_domains
+        } else {
+            args.trust_domains
+        };
+        for td in &trust_domains {
+            if !crate::tls::identity::valid_trust_domain(td) {
+                errors.push(format!(
+                    "trust-domain: {td:?} is not a valid SPIFFE trust domain"
+                ));
+            }
+        }
+
+        let mut context = file.context;
+        for kv in &args.context {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => {
+                    context.insert(k.to_string(), v.to_string());
+                }
+                _ => errors.push(format!("context: {kv:?} is not KEY=VALUE")),
+            }
+        }
+
+        let decision_log = match args.decision_log.or(file.decision_log).as_deref() {
+            None | Some("stdout") | Some("-") => DecisionLog::Stdout,
+            Some(p) => {
+                let path = PathBuf::from(p);
+                let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+                if parent.is_some_and(|d| !d.is_dir()) {
+                    errors.push(format!("decision-log: directory of {p} does not exist"));
+                }
+                DecisionLog::File(path)
+            }
+        };
+
+        let mut duration = |name: &str, value: Option<String>, default: Duration| match value {
+            None => default,
+            Some(v) => parse_duration(&v).unwrap_or_else(|| {
+                errors.push(format!(
+                    "{name}: {v:?} is not a duration like 500ms, 10s or 1m"
+                ));
+                default
+            }),
+        };
+        let upstream_timeout = duration(
+            "upstream-timeout",
+            args.upstream_timeout.or(file.upstream_timeout),
+            Duration::from_secs(30),
+        );
+        let handshake_timeout = duration(
+            "handshake-timeout",
+            args.handshake_timeout.or(file.handshake_timeout),
+            Duration::from_secs(10),
+        );
+        let policy_timeout = duration(
+            "policy-timeout",
+            args.policy_timeout.or(file.policy_timeout),
+            Duration::from_millis(100),
+        );
+
+        let upstream_protocol = match args.upstream_protocol.or(file.upstream_protocol).as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") => UpstreamProtocol::Http2,
+            Some("auto") => UpstreamProtocol::Auto,
+            Some(other) => {
+                errors.push(format!(
+                    "upstream-protocol: {other:?} is not one of http1, http2, auto"
+                ));
+                UpstreamProtocol::Http1
+            }
+        };
+
+        match (listen, upstream, cert, key, client_ca, policies) {
+            (
+                Some(listen),
+                Some(upstream),
+                Some(cert),
+                Some(key),
+                Some(client_ca),
+                Some(policies),
+            ) if errors.is_empty() => Ok(Config {
+                listen,
+                upstream,
+                cert,
+                key,
+                client_ca,
+                policies,
+                query,
+                trust_domains,
+                context,
+                decision_log,
+                upstream_timeout,
+                upstream_protocol,
+                handshake_timeout,
+                policy_timeout,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+fn read_file_settings(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?;
+    yaml_serde::from_str(&text).map_err(|e| format!("config: {}: {e}", path.display()))
+}
+
+fn required_file(name: &str, path: Option<PathBuf>, errors: &mut Vec<String>) -> Option<PathBuf> {
+    match path {
+        None => {
+            errors.push(format!("{name}: required (--{name} FILE)"));
+            None
+        }
+        Some(p) if !p.is_file() => {
+            errors.push(format!("{name}: {} does not exist", p.display()));
+            None
+        }
+        Some(p) => Some(p),
+    }
+}
+
+/// The upstream is a plain-HTTP local application: `http://host:port`, nothing after it.
+/// A path prefix is refused rather than prepended, so the path a policy sees is exactly the
+/// path the application receives.
+fn parse_upstream(u: &str) -> Result<Upstream, String> {
+    let uri: http::Uri = u
+        .parse()
+        .map_err(|_| format!("upstream: {u:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("upstream: {u:?} must start with http://"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "upstream: {u:?} must not have a path or query; regate forwards the request's own"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("upstream: {u:?} has no host"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("upstream: {u:?} needs an explicit port"));
+    }
+    Ok(Upstream::Url(authority))
+}
+
+fn valid_query(q: &str) -> bool {
+    let mut parts = q.split('.');
+    parts.next() == Some("data")
+        && q.split('.').count() >= 2
+        && parts.all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+        })
+}
+
+/// `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn args(list: &[&str]) -> RunArgs {
+    Cli::try_parse_from(std::iter::once("regate").chain(list.iter().copied()))
+        .unwrap()
+        .run
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let err = Config::from_args(args(&[
+        "--listen",
+        "nowhere",
+        "--upstream",
+        "ftp://x",
+        "--cert",
+        "/does/not/exist.pem",
+        "--query",
+        "allow",
+        "--trust-domain",
+        "Bad_Domain",
+        "--context",
+        "novalue",
+        "--upstream-timeout",
+        "soon",
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "listen:",
+        "upstream:",
+        "cert:",
+        "key: required",
+        "client-ca: required",
+        "policies: required",
+        "query:",
+        "trust-domain:",
+        "context:",
+        "upstream-timeout:",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn flags_win_over_the_file_and_file_paths_are_relative_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "listen: 127.0.0.1:9000\nupstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\n\
+         client_ca: ca.pem\npolicies: policies\nquery: data.file.allow\n\
+         context: {env: dev, cluster: a}\ntrust_domains: [example.org]\n",
+    )
+    .unwrap();
+    let cfg = Config::from_args(args(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--query",
+        "data.flag.allow",
+        "--context",
+        "env=prod",
+    ]))
+    .unwrap();
+    assert_eq!(cfg.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(cfg.query, "data.flag.allow");
+    assert_eq!(cfg.context["env"], "prod");
+    assert_eq!(cfg.context["cluster"], "a");
+    assert_eq!(cfg.trust_domains, vec!["example.org"]);
+    assert_eq!(cfg.cert, dir.path().join("cert.pem"));
+}
+
+#[test]
+fn unknown_file_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(&file, "listne: 127.0.0.1:1\n").unwrap();
+    let err = Config::from_args(args(&["--config", file.to_str().unwrap()])).unwrap_err();
+    assert!(err.to_string().contains("listne"), "{err}");
+}
+
+#[test]
+fn upstream_with_a_path_is_refused() {
+    assert!(parse_upstream("http://127.0.0.1:8080/api").is_err());
+    assert!(parse_upstream("http://127.0.0.1:8080/").is_ok());
+    assert!(parse_upstream("http://127.0.0.1").is_err());
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+    assert_eq!(parse_duration("fast"), None);
+}

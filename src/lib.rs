@@ -1,0 +1,269 @@
+//! regate: an mTLS sidecar proxy that authorizes every request with Rego.
+//!
+//! # Layout
+//!
+//! The request flows one way:
+//!
+//! ```text
+//! listener -> TLS handshake (tls) -> identity, once per connection (tls::identity)
+//!          -> per request: check target (proxy::path) -> clean headers (proxy::forward)
+//!          -> build input (policy::input) -> decide (policy) -> record (audit)
+//!          -> forward (proxy::forward) or deny (proxy::error)
+//! ```
+//!
+//! - [`config`]: flags and YAML merged into one validated [`Config`].
+//! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates.
+//! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract.
+//! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map.
+//! - [`audit`]: one decision record per request, on its own stream.
+//! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
+//!
+//! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its
+//! listener and a shutdown future, so tests run a real server on `127.0.0.1:0`.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod demo;
+pub mod devcerts;
+pub mod policy;
+pub mod proxy;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+pub use config::Config;
+use config::Upstream;
+use policy::{PolicySet, PolicyStore};
+use proxy::{Connection, Proxy};
+use tls::identity::PeerIdentity;
+use tls::{TlsState, TlsStore};
+
+/// How long in-flight requests may run on after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Everything loaded and checked, not yet listening.
+pub struct App {
+    config: Config,
+    tls: TlsStore,
+    policies: PolicyStore,
+}
+
+/// Every problem found at startup, each naming its setting or file.
+#[derive(Debug)]
+pub struct StartupErrors(pub Vec<String>);
+
+impl std::fmt::Display for StartupErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for StartupErrors {}
+
+impl App {
+    /// Load certificates and policies. Every failure is collected, so one run reports all.
+    pub fn load(config: Config) -> Result<App, StartupErrors> {
+        let mut errors = Vec::new();
+        let tls = TlsState::load(&config.cert, &config.key, &config.client_ca)
+            .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+            .ok();
+        // Bounds every evaluation; a runaway policy is an error (a deny), not a stuck worker.
+        regorus::utils::limits::set_fallback_execution_timer_config(Some(
+            regorus::utils::limits::ExecutionTimerConfig {
+                limit: config.policy_timeout,
+                check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
+            },
+        ));
+        let policies = PolicySet::load(&config.policies, &config.query)
+            .map_err(|e| errors.push(error_chain(&e)))
+            .ok();
+        match (tls, policies) {
+            (Some(tls), Some(policies)) if errors.is_empty() => Ok(App {
+                config,
+                tls: Arc::new(ArcSwap::from_pointee(tls)),
+                policies: Arc::new(ArcSwap::from_pointee(policies)),
+            }),
+            _ => Err(StartupErrors(errors)),
+        }
+    }
+
+    pub fn policies(&self) -> &PolicyStore {
+        &self.policies
+    }
+
+    pub fn tls(&self) -> &TlsStore {
+        &self.tls
+    }
+
+    /// Accept connections on `listener` until `shutdown` completes, then let in-flight
+    /// requests finish (up to a grace period) and flush the decision log.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let Upstream::Url(authority) = self.config.upstream.clone() else {
+            return Err(std::io::Error::other("the demo upstream was not started"));
+        };
+        let (audit, audit_writer) = audit::Audit::start(&self.config.decision_log)?;
+        let proxy = Arc::new(Proxy {
+            policies: self.policies.clone(),
+            upstream: proxy::forward::Upstream::new(
+                authority,
+                self.config.upstream_protocol,
+                self.config.upstream_timeout,
+            ),
+            audit,
+            trust_domains: self.config.trust_domains.clone(),
+            context: policy::input::context_value(&self.config.context),
+        });
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+        http.http2().timer(TokioTimer::new());
+        let http = Arc::new(http);
+        let graceful = GracefulShutdown::new();
+        let handshake_timeout = self.config.handshake_timeout;
+        tracing::info!(listen = %listener.local_addr()?, "regate is serving");
+
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (tcp, remote) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let conn = ConnTask {
+                        proxy: proxy.clone(),
+                        tls: self.tls.clone(),
+                        http: http.clone(),
+                        handshake_timeout,
+                        watcher: graceful.watcher(),
+                    };
+                    tokio::spawn(conn.run(tcp, remote));
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            open = graceful.count(),
+            "shutting down; draining connections"
+        );
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing remaining connections");
+        }
+        // The last `Audit` sender goes with the proxy; then the writer drains and exits.
+        drop(proxy);
+        tokio::task::spawn_blocking(move || audit_writer.finish())
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+struct ConnTask {
+    proxy: Arc<Proxy>,
+    tls: TlsStore,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    handshake_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl ConnTask {
+    async fn run(self, tcp: TcpStream, remote: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let local_addr = match tcp.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        // Load the TLS state per handshake: a reload applies to the next connection.
+        let state = self.tls.load_full();
+        let acceptor = TlsAcceptor::from(state.server_config.clone());
+        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(client.addr = %remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(client.addr = %remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        let (_, session) = stream.get_ref();
+        // rustls verified the chain; without a certificate the handshake could not finish.
+        let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+            return;
+        };
+        let peer = match PeerIdentity::from_der(leaf) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(client.addr = %remote, error = %e, "peer certificate unreadable");
+                return;
+            }
+        };
+        let conn = Arc::new(Connection::new(
+            &self.proxy,
+            peer,
+            &state.local,
+            remote,
+            local_addr,
+        ));
+        drop(state);
+        let span = tracing::info_span!(
+            "conn",
+            peer.id = %conn.peer.spiffe_id.as_ref().map_or(conn.peer.subject.as_str(), |s| s.id.as_str()),
+            client.addr = %remote,
+        );
+        let proxy = self.proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(&conn, req).await) }
+        });
+        let serving = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        if let Err(e) = self.watcher.watch(serving).instrument(span).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

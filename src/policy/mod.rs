@@ -1,0 +1,430 @@
+//! The policy set: every `.rego` file and data file under `--policies`, compiled once, and
+//! the one function that turns a Rego result into a [`Decision`].
+//!
+//! A [`PolicySet`] is immutable. It is built and smoke-evaluated off the request path, then
+//! published whole through [`PolicyStore`]; each request loads the current one, so a new set
+//! applies to the next request even on an open connection. Building the `input` document is
+//! [`input`]'s job; what happens with a decision is the proxy's.
+
+pub mod input;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use regorus::{CompiledPolicy, Engine, Value};
+use thiserror::Error;
+
+/// The current [`PolicySet`], swapped whole on reload.
+pub type PolicyStore = Arc<ArcSwap<PolicySet>>;
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("policies: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policies: {dir} holds no .rego file")]
+    Empty { dir: String },
+    /// regorus' message already names the file, line and column.
+    #[error("policy: {0}")]
+    Compile(String),
+    #[error("data: {path}: {message}")]
+    Data { path: String, message: String },
+    #[error("data: {path} sets data.{key}, which another data file already set")]
+    DataConflict { path: String, key: String },
+    #[error("query: {query}: {message}")]
+    Query { query: String, message: String },
+    #[error("policy: evaluating {query} on a sample request failed: {message}")]
+    Smoke { query: String, message: String },
+}
+
+/// A compiled, checked policy set and the revision that names it in decision records.
+pub struct PolicySet {
+    compiled: CompiledPolicy,
+    /// `sha256:` + the first 16 hex digits of a hash over every loaded file's path and bytes.
+    pub revision: Arc<str>,
+    pub query: Arc<str>,
+}
+
+/// What the policy decided for one request, already checked for shape.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policy's `reason`, or regate's own (`allowed`, `denied`, `policy_undefined`, ...).
+    pub reason: Cow<'static, str>,
+    /// The deny status; 403 unless the policy gave `http_status`.
+    pub status: StatusCode,
+    /// The policy's own deny body.
+    pub body: Option<Bytes>,
+    /// On allow, added to the upstream request; on deny, added to the response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `response_headers_to_add`: added to the response on allow and deny.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `request_headers_to_remove`: removed from the upstream request on allow.
+    pub remove_headers: Vec<HeaderName>,
+    /// Set when evaluation failed; for the diagnostic log only, never sent to the client.
+    pub error: Option<String>,
+    pub eval_ns: u64,
+}
+
+impl Decision {
+    /// A deny that regate makes itself, without (or instead of) the policy's answer.
+    pub fn deny(reason: &'static str) -> Decision {
+        Decision {
+            allowed: false,
+            reason: Cow::Borrowed(reason),
+            status: StatusCode::FORBIDDEN,
+            body: None,
+            headers: Vec::new(),
+            response_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            error: None,
+            eval_ns: 0,
+        }
+    }
+}
+
+impl PolicySet {
+    /// Read, compile and smoke-evaluate everything under `dir`. Nothing is published here.
+    pub fn load(dir: &Path, query: &str) -> Result<PolicySet, PolicyError> {
+        let files = collect_files(dir)?;
+        let mut engine = Engine::new();
+        let mut data = Value::new_object();
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut rego_files = 0;
+        for file in &files {
+            let bytes = std::fs::read(&file.path).map_err(|source| PolicyError::Read {
+                path: file.path.display().to_string(),
+                source,
+            })?;
+            // Path and length delimit each file, so moving bytes between files changes the hash.
+            hasher.update(file.rel.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(&(bytes.len() as u64).to_be_bytes());
+            hasher.update(&bytes);
+            let name = file.path.display().to_string();
+            let text = String::from_utf8(bytes).map_err(|_| PolicyError::Data {
+                path: name.clone(),
+                message: "not UTF-8".into(),
+            })?;
+            match file.kind {
+                FileKind::Rego => {
+                    add_rego(&mut engine, name, text)?;
+                    rego_files += 1;
+                }
+                FileKind::Json | FileKind::Yaml => {
+                    let value = if file.kind == FileKind::Json {
+                        Value::from_json_str(&text)
+                    } else {
+                        Value::from_yaml_str(&text)
+                    }
+                    .map_err(|e| PolicyError::Data {
+                        path: name.clone(),
+                        message: e.to_string(),
+                    })?;
+                    merge_at(&mut data, &file.data_path, value, &name)?;
+                }
+            }
+        }
+        if rego_files == 0 {
+            return Err(PolicyError::Empty {
+                dir: dir.display().to_string(),
+            });
+        }
+        engine
+            .add_data(data)
+            .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        let compiled =
+            engine
+                .compile_with_entrypoint(&query.into())
+                .map_err(|e| PolicyError::Query {
+                    query: query.to_string(),
+                    message: e.to_string(),
+                })?;
+        let digest = hasher.finish();
+        let revision = format!(
+            "sha256:{}",
+            &crate::tls::identity::hex(digest.as_ref())[..16]
+        );
+        let set = PolicySet {
+            compiled,
+            revision: revision.into(),
+            query: query.into(),
+        };
+        // A builtin regorus lacks only fails when evaluated; find out now, not on a request.
+        if let Err(e) = set.compiled.eval_with_input(input::sample()) {
+            return Err(PolicyError::Smoke {
+                query: query.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Evaluate the query for one request. Never fails: every failure is a deny.
+    pub fn decide(&self, input: Value) -> Decision {
+        let start = Instant::now();
+        let result = self.compiled.eval_with_input(input);
+        let eval_ns = start.elapsed().as_nanos() as u64;
+        let mut decision = match result {
+            Ok(value) => interpret(&value),
+            Err(e) => Decision {
+                error: Some(e.to_string()),
+                ..Decision::deny("policy_error")
+            },
+        };
+        decision.eval_ns = eval_ns;
+        decision
+    }
+}
+
+/// Policies may be Rego v1 (the default) or v0, as opa-envoy-plugin policies often are.
+/// A file that does not parse as v1 is tried as v0; if neither works, the v1 error is the one
+/// reported, since v1 is what new policies are written in.
+fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), PolicyError> {
+    engine.set_rego_v0(false);
+    let v1_error = match engine.add_policy(name.clone(), text.clone()) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    engine.set_rego_v0(true);
+    let v0 = engine.add_policy(name, text);
+    engine.set_rego_v0(false);
+    v0.map(|_| ())
+        .map_err(|_| PolicyError::Compile(v1_error.to_string()))
+}
+
+/// Turn the query's value into a decision. Only `true`, or an object whose `allowed` (or
+/// `allow`) is `true`, allows; anything malformed is a deny, however permissive it looks.
+fn interpret(value: &Value) -> Decision {
+    match value {
+        Value::Bool(true) => Decision {
+            allowed: true,
+            ..Decision::deny("allowed")
+        },
+        Value::Bool(false) => Decision::deny("denied"),
+        Value::Undefined => Decision::deny("policy_undefined"),
+        Value::Object(_) => interpret_object(value).unwrap_or_else(|e| Decision {
+            error: Some(e),
+            ..Decision::deny("policy_invalid_result")
+        }),
+        _ => Decision::deny("policy_invalid_result"),
+    }
+}
+
+fn interpret_object(value: &Value) -> Result<Decision, String> {
+    let field = |name: &str| match &value[name] {
+        Value::Undefined => None,
+        v => Some(v),
+    };
+    let allowed = match field("allowed").or_else(|| field("allow")) {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("`allowed` is not a boolean".into()),
+        None => return Err("the result object has no `allowed`".into()),
+    };
+    let reason = match field("reason") {
+        None => Cow::Borrowed(if allowed { "allowed" } else { "denied" }),
+        Some(Value::String(s)) => Cow::Owned(s.to_string()),
+        Some(_) => return Err("`reason` is not a string".into()),
+    };
+    let status = match field("http_status") {
+        None => StatusCode::FORBIDDEN,
+        Some(v) => v
+            .as_u16()
+            .ok()
+            .filter(|s| (200..=599).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or("`http_status` is not a status code from 200 to 599")?,
+    };
+    let body = match field("body") {
+        None => None,
+        Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Some(other) => Some(Bytes::from(other.to_json_str().map_err(|e| e.to_string())?)),
+    };
+    let headers = match field("headers") {
+        None => Vec::new(),
+        Some(v) => header_list(v, "headers")?,
+    };
+    let response_headers = match field("response_headers_to_add") {
+        None => Vec::new(),
+        Some(v) => header_list(v, "response_headers_to_add")?,
+    };
+    let remove_headers = match field("request_headers_to_remove") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| match n {
+                Value::String(s) => HeaderName::from_bytes(s.as_bytes()).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or("`request_headers_to_remove` holds an invalid header name")?,
+        Some(_) => return Err("`request_headers_to_remove` is not an array".into()),
+    };
+    Ok(Decision {
+        allowed,
+        reason,
+        status,
+        body,
+        headers,
+        response_headers,
+        remove_headers,
+        error: None,
+        eval_ns: 0,
+    })
+}
+
+/// `{"name": "value"}` or `{"name": ["v1", "v2"]}`, as opa-envoy-plugin accepts.
+fn header_list(value: &Value, what: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("`{what}` is not an object"));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map.iter() {
+        let name = match k {
+            Value::String(s) => HeaderName::from_bytes(s.as_bytes()).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| format!("`{what}` has an invalid header name"))?;
+        let mut push = |v: &Value| match v {
+            Value::String(s) => HeaderValue::from_str(s)
+                .map(|hv| out.push((name.clone(), hv)))
+                .map_err(|_| format!("`{what}.{name}` is not a valid header value")),
+            _ => Err(format!("`{what}.{name}` is not a string")),
+        };
+        match v {
+            Value::Array(values) => values.iter().try_for_each(&mut push)?,
+            v => push(v)?,
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Rego,
+    Json,
+    Yaml,
+}
+
+struct PolicyFile {
+    path: PathBuf,
+    /// Relative to the policies directory, `/`-separated: part of the revision hash.
+    rel: String,
+    kind: FileKind,
+    /// Where a data file's content lands under `data`: its directory, as in OPA bundles.
+    data_path: Vec<String>,
+}
+
+/// Every policy and data file below `dir`, sorted, so the revision is stable. Names starting
+/// with `.` are skipped: that leaves out `.git`, and the `..data`/`..2024_…` directories of a
+/// Kubernetes volume, whose files are reached through the visible symlinks instead.
+fn collect_files(dir: &Path) -> Result<Vec<PolicyFile>, PolicyError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), Vec::<String>::new())];
+    while let Some((current, data_path)) = stack.pop() {
+        let read_err = |source| PolicyError::Read {
+            path: current.display().to_string(),
+            source,
+        };
+        for entry in std::fs::read_dir(&current).map_err(read_err)? {
+            let entry = entry.map_err(read_err)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // Follow symlinks: ConfigMap files are symlinks into `..data`.
+            let meta = std::fs::metadata(&path).map_err(|source| PolicyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            if meta.is_dir() {
+                let mut sub = data_path.clone();
+                sub.push(name);
+                stack.push((path, sub));
+                continue;
+            }
+            let kind = match path.extension().and_then(|e| e.to_str()) {
+                Some("rego") => FileKind::Rego,
+                Some("json") => FileKind::Json,
+                Some("yaml" | "yml") => FileKind::Yaml,
+                _ => continue,
+            };
+            let mut rel = data_path.join("/");
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(&name);
+            out.push(PolicyFile {
+                path,
+                rel,
+                kind,
+                data_path: data_path.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    if !out.iter().any(|f| f.kind == FileKind::Rego) {
+        return Err(PolicyError::Empty {
+            dir: dir.display().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Merge `value` into `data` at `path`, deep-merging objects. Two files setting the same
+/// non-object key is an error, as in OPA, rather than a silent last-writer-wins.
+fn merge_at(
+    data: &mut Value,
+    path: &[String],
+    value: Value,
+    file: &str,
+) -> Result<(), PolicyError> {
+    let mut value = value;
+    for key in path.iter().rev() {
+        let mut wrap = BTreeMap::new();
+        wrap.insert(Value::from(key.as_str()), value);
+        value = Value::from(wrap);
+    }
+    merge(data, value, &mut Vec::new(), file)
+}
+
+fn merge(
+    into: &mut Value,
+    from: Value,
+    at: &mut Vec<String>,
+    file: &str,
+) -> Result<(), PolicyError> {
+    let conflict = |at: &Vec<String>| PolicyError::DataConflict {
+        path: file.to_string(),
+        key: at.join("."),
+    };
+    let (Value::Object(_), Value::Object(from_map)) = (&*into, &from) else {
+        return Err(conflict(at));
+    };
+    let from_map = from_map.clone();
+    let into_map = into.as_object_mut().map_err(|_| conflict(at))?;
+    for (k, v) in from_map.iter() {
+        at.push(k.as_string().map(|s| s.to_string()).unwrap_or_default());
+        match into_map.get_mut(k) {
+            None => {
+                into_map.insert(k.clone(), v.clone());
+            }
+            Some(existing) => merge(existing, v.clone(), at, file)?,
+        }
+        at.pop();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

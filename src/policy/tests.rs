@@ -1,0 +1,166 @@
+use super::*;
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    dir
+}
+
+fn decide(files: &[(&str, &str)], query: &str) -> Decision {
+    let dir = dir_with(files);
+    PolicySet::load(dir.path(), query)
+        .unwrap()
+        .decide(input::sample())
+}
+
+#[test]
+fn boolean_and_object_results_decide() {
+    let d = decide(&[("p.rego", "package t\nallow := true\n")], "data.t.allow");
+    assert!(d.allowed);
+    let d = decide(&[("p.rego", "package t\nallow := false\n")], "data.t.allow");
+    assert!(!d.allowed);
+    assert_eq!(d.reason, "denied");
+    let d = decide(
+        &[(
+            "p.rego",
+            r#"package t
+allow := {"allowed": false, "reason": "nope", "http_status": 451, "body": "go away",
+          "headers": {"x-a": "1", "x-b": ["2", "3"]}}"#,
+        )],
+        "data.t.allow",
+    );
+    assert!(!d.allowed);
+    assert_eq!(d.reason, "nope");
+    assert_eq!(d.status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(d.body.as_deref(), Some(&b"go away"[..]));
+    assert_eq!(d.headers.len(), 3);
+}
+
+#[test]
+fn malformed_results_are_denies() {
+    for (body, reason) in [
+        ("package t\nallow := 1\n", "policy_invalid_result"),
+        ("package t\nallow := \"true\"\n", "policy_invalid_result"),
+        (
+            "package t\nallow := {\"allowed\": \"yes\"}\n",
+            "policy_invalid_result",
+        ),
+        (
+            "package t\nallow := {\"reason\": \"x\"}\n",
+            "policy_invalid_result",
+        ),
+        (
+            "package t\nallow := {\"allowed\": true, \"headers\": {\"bad name\": \"v\"}}\n",
+            "policy_invalid_result",
+        ),
+        (
+            "package t\nallow := {\"allowed\": false, \"http_status\": 99}\n",
+            "policy_invalid_result",
+        ),
+        (
+            "package t\nallow if input.nothing == 1\n",
+            "policy_undefined",
+        ),
+    ] {
+        let d = decide(&[("p.rego", body)], "data.t.allow");
+        assert!(!d.allowed, "{body}");
+        assert_eq!(d.reason, reason, "{body}");
+    }
+}
+
+#[test]
+fn rego_v0_policies_load_too() {
+    let d = decide(
+        &[(
+            "p.rego",
+            "package envoy.authz\ndefault allow = false\nallow { input.attributes.request.http.method == \"GET\" }\n",
+        )],
+        "data.envoy.authz.allow",
+    );
+    assert!(d.allowed);
+}
+
+#[test]
+fn a_syntax_error_names_file_and_line() {
+    let dir = dir_with(&[
+        ("ok.rego", "package t\nallow := true\n"),
+        ("sub/bad.rego", "package t\n\nallow if {\n"),
+    ]);
+    let err = PolicySet::load(dir.path(), "data.t.allow")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("bad.rego:"), "{err}");
+    assert!(err.contains(":3:") || err.contains(":4:"), "{err}");
+}
+
+#[test]
+fn data_files_merge_at_their_directory() {
+    let d = decide(
+        &[
+            (
+                "p.rego",
+                "package t\nallow if { data.a.x == 1; data.a.b.y == 2; data.top == true }\n",
+            ),
+            ("data.json", "{\"top\": true}"),
+            ("a/data.json", "{\"x\": 1}"),
+            ("a/b/more.yaml", "y: 2\n"),
+        ],
+        "data.t.allow",
+    );
+    assert!(d.allowed, "{d:?}");
+}
+
+#[test]
+fn conflicting_data_is_refused() {
+    let dir = dir_with(&[
+        ("p.rego", "package t\nallow := true\n"),
+        ("a/one.json", "{\"x\": 1}"),
+        ("a/two.json", "{\"x\": 2}"),
+    ]);
+    let err = PolicySet::load(dir.path(), "data.t.allow")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("a.x") && err.contains("two.json"), "{err}");
+}
+
+#[test]
+fn hidden_entries_are_skipped_like_kubernetes_volumes() {
+    // A ConfigMap volume holds the real files under ..2024_…/ and symlinks beside them.
+    let dir = dir_with(&[("..2026_11_23/p.rego", "package t\nallow := true\n")]);
+    std::os::unix::fs::symlink("..2026_11_23", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/p.rego", dir.path().join("p.rego")).unwrap();
+    let set = PolicySet::load(dir.path(), "data.t.allow").unwrap();
+    assert!(set.decide(input::sample()).allowed);
+}
+
+#[test]
+fn missing_builtins_fail_at_load_not_per_request() {
+    let dir = dir_with(&[(
+        "p.rego",
+        "package t\nallow if { [_, p, _] := io.jwt.decode(\"a.b.c\"); p.sub == \"x\" }\n",
+    )]);
+    assert!(PolicySet::load(dir.path(), "data.t.allow").is_err());
+}
+
+#[test]
+fn revision_follows_content() {
+    let a = dir_with(&[("p.rego", "package t\nallow := true\n")]);
+    let b = dir_with(&[("p.rego", "package t\nallow := false\n")]);
+    let ra = PolicySet::load(a.path(), "data.t.allow").unwrap().revision;
+    let ra2 = PolicySet::load(a.path(), "data.t.allow").unwrap().revision;
+    let rb = PolicySet::load(b.path(), "data.t.allow").unwrap().revision;
+    assert_eq!(ra, ra2);
+    assert_ne!(ra, rb);
+}
+
+#[test]
+fn unknown_query_is_refused() {
+    let dir = dir_with(&[("p.rego", "package t\nallow := true\n")]);
+    assert!(PolicySet::load(dir.path(), "data.other.allow").is_err());
+}

@@ -1,0 +1,129 @@
+//! The one place where an outcome other than a forwarded response becomes an HTTP response.
+//!
+//! Errors are `application/problem+json` (RFC 9457) with `type, title, status, detail,
+//! request_id`, unless the policy supplied its own deny body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde::Serialize;
+use thiserror::Error;
+
+use super::path::PathError;
+use super::Body;
+use crate::policy::Decision;
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("denied: {}", .0.reason)]
+    Denied(Box<Decision>),
+    #[error("bad request: {0}")]
+    BadPath(#[from] PathError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream unreachable")]
+    UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream failed")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Denied(d) => d.status,
+            ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short, bounded reason recorded in the decision log.
+    pub fn reason(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            ProxyError::Denied(d) => return d.reason.clone(),
+            ProxyError::BadPath(_) => "invalid_path",
+            ProxyError::BadRequest(_) => "invalid_request",
+            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::Upstream(_) => "upstream_error",
+        })
+    }
+
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ProxyError::Denied(_) => "urn:regate:problem:forbidden",
+            ProxyError::BadPath(_) | ProxyError::BadRequest(_) => "urn:regate:problem:bad-request",
+            ProxyError::UpstreamUnreachable(_) | ProxyError::Upstream(_) => {
+                "urn:regate:problem:bad-gateway"
+            }
+            ProxyError::UpstreamTimeout => "urn:regate:problem:gateway-timeout",
+        }
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let mut response = match &self {
+            // The policy's own body and headers replace the problem document.
+            ProxyError::Denied(d) if d.body.is_some() => {
+                let mut r =
+                    Response::new(Either::Right(Full::new(d.body.clone().unwrap_or_default())));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            _ => problem(&self, status, request_id),
+        };
+        *response.status_mut() = status;
+        if let ProxyError::Denied(d) = self {
+            let headers = response.headers_mut();
+            for (name, value) in d.headers.into_iter().chain(d.response_headers) {
+                if name == CONTENT_TYPE {
+                    headers.insert(name, value);
+                } else {
+                    headers.append(name, value);
+                }
+            }
+        }
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    request_id: &'a str,
+    reason: &'a str,
+}
+
+fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<Body> {
+    let detail = match err {
+        ProxyError::Denied(d) => format!("request denied by policy: {}", d.reason),
+        other => other.to_string(),
+    };
+    let doc = Problem {
+        kind: err.problem_type(),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        request_id,
+        reason: &err.reason(),
+    };
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}

@@ -1,0 +1,311 @@
+//! The per-request path: check the target, clean the headers, build the input, decide,
+//! record, then forward or deny.
+//!
+//! [`Connection`] holds what is known once per connection (the peer, its XFCC header, the
+//! fixed part of the input). [`Proxy::handle`] is the whole life of one request; it reads the
+//! current policy set at its start, so a reload applies to the next request on an open
+//! connection. Responses for anything but a forwarded request are built in [`error`].
+
+pub mod error;
+pub mod forward;
+pub mod path;
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use regorus::Value;
+
+use crate::audit::{Audit, DecisionRecord};
+use crate::policy::input::{ConnInput, RequestInput};
+use crate::policy::{Decision, PolicySet, PolicyStore};
+use crate::tls::identity::PeerIdentity;
+use error::ProxyError;
+use forward::Upstream;
+
+/// Every response body regate sends: the upstream's, streamed, or its own.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Shared by all connections.
+pub struct Proxy {
+    pub policies: PolicyStore,
+    pub upstream: Upstream,
+    pub audit: Audit,
+    pub trust_domains: Vec<String>,
+    pub context: Value,
+}
+
+/// What regate knows about one client connection, computed at the handshake.
+pub struct Connection {
+    pub peer: PeerIdentity,
+    input: ConnInput,
+    xfcc: HeaderValue,
+    xff: HeaderValue,
+    /// False when trust domains are configured and the peer is in none of them.
+    trusted_domain: bool,
+}
+
+impl Connection {
+    pub fn new(
+        proxy: &Proxy,
+        peer: PeerIdentity,
+        local: &PeerIdentity,
+        remote: SocketAddr,
+        local_addr: SocketAddr,
+    ) -> Connection {
+        let trusted_domain = proxy.trust_domains.is_empty()
+            || peer
+                .spiffe_id
+                .as_ref()
+                .is_some_and(|id| proxy.trust_domains.iter().any(|td| *td == id.trust_domain));
+        let xfcc = HeaderValue::from_str(&xfcc(&peer, local))
+            .unwrap_or_else(|_| HeaderValue::from_static("Hash=invalid"));
+        let xff = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Connection {
+            input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),
+            peer,
+            xfcc,
+            xff,
+            trusted_domain,
+        }
+    }
+}
+
+/// Envoy's `x-forwarded-client-cert`: `By` is regate's own URI SAN, `Hash` the SHA-256 of
+/// the client leaf, then its subject and SANs. Values with `,;="` are quoted.
+fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
+    fn quoted(v: &str) -> String {
+        if v.contains([',', ';', '=', '"']) {
+            format!("\"{}\"", v.replace('"', "\\\""))
+        } else {
+            v.to_string()
+        }
+    }
+    let mut out = String::new();
+    if let Some(by) = local.uri_sans.first() {
+        out.push_str(&format!("By={};", quoted(by)));
+    }
+    out.push_str(&format!("Hash={}", peer.fingerprint_sha256));
+    out.push_str(&format!(
+        ";Subject=\"{}\"",
+        peer.subject.replace('"', "\\\"")
+    ));
+    for uri in &peer.uri_sans {
+        out.push_str(&format!(";URI={}", quoted(uri)));
+    }
+    for dns in &peer.dns_sans {
+        out.push_str(&format!(";DNS={}", quoted(dns)));
+    }
+    out
+}
+
+/// The parts of a request every decision record carries, whatever the outcome.
+struct Seen {
+    request_id: String,
+    method: http::Method,
+    path: String,
+    host: String,
+}
+
+impl Proxy {
+    /// Handle one request end to end. Never fails: every error is a response.
+    pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let seen = Seen {
+            request_id: request_id(req.headers()),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
+            host: host(&req),
+        };
+        let policies = self.policies.load();
+        let mut upstream_status = None;
+        let (response, allowed, reason, eval_ns) = match self.authorize(conn, req, &seen, &policies)
+        {
+            Err(err) => {
+                let eval_ns = match &err {
+                    ProxyError::Denied(d) => d.eval_ns,
+                    _ => 0,
+                };
+                let reason = err.reason();
+                (err.into_response(&seen.request_id), false, reason, eval_ns)
+            }
+            Ok((req, decision)) => match self.forward(req, &decision).await {
+                Ok(resp) => {
+                    upstream_status = Some(resp.status().as_u16());
+                    (resp, true, decision.reason, decision.eval_ns)
+                }
+                Err(err) => {
+                    let reason = err.reason();
+                    tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
+                    (
+                        err.into_response(&seen.request_id),
+                        true,
+                        reason,
+                        decision.eval_ns,
+                    )
+                }
+            },
+        };
+        self.audit.log(&DecisionRecord {
+            request_id: &seen.request_id,
+            spiffe_id: conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+            serial: &conn.peer.serial,
+            method: seen.method.as_str(),
+            path: &seen.path,
+            host: &seen.host,
+            allowed,
+            http_status: response.status().as_u16(),
+            reason: &reason,
+            policy_revision: &policies.revision,
+            eval_ns,
+            upstream_status,
+            duration_ns: start.elapsed().as_nanos() as u64,
+        });
+        response
+    }
+
+    /// Everything up to the decision. On allow, returns the request as it will be forwarded.
+    fn authorize(
+        &self,
+        conn: &Connection,
+        req: Request<Incoming>,
+        seen: &Seen,
+        policies: &PolicySet,
+    ) -> Result<(Request<Incoming>, Decision), ProxyError> {
+        let target = path::parse(&seen.path)?;
+        let (mut parts, body) = req.into_parts();
+        let upgrade = forward::is_upgrade(parts.version, &parts.headers);
+        forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let request_id = HeaderValue::from_str(&seen.request_id)
+            .map_err(|_| ProxyError::BadRequest("invalid request id"))?;
+        forward::set_forwarded(&mut parts.headers, &conn.xfcc, &conn.xff, &request_id);
+        let host_value = HeaderValue::from_str(&seen.host)
+            .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+        parts.headers.insert(header::HOST, host_value);
+
+        // The policy sees the headers exactly as the upstream will receive them.
+        let decision = if !conn.trusted_domain {
+            Decision::deny("untrusted_trust_domain")
+        } else {
+            policies.decide(conn.input.build(&RequestInput {
+                id: &seen.request_id,
+                method: seen.method.as_str(),
+                headers: &parts.headers,
+                path: &seen.path,
+                host: &seen.host,
+                protocol: protocol(parts.version),
+                parsed_path: &target.segments,
+                parsed_query: &target.query,
+                now: SystemTime::now(),
+            }))
+        };
+        if let Some(e) = &decision.error {
+            tracing::error!(
+                request.id = %seen.request_id,
+                policy.revision = %policies.revision,
+                reason = %decision.reason,
+                error = %redact(e, &parts.headers),
+                "policy evaluation failed; denying",
+            );
+        }
+        if !decision.allowed {
+            return Err(ProxyError::Denied(Box::new(decision)));
+        }
+        for name in &decision.remove_headers {
+            parts.headers.remove(name);
+        }
+        for (name, value) in &decision.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        Ok((Request::from_parts(parts, body), decision))
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        decision: &Decision,
+    ) -> Result<Response<Body>, ProxyError> {
+        let client_upgrade =
+            forward::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let mut resp = self.upstream.send(req).await?;
+        forward::strip_response(&mut resp);
+        if let Some(client_upgrade) = client_upgrade {
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                forward::splice_upgrade(client_upgrade, hyper::upgrade::on(&mut resp));
+            }
+        }
+        let (mut head, body) = resp.into_parts();
+        for (name, value) in &decision.response_headers {
+            head.headers.append(name.clone(), value.clone());
+        }
+        Ok(Response::from_parts(head, Either::Left(body)))
+    }
+}
+
+/// Honour a sane incoming `x-request-id` so one id follows the request through every hop;
+/// otherwise make one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(forward::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.
+fn host(req: &Request<Incoming>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Credentials never reach a log, even inside a policy's error message.
+fn redact(message: &str, headers: &http::HeaderMap) -> String {
+    let mut out = message.to_string();
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        for v in headers.get_all(&name) {
+            if let Ok(v) = v.to_str() {
+                if !v.is_empty() {
+                    out = out.replace(v, "[redacted]");
+                    for part in v.split([' ', ';', ',', '=']).filter(|p| p.len() >= 4) {
+                        out = out.replace(part, "[redacted]");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
