@@ -187,19 +187,44 @@ impl PolicySet {
 }
 
 /// Policies may be Rego v1 (the default) or v0, as opa-envoy-plugin policies often are.
-/// A file that does not parse as v1 is tried as v0; if neither works, the v1 error is the one
-/// reported, since v1 is what new policies are written in.
+/// A file that does not parse as v1 is tried as v0, unless it plainly is v1 (it imports
+/// `rego.v1`, or uses `if` without the v0 future import), so that a broken v1 file gets the
+/// v1 error rather than a confusing v0 one.
 fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), PolicyError> {
     engine.set_rego_v0(false);
     let v1_error = match engine.add_policy(name.clone(), text.clone()) {
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
-    engine.set_rego_v0(true);
-    let v0 = engine.add_policy(name, text);
-    engine.set_rego_v0(false);
-    v0.map(|_| ())
-        .map_err(|_| PolicyError::Compile(v1_error.to_string()))
+    let plainly_v1 = text.contains("import rego.v1")
+        || (text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| w == "if")
+            && !text.contains("future.keywords"));
+    if !plainly_v1 {
+        engine.set_rego_v0(true);
+        let v0 = engine.add_policy(name, text);
+        engine.set_rego_v0(false);
+        if v0.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(PolicyError::Compile(compile_message(&v1_error.to_string())))
+}
+
+/// regorus reports `--> file:line:col`, a source excerpt, then `error: message`. Put
+/// `file:line:col: message` first, where a reader (and an editor) looks for it.
+fn compile_message(raw: &str) -> String {
+    let location = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "));
+    let message = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("error: "));
+    match (location, message) {
+        (Some(loc), Some(msg)) => format!("{loc}: {msg}\n{}", raw.trim_matches('\n')),
+        _ => raw.trim().to_string(),
+    }
 }
 
 /// Turn the query's value into a decision. Only `true`, or an object whose `allowed` (or
