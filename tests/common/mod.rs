@@ -1,0 +1,621 @@
+//! Shared test support: a PKI made with rcgen, a recording upstream, a regate server on
+//! 127.0.0.1:0, and real TLS clients. Included by each black-box test file (and the benches).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+pub const SUMMARIZER: &str = "spiffe://example.org/ns/agents/sa/summarizer";
+pub const EXECUTOR: &str = "spiffe://example.org/ns/agents/sa/executor";
+pub const SERVER_ID: &str = "spiffe://example.org/ns/default/sa/regate";
+
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A certificate chain and its key, in PEM and in rustls form.
+pub struct Identity {
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    fn new(chain_pem: String, key: &KeyPair) -> Identity {
+        use rustls::pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key_pem = key.serialize_pem();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        Identity {
+            chain_pem,
+            key_pem,
+            chain,
+            key,
+        }
+    }
+}
+
+/// A certificate authority that can issue leaves and intermediates.
+pub struct Ca {
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    /// PEM of the certificates between a leaf and the root (empty for a root).
+    chain_pem: String,
+}
+
+fn validity(p: &mut CertificateParams, days_from: i64, days_to: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now + time::Duration::days(days_from);
+    p.not_after = now + time::Duration::days(days_to);
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::CommonName, cn);
+    d
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = dn(name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut p, -1, 30);
+        let cert = p.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+            chain_pem: String::new(),
+        }
+    }
+
+    /// An intermediate CA signed by this one; its leaves carry it in their chain.
+    pub fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = dn(name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut p, -1, 30);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Ca {
+            pem: cert.pem(),
+            chain_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    fn leaf(&self, cn: &str, sans: Vec<SanType>, server: bool, days: (i64, i64)) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = dn(cn);
+        p.subject_alt_names = sans;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        validity(&mut p, days.0, days.1);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Identity::new(format!("{}{}", cert.pem(), self.chain_pem), &key)
+    }
+
+    /// regate's own certificate: localhost, 127.0.0.1 and its SPIFFE ID.
+    pub fn server(&self) -> Identity {
+        self.leaf(
+            "regate test server",
+            vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+                SanType::URI(SERVER_ID.try_into().unwrap()),
+            ],
+            true,
+            (-1, 30),
+        )
+    }
+
+    /// A client X509-SVID for `spiffe_id`.
+    pub fn client(&self, spiffe_id: &str) -> Identity {
+        self.leaf(
+            "test client",
+            vec![SanType::URI(spiffe_id.try_into().unwrap())],
+            false,
+            (-1, 30),
+        )
+    }
+
+    /// A client certificate whose validity ended yesterday.
+    pub fn expired_client(&self, spiffe_id: &str) -> Identity {
+        self.leaf(
+            "expired client",
+            vec![SanType::URI(spiffe_id.try_into().unwrap())],
+            false,
+            (-30, -1),
+        )
+    }
+}
+
+/// What the upstream received for one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+    pub body_sha256: String,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// A plain-HTTP application that records every request and answers 200 `ok`, echoing
+/// request trailers back as response trailers (like a gRPC server's status).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        Upstream::start_with_delay(Duration::ZERO).await
+    }
+
+    /// An upstream that waits `delay` before answering.
+    pub async fn start_with_delay(delay: Duration) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let record = record.clone();
+                        async move { upstream_handle(req, record, delay).await }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn upstream_handle(
+    req: Request<Incoming>,
+    record: Arc<Mutex<Vec<Seen>>>,
+    delay: Duration,
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+    tokio::time::sleep(delay).await;
+    let mut req = req;
+    // WebSocket-style upgrade: accept and echo bytes on the upgraded stream.
+    if req.headers().contains_key(http::header::UPGRADE) {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let (parts, _) = req.into_parts();
+        record
+            .lock()
+            .unwrap()
+            .push(seen_of(&parts, 0, String::new(), None));
+        tokio::spawn(async move {
+            if let Ok(up) = on_upgrade.await {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::CONNECTION, "upgrade")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+        return Ok(resp);
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut len = 0;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        match frame.into_data() {
+            Ok(data) => {
+                len += data.len();
+                hasher.update(&data);
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    let sha = hex(hasher.finish().as_ref());
+    record
+        .lock()
+        .unwrap()
+        .push(seen_of(&parts, len, sha.clone(), trailers.clone()));
+    let body = match trailers {
+        Some(t) => Full::new(Bytes::from_static(b"ok"))
+            .with_trailers(async move { Some(Ok(t)) })
+            .boxed(),
+        None => Full::new(Bytes::from(format!("ok {len} {sha}"))).boxed(),
+    };
+    Ok(Response::builder()
+        .header("x-upstream", "yes")
+        .body(body)
+        .unwrap())
+}
+
+/// A body of `total` bytes made of a repeating pattern, produced chunk by chunk so the
+/// sender never holds it whole.
+pub struct PatternBody {
+    pub remaining: usize,
+    chunk: Bytes,
+}
+
+impl PatternBody {
+    pub fn new(total: usize) -> PatternBody {
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        PatternBody {
+            remaining: total,
+            chunk: Bytes::from(chunk),
+        }
+    }
+
+    /// SHA-256 of the whole body, computed the same way, without holding it.
+    pub fn sha256(total: usize) -> String {
+        let mut body = PatternBody::new(total);
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+        while let Some(c) = body.next_chunk() {
+            h.update(&c);
+        }
+        hex(h.finish().as_ref())
+    }
+
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let n = self.remaining.min(self.chunk.len());
+        self.remaining -= n;
+        Some(self.chunk.slice(..n))
+    }
+}
+
+impl hyper::body::Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        std::task::Poll::Ready(self.next_chunk().map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+fn seen_of(
+    parts: &http::request::Parts,
+    len: usize,
+    sha: String,
+    trailers: Option<HeaderMap>,
+) -> Seen {
+    Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body_len: len,
+        body_sha256: sha,
+        trailers,
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// Files regate needs, written into a temporary directory.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+}
+
+impl Setup {
+    /// A CA, regate's certificate, and a policies directory holding `policies`.
+    pub fn new(policies: &[(&str, &str)]) -> Setup {
+        init();
+        let ca = Ca::new("test root CA");
+        let dir = tempfile::tempdir().unwrap();
+        let server = ca.server();
+        std::fs::write(dir.path().join("server.pem"), &server.chain_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let setup = Setup { dir, ca };
+        for (name, body) in policies {
+            setup.write_policy(name, body);
+        }
+        setup
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write_policy(&self, name: &str, body: &str) {
+        let path = self.path("policies").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
+    /// The `regate run` flags for this setup, forwarding to `upstream`.
+    pub fn args(&self, upstream: &str) -> Vec<String> {
+        let p = |n: &str| self.path(n).display().to_string();
+        vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--upstream".into(),
+            upstream.into(),
+            "--cert".into(),
+            p("server.pem"),
+            "--key".into(),
+            p("server.key"),
+            "--client-ca".into(),
+            p("ca.pem"),
+            "--policies".into(),
+            p("policies"),
+            "--decision-log".into(),
+            p("decisions.log"),
+        ]
+    }
+
+    /// Start regate in this process with `args` plus `extra`.
+    pub async fn start(&self, upstream: &str, extra: &[&str]) -> Regate {
+        let mut args = self.args(upstream);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Regate::start(args, self.path("decisions.log")).await
+    }
+
+    /// TLS client settings trusting this setup's CA and presenting `identity`.
+    pub fn client_config(
+        &self,
+        identity: Option<&Identity>,
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
+        client_config(&self.ca.pem, identity, alpn)
+    }
+}
+
+pub fn client_config(
+    ca_pem: &str,
+    identity: Option<&Identity>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A regate server running in this process.
+pub struct Regate {
+    pub addr: SocketAddr,
+    pub decisions: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(clap::Parser)]
+struct RunCli {
+    #[command(flatten)]
+    run: regate::config::RunArgs,
+}
+
+impl Regate {
+    pub async fn start(args: Vec<String>, decisions: PathBuf) -> Regate {
+        use clap::Parser;
+        init();
+        let cli =
+            RunCli::try_parse_from(std::iter::once("regate".to_string()).chain(args)).unwrap();
+        let config = regate::Config::from_args(cli.run).unwrap();
+        let app = regate::App::load(config).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Regate {
+            addr,
+            decisions,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stop accepting, drain, and flush the decision log.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Wait until the decision log holds at least `n` records, and return them all.
+    pub async fn decisions(&self, n: usize) -> Vec<serde_json::Value> {
+        wait_for_lines(&self.decisions, n).await
+    }
+
+    pub async fn connect(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        tls_connect(self.addr, config).await
+    }
+
+    /// An HTTP/1.1 client connection presenting `identity`.
+    pub async fn http1(&self, setup: &Setup, identity: &Identity) -> Http1 {
+        let tls = self
+            .connect(setup.client_config(Some(identity), &[b"http/1.1"]))
+            .await
+            .unwrap();
+        http1_over(tls).await
+    }
+
+    /// An HTTP/2 client connection presenting `identity`.
+    pub async fn http2(&self, setup: &Setup, identity: &Identity) -> Http2 {
+        let tls = self
+            .connect(setup.client_config(Some(identity), &[b"h2"]))
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+}
+
+pub type Http1 = hyper::client::conn::http1::SendRequest<
+    http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
+>;
+pub type Http2 = hyper::client::conn::http2::SendRequest<
+    http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
+>;
+
+pub async fn http1_over(tls: TlsStream<TcpStream>) -> Http1 {
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    send
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// A request with an in-memory body.
+pub fn request(
+    method: &str,
+    uri: &str,
+    body: &'static [u8],
+) -> Request<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::HOST, "localhost")
+        .body(
+            Full::new(Bytes::from_static(body))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// Send one request and collect the response.
+pub async fn send(
+    client: &mut Http1,
+    req: Request<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let resp = client.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+pub async fn get(client: &mut Http1, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send(client, request("GET", path, b"")).await
+}
+
+/// Wait (bounded) until `path` holds at least `n` JSON lines.
+pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || tokio::time::Instant::now() > deadline {
+            assert!(
+                lines.len() >= n,
+                "wanted {n} decision records, found {}: {text}",
+                lines.len()
+            );
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The example allowlist policy most tests use: summarizer may GET /docs/…, nothing else.
+pub const ALLOW_DOCS: &str = r#"package regate.authz
+
+default allow := false
+
+allow if {
+	input.peer.spiffe_id == "spiffe://example.org/ns/agents/sa/summarizer"
+	input.attributes.request.http.method == "GET"
+	input.parsed_path[0] == "docs"
+}
+"#;
