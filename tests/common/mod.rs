@@ -145,6 +145,15 @@ impl Ca {
         )
     }
 
+    /// A client certificate with several URI SANs (not a valid X509-SVID).
+    pub fn client_with_sans(&self, uris: &[&str]) -> Identity {
+        let sans = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        self.leaf("multi-uri client", sans, false, (-1, 30))
+    }
+
     /// A client certificate whose validity ended yesterday.
     pub fn expired_client(&self, spiffe_id: &str) -> Identity {
         self.leaf(
@@ -619,3 +628,100 @@ allow if {
 	input.parsed_path[0] == "docs"
 }
 "#;
+
+/// The `regate` binary, run as an operator would, with its stderr captured.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Start `regate run ARGS` and wait (bounded) until it says it is serving.
+    pub fn start(args: &[String], env: &[(&str, &str)]) -> Process {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regate"));
+        cmd.arg("run")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listen=").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("regate did not start: {}", stderr.lock().unwrap()));
+        Process {
+            child,
+            addr: addr.parse().unwrap(),
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("regate did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory so far, from /proc, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub async fn http1(&self, setup: &Setup, identity: &Identity) -> Http1 {
+        let tls = tls_connect(
+            self.addr,
+            setup.client_config(Some(identity), &[b"http/1.1"]),
+        )
+        .await
+        .unwrap();
+        http1_over(tls).await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
