@@ -12,6 +12,7 @@
 //! - an encoded slash (`%2F`), which some servers decode into a separator;
 //! - an encoded unreserved character (`%2e`, `%61dmin`), which RFC 3986 says means the same as
 //!   the plain one, so a rule on the plain spelling would be dodged;
+//! - a percent-encoded escape (`%252e`), which a server that decodes twice reads as `.`;
 //! - encoded control characters (`%00`, `%0A`), malformed escapes (`%zz`), and escapes that
 //!   do not decode to UTF-8;
 //! - anything that is not origin-form (`*`, or no leading `/`).
@@ -46,6 +47,8 @@ pub enum PathError {
     EncodedSeparator,
     #[error("the path percent-encodes a character that needs no encoding")]
     EncodedUnreserved,
+    #[error("the path has a percent-encoded escape (double encoding)")]
+    DoubleEncoded,
     #[error("the path has an encoded control character")]
     EncodedControl,
     #[error("the target has a malformed percent-encoding")]
@@ -104,6 +107,12 @@ fn check_path_bytes(path: &str) -> Result<(), PathError> {
                         return Err(PathError::EncodedUnreserved)
                     }
                     b if b < 0x20 || b == 0x7f => return Err(PathError::EncodedControl),
+                    b'%' if bytes
+                        .get(i + 3..i + 5)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                    {
+                        return Err(PathError::DoubleEncoded)
+                    }
                     _ => {}
                 }
                 i += 3;
@@ -159,6 +168,7 @@ mod tests {
         assert_eq!(segs("/people/alice/"), vec!["people", "alice", ""]);
         assert_eq!(segs("/files/my%20doc"), vec!["files", "my doc"]);
         assert_eq!(segs("/a%3Fb"), vec!["a?b"]);
+        assert_eq!(segs("/100%25"), vec!["100%"]);
         let t = parse("/search?q=a+b&tag=x&tag=y&flag&=z").unwrap();
         assert_eq!(t.query["q"], vec!["a b"]);
         assert_eq!(t.query["tag"], vec!["x", "y"]);
@@ -185,6 +195,7 @@ mod tests {
             ("/docs%5C..%5Cadmin", EncodedSeparator),
             ("/docs\\..\\admin", Backslash),
             ("/a%00b", EncodedControl),
+            ("/docs/%252e%252e/admin", DoubleEncoded),
             ("/a%0d%0ab", EncodedControl),
             ("/a%zz", BadEscape),
             ("/a%2", BadEscape),
