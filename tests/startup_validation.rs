@@ -1,0 +1,61 @@
+//! Bad settings stop regate before it listens, all reported in one run.
+
+mod common;
+use common::*;
+
+fn run_regate(args: &[String]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .arg("run")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn broken_policy_at_startup_exits_nonzero_and_names_the_file() {
+    let setup = Setup::new(&[
+        ("ok.rego", "package regate.authz\nallow := true\n"),
+        ("team/broken.rego", "package regate.authz\n\nallow if {\n  input.x ==\n}\n"),
+    ]);
+    let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("broken.rego:5:"), "{stderr}");
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
+
+#[test]
+fn every_bad_setting_is_reported_at_once() {
+    let setup = Setup::new(&[("bad.rego", "package regate.authz\nallow if {\n")]);
+    // The key of another certificate: it does not match server.pem.
+    let other = setup.ca.client(SUMMARIZER);
+    std::fs::write(setup.path("server.key"), &other.key_pem).unwrap();
+    std::fs::write(setup.path("ca.pem"), "not a certificate").unwrap();
+    let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
+    assert_eq!(code, 2, "{stderr}");
+    for needle in ["does not match", "client-ca", "bad.rego:"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+
+    let mut args = setup.args("ftp://nowhere");
+    let cert = args.iter().position(|a| a == "--cert").unwrap() + 1;
+    args[cert] = "/no/such/cert.pem".into();
+    let (code, stderr) = run_regate(&args);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("upstream:") && stderr.contains("/no/such/cert.pem"), "{stderr}");
+}
+
+#[test]
+fn a_policy_calling_a_missing_builtin_is_refused_at_startup() {
+    let setup = Setup::new(&[(
+        "jwt.rego",
+        "package regate.authz\nallow if {\n  [_, payload, _] := io.jwt.decode(\"a.b.c\")\n  payload.sub == \"x\"\n}\n",
+    )]);
+    let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("io.jwt.decode") || stderr.contains("jwt"), "{stderr}");
+}
