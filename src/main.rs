@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Terminate mTLS, decide every request with Rego, forward or deny.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a DEV ONLY CA, server certificate and client SVIDs into a directory.
     DevCerts {
         #[arg(long, value_name = "DIR", default_value = "certs-dev")]
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The core promise: an allowed request reaches the upstream with regate's identity headers;
 //! a denied one gets a problem+json 403 and never reaches it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 

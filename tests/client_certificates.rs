@@ -1,5 +1,7 @@
 //! Only clients with a valid certificate chaining to --client-ca reach policy at all.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 

@@ -1,6 +1,8 @@
 //! The checked-in example policies pass their own Rego tests, and the README's quick start
 //! (dev certificates, example policies, demo upstream) allows and denies as documented.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 
@@ -49,7 +51,10 @@ fn example_policies_pass_their_rego_tests() {
         }
     }
     let tests = rego_tests();
-    assert!(tests.len() >= 5, "expected the example's tests, found {tests:?}");
+    assert!(
+        tests.len() >= 5,
+        "expected the example's tests, found {tests:?}"
+    );
     let mut failed = Vec::new();
     for test in &tests {
         match engine.eval_rule(test.clone()) {
@@ -57,7 +62,11 @@ fn example_policies_pass_their_rego_tests() {
             other => failed.push(format!("{test}: {other:?}")),
         }
     }
-    assert!(failed.is_empty(), "failing Rego tests:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "failing Rego tests:\n{}",
+        failed.join("\n")
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! A client can never speak for its certificate, its address or regate: the forwarded
 //! identity headers are always regate's own, and hop-by-hop headers stop at regate.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 

@@ -1,5 +1,7 @@
 //! HTTP/2 clients are served, and a gRPC-style exchange keeps its trailers both ways.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use bytes::Bytes;
 use common::*;

@@ -1,5 +1,7 @@
 //! Bodies stream through regate: 64 MiB arrives intact while regate's memory stays flat.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use bytes::Bytes;
 use common::*;
@@ -46,5 +48,8 @@ async fn large_body_arrives_intact_with_bounded_memory() {
     let growth_mib = peak.saturating_sub(baseline) / 1024;
     eprintln!("regate peak RSS: baseline {baseline} KiB, after 64 MiB body {peak} KiB (+{growth_mib} MiB)");
     // Buffering the body whole would add at least 64 MiB; streaming adds a few buffers.
-    assert!(growth_mib < 16, "regate grew by {growth_mib} MiB for a 64 MiB body");
+    assert!(
+        growth_mib < 16,
+        "regate grew by {growth_mib} MiB for a 64 MiB body"
+    );
 }

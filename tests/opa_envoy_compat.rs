@@ -1,5 +1,7 @@
 //! A policy written for OPA's Envoy plugin runs unchanged with --query data.envoy.authz.allow.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 

@@ -1,6 +1,8 @@
 //! The path the policy judged is the path the upstream serves. Targets that another server
 //! could resolve differently are refused with 400 before policy, and never forwarded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,5 +1,7 @@
 //! Bad settings stop regate before it listens, all reported in one run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 
@@ -20,7 +22,10 @@ fn run_regate(args: &[String]) -> (i32, String) {
 fn broken_policy_at_startup_exits_nonzero_and_names_the_file() {
     let setup = Setup::new(&[
         ("ok.rego", "package regate.authz\nallow := true\n"),
-        ("team/broken.rego", "package regate.authz\n\nallow if {\n  input.x ==\n}\n"),
+        (
+            "team/broken.rego",
+            "package regate.authz\n\nallow if {\n  input.x ==\n}\n",
+        ),
     ]);
     let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
     assert_ne!(code, 0);
@@ -46,7 +51,10 @@ fn every_bad_setting_is_reported_at_once() {
     args[cert] = "/no/such/cert.pem".into();
     let (code, stderr) = run_regate(&args);
     assert_eq!(code, 2);
-    assert!(stderr.contains("upstream:") && stderr.contains("/no/such/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("upstream:") && stderr.contains("/no/such/cert.pem"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -57,5 +65,8 @@ fn a_policy_calling_a_missing_builtin_is_refused_at_startup() {
     )]);
     let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("io.jwt.decode") || stderr.contains("jwt"), "{stderr}");
+    assert!(
+        stderr.contains("io.jwt.decode") || stderr.contains("jwt"),
+        "{stderr}"
+    );
 }

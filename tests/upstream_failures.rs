@@ -1,6 +1,8 @@
 //! When the application is down or slow, the client gets a clear 502 or 504, and the
 //! decision is still recorded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use std::time::Duration;
@@ -9,7 +11,11 @@ use std::time::Duration;
 async fn upstream_down_gives_502() {
     let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let regate = setup.start(&format!("http://127.0.0.1:{port}"), &[]).await;
     let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     let (status, headers, body) = get(&mut client, "/docs/a").await;

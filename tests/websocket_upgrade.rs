@@ -1,5 +1,7 @@
 //! An allowed HTTP/1.1 upgrade (WebSocket) passes through, and bytes flow both ways.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,12 +20,17 @@ allow if input.attributes.request.http.headers.upgrade == "websocket"
     h.insert("connection", "Upgrade".parse().unwrap());
     h.insert("upgrade", "websocket".parse().unwrap());
     h.insert("sec-websocket-version", "13".parse().unwrap());
-    h.insert("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+    h.insert(
+        "sec-websocket-key",
+        "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+    );
     let resp = client.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 101);
     let upgraded = hyper::upgrade::on(resp).await.unwrap();
     let mut io = hyper_util::rt::TokioIo::new(upgraded);
-    io.write_all(b"ping over the upgraded stream").await.unwrap();
+    io.write_all(b"ping over the upgraded stream")
+        .await
+        .unwrap();
     let mut buf = [0u8; 29];
     tokio::time::timeout(std::time::Duration::from_secs(10), io.read_exact(&mut buf))
         .await
@@ -32,6 +39,9 @@ allow if input.attributes.request.http.headers.upgrade == "websocket"
     assert_eq!(&buf, b"ping over the upgraded stream");
     let seen = &upstream.requests()[0];
     assert_eq!(seen.headers["upgrade"], "websocket");
-    assert_eq!(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+    assert_eq!(
+        seen.headers["sec-websocket-key"],
+        "dGhlIHNhbXBsZSBub25jZQ=="
+    );
     regate.stop().await;
 }

@@ -63,7 +63,7 @@ impl Connection {
             || peer
                 .spiffe_id
                 .as_ref()
-                .is_some_and(|id| proxy.trust_domains.iter().any(|td| *td == id.trust_domain));
+                .is_some_and(|id| proxy.trust_domains.contains(&id.trust_domain));
         let xfcc = HeaderValue::from_str(&xfcc(&peer, local))
             .unwrap_or_else(|_| HeaderValue::from_static("Hash=invalid"));
         let xff = HeaderValue::from_str(&remote.ip().to_string())
