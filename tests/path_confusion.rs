@@ -14,12 +14,17 @@ allow if startswith(input.attributes.request.http.path, "/docs/")
 
 /// Send a raw HTTP/1.1 request line over TLS, so no client library tidies the target.
 async fn raw_status(regate: &Regate, setup: &Setup, target: &str) -> u16 {
+    let req = format!("GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    raw_request(regate, setup, &req).await
+}
+
+async fn raw_request(regate: &Regate, setup: &Setup, req: &str) -> u16 {
+    let target = req.lines().next().unwrap_or_default().to_string();
     let identity = setup.ca.client(SUMMARIZER);
     let mut tls = regate
         .connect(setup.client_config(Some(&identity), &[b"http/1.1"]))
         .await
         .unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(
@@ -77,5 +82,20 @@ async fn path_confusion_attempts_are_refused() {
     let target = "/docs/my%20file.txt?x=%2F..%2F&y=1";
     assert_eq!(raw_status(&regate, &setup, target).await, 200);
     assert_eq!(upstream.requests()[0].uri, target);
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_repeated_host_is_refused() {
+    let setup = Setup::new(&[("authz.rego", POLICY)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    for req in [
+        "GET /docs/a HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET /docs/a HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+    ] {
+        assert_eq!(raw_request(&regate, &setup, req).await, 400, "{req:?}");
+    }
+    assert!(upstream.requests().is_empty());
     regate.stop().await;
 }

@@ -127,10 +127,15 @@ impl Proxy {
                 .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
             host: host(&req),
         };
-        let policies = self.policies.load();
+        // The policy set is read once, at the start: this request is decided, and recorded,
+        // with one revision even if a reload lands while it is being forwarded.
+        let (decided, revision) = {
+            let policies = self.policies.load();
+            let decided = self.authorize(conn, req, &seen, &policies);
+            (decided, policies.revision.clone())
+        };
         let mut upstream_status = None;
-        let (response, allowed, reason, eval_ns) = match self.authorize(conn, req, &seen, &policies)
-        {
+        let (response, allowed, reason, eval_ns) = match decided {
             Err(err) => {
                 let eval_ns = match &err {
                     ProxyError::Denied(d) => d.eval_ns,
@@ -166,7 +171,7 @@ impl Proxy {
             allowed,
             http_status: response.status().as_u16(),
             reason: &reason,
-            policy_revision: &policies.revision,
+            policy_revision: &revision,
             eval_ns,
             upstream_status,
             duration_ns: start.elapsed().as_nanos() as u64,
@@ -183,6 +188,10 @@ impl Proxy {
         policies: &PolicySet,
     ) -> Result<(Request<Incoming>, Decision), ProxyError> {
         let target = path::parse(&seen.path)?;
+        // RFC 9112 §3.2: exactly one Host (or an :authority) is required.
+        if seen.host.is_empty() || req.headers().get_all(header::HOST).iter().count() > 1 {
+            return Err(ProxyError::BadRequest("missing or repeated host"));
+        }
         let (mut parts, body) = req.into_parts();
         let upgrade = forward::is_upgrade(parts.version, &parts.headers);
         forward::strip_hop_by_hop(&mut parts.headers, upgrade);
