@@ -89,7 +89,7 @@ impl App {
             },
         ));
         let policies = PolicySet::load(&config.policies, &config.query)
-            .map_err(|e| errors.push(error_chain(&e)))
+            .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
             .ok();
         match (tls, policies) {
             (Some(tls), Some(policies)) if errors.is_empty() => Ok(App {

@@ -24,6 +24,12 @@ allow if {
 }
 
 allow if input.parsed_path[0] == "ok"
+
+# A debugging print of a credential: its output must never reach stderr.
+allow if {
+	print("debug authorization:", input.attributes.request.http.headers.authorization)
+	input.parsed_path[0] == "never"
+}
 "#;
 
 #[tokio::test]
@@ -59,7 +65,7 @@ async fn runaway_policy_is_stopped_and_denied() {
     let (status, _, body) = get(&mut client, "/slow").await;
     assert_eq!(status, 403);
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(doc["reason"], "policy_error");
+    assert_eq!(doc["reason"], "policy_timeout");
     assert!(upstream.requests().is_empty());
     regate.stop().await;
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use regorus::{CompiledPolicy, Engine, Value};
+use regorus::{Engine, Value};
 use thiserror::Error;
 
 /// The current [`PolicySet`], swapped whole on reload.
@@ -42,13 +42,16 @@ pub enum PolicyError {
     DataConflict { path: String, key: String },
     #[error("query: {query}: {message}")]
     Query { query: String, message: String },
+    #[error("policy: {location}: calls {builtin}, which regorus does not implement")]
+    UnsupportedBuiltin { location: String, builtin: String },
     #[error("policy: evaluating {query} on a sample request failed: {message}")]
     Smoke { query: String, message: String },
 }
 
 /// A compiled, checked policy set and the revision that names it in decision records.
 pub struct PolicySet {
-    compiled: CompiledPolicy,
+    /// Prepared once at load; cloned (cheaply: it shares the compiled rules) per evaluation.
+    engine: Engine,
     /// `sha256:` + the first 16 hex digits of a hash over every loaded file's path and bytes.
     pub revision: Arc<str>,
     pub query: Arc<str>,
@@ -94,95 +97,199 @@ impl Decision {
 
 impl PolicySet {
     /// Read, compile and smoke-evaluate everything under `dir`. Nothing is published here.
-    pub fn load(dir: &Path, query: &str) -> Result<PolicySet, PolicyError> {
-        let files = collect_files(dir)?;
+    /// Every broken file is reported, not just the first.
+    pub fn load(dir: &Path, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
+        let files = collect_files(dir).map_err(|e| vec![e])?;
         let mut engine = Engine::new();
         let mut data = Value::new_object();
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut rego_files = 0;
+        let mut errors = Vec::new();
         for file in &files {
-            let bytes = std::fs::read(&file.path).map_err(|source| PolicyError::Read {
-                path: file.path.display().to_string(),
-                source,
-            })?;
+            let name = file.path.display().to_string();
+            let bytes = match std::fs::read(&file.path) {
+                Ok(b) => b,
+                Err(source) => {
+                    errors.push(PolicyError::Read { path: name, source });
+                    continue;
+                }
+            };
             // Path and length delimit each file, so moving bytes between files changes the hash.
             hasher.update(file.rel.as_bytes());
             hasher.update(&[0]);
             hasher.update(&(bytes.len() as u64).to_be_bytes());
             hasher.update(&bytes);
-            let name = file.path.display().to_string();
-            let text = String::from_utf8(bytes).map_err(|_| PolicyError::Data {
-                path: name.clone(),
-                message: "not UTF-8".into(),
-            })?;
-            match file.kind {
-                FileKind::Rego => {
-                    add_rego(&mut engine, name, text)?;
-                    rego_files += 1;
+            let Ok(text) = String::from_utf8(bytes) else {
+                errors.push(PolicyError::Data {
+                    path: name,
+                    message: "not UTF-8".into(),
+                });
+                continue;
+            };
+            let loaded = match file.kind {
+                FileKind::Rego => check_builtins(&name, &text)
+                    .and_then(|()| add_rego(&mut engine, name.clone(), text)),
+                FileKind::Json | FileKind::Yaml => if file.kind == FileKind::Json {
+                    Value::from_json_str(&text)
+                } else {
+                    Value::from_yaml_str(&text)
                 }
-                FileKind::Json | FileKind::Yaml => {
-                    let value = if file.kind == FileKind::Json {
-                        Value::from_json_str(&text)
-                    } else {
-                        Value::from_yaml_str(&text)
-                    }
-                    .map_err(|e| PolicyError::Data {
-                        path: name.clone(),
-                        message: e.to_string(),
-                    })?;
-                    merge_at(&mut data, &file.data_path, value, &name)?;
-                }
+                .map_err(|e| PolicyError::Data {
+                    path: name.clone(),
+                    message: e.to_string(),
+                })
+                .and_then(|value| merge_at(&mut data, &file.data_path, value, &name)),
+            };
+            if let Err(e) = loaded {
+                errors.push(e);
             }
         }
-        if rego_files == 0 {
-            return Err(PolicyError::Empty {
-                dir: dir.display().to_string(),
-            });
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let fail = |e: PolicyError| vec![e];
         engine
             .add_data(data)
-            .map_err(|e| PolicyError::Compile(e.to_string()))?;
-        let compiled =
-            engine
-                .compile_with_entrypoint(&query.into())
-                .map_err(|e| PolicyError::Query {
-                    query: query.to_string(),
-                    message: e.to_string(),
-                })?;
-        let digest = hasher.finish();
+            .map_err(|e| fail(PolicyError::Compile(e.to_string())))?;
+        // Compiling prepares the engine (rule analysis, data, imports) once; every request
+        // then evaluates on a cheap clone. Gathered, a policy's print() output stays in the
+        // clone and never reaches stderr with request values in it.
+        engine.set_gather_prints(true);
+        engine.compile_with_entrypoint(&query.into()).map_err(|e| {
+            fail(PolicyError::Query {
+                query: query.to_string(),
+                message: e.to_string(),
+            })
+        })?;
         let revision = format!(
             "sha256:{}",
-            &crate::tls::identity::hex(digest.as_ref())[..16]
+            &crate::tls::identity::hex(hasher.finish().as_ref())[..16]
         );
         let set = PolicySet {
-            compiled,
+            engine,
             revision: revision.into(),
             query: query.into(),
         };
-        // A builtin regorus lacks only fails when evaluated; find out now, not on a request.
-        if let Err(e) = set.compiled.eval_with_input(input::sample()) {
-            return Err(PolicyError::Smoke {
+        // The static check cannot see everything: evaluate once now, not first on a request.
+        set.eval(input::sample()).map_err(|e| {
+            fail(PolicyError::Smoke {
                 query: query.to_string(),
                 message: e.to_string(),
-            });
-        }
+            })
+        })?;
         Ok(set)
+    }
+
+    fn eval(&self, input: Value) -> anyhow::Result<Value> {
+        let mut engine = self.engine.clone();
+        engine.set_input(input);
+        engine.eval_rule(self.query.to_string())
     }
 
     /// Evaluate the query for one request. Never fails: every failure is a deny.
     pub fn decide(&self, input: Value) -> Decision {
         let start = Instant::now();
-        let result = self.compiled.eval_with_input(input);
+        let result = self.eval(input);
         let eval_ns = start.elapsed().as_nanos() as u64;
         let mut decision = match result {
             Ok(value) => interpret(&value),
-            Err(e) => Decision {
-                error: Some(e.to_string()),
-                ..Decision::deny("policy_error")
-            },
+            Err(e) => {
+                let message = e.to_string();
+                // regorus' own wording for its execution timer.
+                let reason = if message.contains("exceeded time limit") {
+                    "policy_timeout"
+                } else {
+                    "policy_error"
+                };
+                Decision {
+                    error: Some(message),
+                    ..Decision::deny(reason)
+                }
+            }
         };
         decision.eval_ns = eval_ns;
         decision
+    }
+}
+
+/// Builtins regorus does not implement, or implements only as a stub that returns
+/// undefined. A call to one is refused at load, naming the file and line, rather than
+/// denying every request that reaches it.
+const UNSUPPORTED_BUILTINS: &[&str] = &[
+    "io.jwt.",
+    "crypto.",
+    "http.send",
+    "net.lookup_ip_addr",
+    "rego.parse_module",
+    "rego.metadata.",
+    "providers.aws.",
+    "graphql.",
+];
+
+/// Find calls to [`UNSUPPORTED_BUILTINS`] in Rego source, skipping comments and strings.
+pub fn unsupported_calls(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = strip_comment_and_strings(line);
+        for prefix in UNSUPPORTED_BUILTINS {
+            let mut from = 0;
+            while let Some(at) = code[from..].find(prefix) {
+                let start = from + at;
+                from = start + prefix.len();
+                let before = code[..start].chars().next_back();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let name: String = code[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                    .collect();
+                if code[start + name.len()..].trim_start().starts_with('(') {
+                    found.push((i + 1, name));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The line with `# comments` removed and string contents blanked.
+fn strip_comment_and_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in line.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                    continue;
+                }
+                out.push(' ');
+            }
+            None if c == '#' => break,
+            None => {
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn check_builtins(name: &str, text: &str) -> Result<(), PolicyError> {
+    match unsupported_calls(text).into_iter().next() {
+        None => Ok(()),
+        Some((line, builtin)) => Err(PolicyError::UnsupportedBuiltin {
+            location: format!("{name}:{line}"),
+            builtin,
+        }),
     }
 }
 
@@ -241,7 +348,13 @@ fn interpret(value: &Value) -> Decision {
             error: Some(e),
             ..Decision::deny("policy_invalid_result")
         }),
-        _ => Decision::deny("policy_invalid_result"),
+        other => Decision {
+            error: Some(format!(
+                "the result is {}, not a boolean or a decision object",
+                other.to_json_str().unwrap_or_default()
+            )),
+            ..Decision::deny("policy_invalid_result")
+        },
     }
 }
 
@@ -429,9 +542,16 @@ fn merge(
     at: &mut Vec<String>,
     file: &str,
 ) -> Result<(), PolicyError> {
-    let conflict = |at: &Vec<String>| PolicyError::DataConflict {
-        path: file.to_string(),
-        key: at.join("."),
+    let conflict = |at: &Vec<String>| match at.is_empty() {
+        true => PolicyError::Data {
+            path: file.to_string(),
+            message: "a data file must hold an object (it is merged into data at its directory)"
+                .into(),
+        },
+        false => PolicyError::DataConflict {
+            path: file.to_string(),
+            key: at.join("."),
+        },
     };
     let (Value::Object(_), Value::Object(from_map)) = (&*into, &from) else {
         return Err(conflict(at));

@@ -10,6 +10,15 @@ fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+fn load_error(dir: &tempfile::TempDir, query: &str) -> String {
+    let errors = PolicySet::load(dir.path(), query).err().unwrap();
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn decide(files: &[(&str, &str)], query: &str) -> Decision {
     let dir = dir_with(files);
     PolicySet::load(dir.path(), query)
@@ -90,10 +99,7 @@ fn a_syntax_error_names_file_and_line() {
         ("ok.rego", "package t\nallow := true\n"),
         ("sub/bad.rego", "package t\n\nallow if {\n"),
     ]);
-    let err = PolicySet::load(dir.path(), "data.t.allow")
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&dir, "data.t.allow");
     assert!(err.contains("bad.rego:"), "{err}");
     assert!(err.contains(":3:") || err.contains(":4:"), "{err}");
 }
@@ -122,10 +128,7 @@ fn conflicting_data_is_refused() {
         ("a/one.json", "{\"x\": 1}"),
         ("a/two.json", "{\"x\": 2}"),
     ]);
-    let err = PolicySet::load(dir.path(), "data.t.allow")
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&dir, "data.t.allow");
     assert!(err.contains("a.x") && err.contains("two.json"), "{err}");
 }
 
@@ -145,7 +148,46 @@ fn missing_builtins_fail_at_load_not_per_request() {
         "p.rego",
         "package t\nallow if { [_, p, _] := io.jwt.decode(\"a.b.c\"); p.sub == \"x\" }\n",
     )]);
-    assert!(PolicySet::load(dir.path(), "data.t.allow").is_err());
+    let err = load_error(&dir, "data.t.allow");
+    assert!(
+        err.contains("p.rego:2") && err.contains("io.jwt.decode"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_broken_file_is_reported() {
+    let dir = dir_with(&[
+        ("a.rego", "package t\nallow if {\n"),
+        (
+            "b.rego",
+            "package t\nallow if { http.send({\"url\": \"x\"}).status_code == 200 }\n",
+        ),
+        ("c.json", "{not json"),
+        (
+            "d.rego",
+            "package t\n# crypto.sha256(x) in a comment is fine\nx := \"io.jwt.decode(\"\n",
+        ),
+    ]);
+    let err = load_error(&dir, "data.t.allow");
+    assert!(err.contains("a.rego:"), "{err}");
+    assert!(err.contains("b.rego:2: calls http.send"), "{err}");
+    assert!(err.contains("c.json"), "{err}");
+    assert!(!err.contains("d.rego"), "{err}");
+}
+
+#[test]
+fn unsupported_calls_are_found_outside_comments_and_strings() {
+    let found = unsupported_calls(
+        "x := io.jwt.decode_verify(t, {})\n# crypto.sha256(x)\ny := \"http.send(\"\nz := crypto.x509.parse_certificates (c)\n",
+    );
+    assert_eq!(
+        found,
+        vec![
+            (1, "io.jwt.decode_verify".to_string()),
+            (4, "crypto.x509.parse_certificates".to_string())
+        ]
+    );
 }
 
 #[test]
@@ -162,5 +204,5 @@ fn revision_follows_content() {
 #[test]
 fn unknown_query_is_refused() {
     let dir = dir_with(&[("p.rego", "package t\nallow := true\n")]);
-    assert!(PolicySet::load(dir.path(), "data.other.allow").is_err());
+    assert!(load_error(&dir, "data.other.allow").contains("data.other.allow"));
 }
