@@ -19,7 +19,7 @@ allow = response {
     startswith(input.attributes.source.principal, "spiffe://example.org/")
     response := {
         "allowed": true,
-        "headers": {"x-ext-auth-allow": "yes", "x-person": name},
+        "headers": {"x-ext-auth-allow": "yes", "x-person": name, "x-multi": ["a", "b"]},
         "response_headers_to_add": {"x-response-note": "checked"},
         "request_headers_to_remove": ["x-internal-debug"],
     }
@@ -55,6 +55,8 @@ async fn opa_envoy_plugin_policy_runs_unchanged() {
     let seen = &upstream.requests()[0];
     assert_eq!(seen.headers["x-ext-auth-allow"], "yes");
     assert_eq!(seen.headers["x-person"], "alice");
+    let multi: Vec<_> = seen.headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
     assert!(!seen.headers.contains_key("x-internal-debug"));
 
     // Denied with the policy's own status, body and headers.

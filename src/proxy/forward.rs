@@ -29,15 +29,48 @@ pub struct Upstream {
     authority: Authority,
     protocol: UpstreamProtocol,
     timeout: Duration,
-    http1: Client<HttpConnector, Incoming>,
-    http2: Client<HttpConnector, Incoming>,
+    http1: Client<UpstreamConnector, Incoming>,
+    http2: Client<UpstreamConnector, Incoming>,
+}
+
+/// Dials the one upstream whatever authority the request URI names. The URI can then
+/// carry the client's own authority, which HTTP/2 sends as `:authority`, so the application
+/// sees the host the policy saw.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    inner: HttpConnector,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
 }
 
 impl Upstream {
     pub fn new(authority: Authority, protocol: UpstreamProtocol, timeout: Duration) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let mut inner = HttpConnector::new();
+        inner.set_nodelay(true);
+        inner.set_connect_timeout(Some(Duration::from_secs(5)));
+        let target = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        let connector = UpstreamConnector { inner, target };
         let client = |http2_only: bool| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
@@ -72,18 +105,23 @@ impl Upstream {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad uri"))?;
         let client = if use_h2 {
+            // HTTP/2 carries the host as :authority, taken from the URI.
+            let host = req.headers_mut().remove(header::HOST);
+            let authority = host
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .ok_or(ProxyError::BadRequest("the host is not a valid authority"))?;
+            parts.authority = Some(authority);
             *req.version_mut() = Version::HTTP_2;
-            // HTTP/2 carries the host as :authority; hyper derives it from the URI.
-            req.headers_mut().remove(header::HOST);
             &self.http2
         } else {
+            // One pool key for every HTTP/1.1 request; the Host header says the rest.
+            parts.authority = Some(self.authority.clone());
             *req.version_mut() = Version::HTTP_11;
             &self.http1
         };
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("bad uri"))?;
         match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if e.is_connect() => Err(ProxyError::UpstreamUnreachable(e)),

@@ -233,8 +233,15 @@ impl Proxy {
         for name in &decision.remove_headers {
             parts.headers.remove(name);
         }
+        // A policy header replaces the client's; a list of values for one name is kept whole.
+        let mut previous: Option<&http::HeaderName> = None;
         for (name, value) in &decision.headers {
-            parts.headers.insert(name.clone(), value.clone());
+            if previous == Some(name) {
+                parts.headers.append(name.clone(), value.clone());
+            } else {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+            previous = Some(name);
         }
         Ok((Request::from_parts(parts, body), decision))
     }
