@@ -134,6 +134,14 @@ pub enum UpstreamProtocol {
     Auto,
 }
 
+/// A merged config and every problem found in it. When `errors` is not empty, the config
+/// holds placeholders and must not be served.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub errors: Vec<String>,
+}
+
 /// Every bad setting found, one message each.
 #[derive(Debug)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -158,12 +166,23 @@ pub const DEFAULT_QUERY: &str = "data.regate.authz.allow";
 impl Config {
     /// Merge the flags over the file named by `--config`, and validate the result.
     pub fn from_args(args: RunArgs) -> Result<Config, ConfigErrors> {
+        let checked = Config::check(args);
+        match checked.errors.is_empty() {
+            true => Ok(checked.config),
+            false => Err(ConfigErrors(checked.errors)),
+        }
+    }
+
+    /// Like [`Config::from_args`], but always returns a config (with placeholders for bad
+    /// values), so startup can go on to check the files that do exist and report every
+    /// problem in one run.
+    pub fn check(args: RunArgs) -> Checked {
         let mut errors = Vec::new();
         let file = match &args.config {
-            Some(path) => match read_file_settings(path) {
-                Ok(file) => file,
-                Err(e) => return Err(ConfigErrors(vec![e])),
-            },
+            Some(path) => read_file_settings(path).unwrap_or_else(|e| {
+                errors.push(e);
+                FileSettings::default()
+            }),
             None => FileSettings::default(),
         };
         // Relative paths in the file are relative to the file, as a reader of it expects.
@@ -248,7 +267,11 @@ impl Config {
             }
         }
 
-        let decision_log = match args.decision_log.or(file.decision_log).as_deref() {
+        let decision_log_file = file.decision_log.map(|p| match p.as_str() {
+            "stdout" | "-" => p,
+            _ => base.join(p).display().to_string(),
+        });
+        let decision_log = match args.decision_log.or(decision_log_file).as_deref() {
             None | Some("stdout") | Some("-") => DecisionLog::Stdout,
             Some(p) => {
                 let path = PathBuf::from(p);
@@ -297,32 +320,24 @@ impl Config {
             }
         };
 
-        match (listen, upstream, cert, key, client_ca, policies) {
-            (
-                Some(listen),
-                Some(upstream),
-                Some(cert),
-                Some(key),
-                Some(client_ca),
-                Some(policies),
-            ) if errors.is_empty() => Ok(Config {
-                listen,
-                upstream,
-                cert,
-                key,
-                client_ca,
-                policies,
-                query,
-                trust_domains,
-                context,
-                decision_log,
-                upstream_timeout,
-                upstream_protocol,
-                handshake_timeout,
-                policy_timeout,
-            }),
-            _ => Err(ConfigErrors(errors)),
-        }
+        // Bad values get placeholders so the rest can still be checked; `errors` says which.
+        let config = Config {
+            listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
+            upstream: upstream.unwrap_or(Upstream::Demo),
+            cert: cert.unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            client_ca: client_ca.unwrap_or_default(),
+            policies: policies.unwrap_or_default(),
+            query,
+            trust_domains,
+            context,
+            decision_log,
+            upstream_timeout,
+            upstream_protocol,
+            handshake_timeout,
+            policy_timeout,
+        };
+        Checked { config, errors }
     }
 }
 

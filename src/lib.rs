@@ -60,6 +60,7 @@ pub struct App {
     config: Config,
     tls: TlsStore,
     policies: PolicyStore,
+    audit: (audit::Audit, audit::AuditWriter),
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -75,12 +76,26 @@ impl std::fmt::Display for StartupErrors {
 impl std::error::Error for StartupErrors {}
 
 impl App {
-    /// Load certificates and policies. Every failure is collected, so one run reports all.
+    /// Load certificates and policies and open the decision log.
     pub fn load(config: Config) -> Result<App, StartupErrors> {
-        let mut errors = Vec::new();
-        let tls = TlsState::load(&config.cert, &config.key, &config.client_ca)
-            .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
-            .ok();
+        App::load_checked(config::Checked {
+            config,
+            errors: Vec::new(),
+        })
+    }
+
+    /// Load what a checked config names, adding every failure to the config's own errors,
+    /// so one run reports all of them. Files the config already found missing are skipped.
+    pub fn load_checked(checked: config::Checked) -> Result<App, StartupErrors> {
+        let config::Checked { config, mut errors } = checked;
+        let tls_files = [&config.cert, &config.key, &config.client_ca];
+        let tls = if tls_files.iter().all(|p| p.is_file()) {
+            TlsState::load(&config.cert, &config.key, &config.client_ca)
+                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .ok()
+        } else {
+            None
+        };
         // Bounds every evaluation; a runaway policy is an error (a deny), not a stuck worker.
         regorus::utils::limits::set_fallback_execution_timer_config(Some(
             regorus::utils::limits::ExecutionTimerConfig {
@@ -88,17 +103,30 @@ impl App {
                 check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
             },
         ));
-        let policies = PolicySet::load(&config.policies, &config.query)
-            .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+        let policies = if config.policies.is_dir() {
+            PolicySet::load(&config.policies, &config.query)
+                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .ok()
+        } else {
+            None
+        };
+        let audit = audit::Audit::start(&config.decision_log)
+            .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
             .ok();
-        match (tls, policies) {
-            (Some(tls), Some(policies)) if errors.is_empty() => Ok(App {
+        match (tls, policies, audit) {
+            (Some(tls), Some(policies), Some(audit)) if errors.is_empty() => Ok(App {
                 config,
                 tls: Arc::new(ArcSwap::from_pointee(tls)),
                 policies: Arc::new(ArcSwap::from_pointee(policies)),
+                audit,
             }),
             _ => Err(StartupErrors(errors)),
         }
+    }
+
+    /// Forward to `authority` (used to point regate at the demo upstream once it is bound).
+    pub fn set_upstream(&mut self, authority: http::uri::Authority) {
+        self.config.upstream = Upstream::Url(authority);
     }
 
     pub fn policies(&self) -> &PolicyStore {
@@ -119,7 +147,7 @@ impl App {
         let Upstream::Url(authority) = self.config.upstream.clone() else {
             return Err(std::io::Error::other("the demo upstream was not started"));
         };
-        let (audit, audit_writer) = audit::Audit::start(&self.config.decision_log)?;
+        let (audit, audit_writer) = self.audit;
         let proxy = Arc::new(Proxy {
             policies: self.policies.clone(),
             upstream: proxy::forward::Upstream::new(

@@ -59,8 +59,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match Config::from_args(args) {
-        Ok(c) => c,
+    let checked = Config::check(args);
+    let demo = checked.config.upstream == Upstream::Demo;
+    let listen = checked.config.listen;
+    // Everything is checked before anything is bound: a bad setting leaves nothing listening.
+    let mut app = match App::load_checked(checked) {
+        Ok(app) => app,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("regate: {e}");
@@ -78,40 +82,29 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
-        Ok(code) => code,
+    let serve = async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        if demo {
+            let demo = TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding the demo upstream")?;
+            let addr = demo.local_addr()?;
+            tracing::info!(%addr, "demo upstream is serving (echoes what regate forwards)");
+            tokio::spawn(regate::demo::serve(demo));
+            app.set_upstream(addr.to_string().parse()?);
+        }
+        app.serve(listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    };
+    match runtime.block_on(serve) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("regate: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(mut config: Config) -> anyhow::Result<ExitCode> {
-    if config.upstream == Upstream::Demo {
-        let demo = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the demo upstream")?;
-        let addr = demo.local_addr()?;
-        tracing::info!(%addr, "demo upstream is serving (echoes what regate forwards)");
-        tokio::spawn(regate::demo::serve(demo));
-        config.upstream = Upstream::Url(addr.to_string().parse()?);
-    }
-    let listen = config.listen;
-    let app = match App::load(config) {
-        Ok(app) => app,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("regate: {e}");
-            }
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    app.serve(listener, shutdown_signal()).await?;
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

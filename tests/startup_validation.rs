@@ -35,24 +35,40 @@ fn broken_policy_at_startup_exits_nonzero_and_names_the_file() {
 
 #[test]
 fn every_bad_setting_is_reported_at_once() {
-    let setup = Setup::new(&[("bad.rego", "package regate.authz\nallow if {\n")]);
+    let setup = Setup::new(&[
+        ("bad.rego", "package regate.authz\nallow if {\n"),
+        (
+            "also/bad.rego",
+            "package regate.authz\nallow := crypto.sha256(\"x\")\n",
+        ),
+    ]);
     // The key of another certificate: it does not match server.pem.
     let other = setup.ca.client(SUMMARIZER);
     std::fs::write(setup.path("server.key"), &other.key_pem).unwrap();
     std::fs::write(setup.path("ca.pem"), "not a certificate").unwrap();
-    let (code, stderr) = run_regate(&setup.args("http://127.0.0.1:9"));
+    let mut args = setup.args("ftp://nowhere");
+    args.extend(["--upstream-timeout".into(), "soon".into()]);
+    let (code, stderr) = run_regate(&args);
     assert_eq!(code, 2, "{stderr}");
-    for needle in ["does not match", "client-ca", "bad.rego:"] {
+    for needle in [
+        "upstream:",
+        "upstream-timeout:",
+        "does not match",
+        "client-ca",
+        "bad.rego:3",
+        "also/bad.rego:2: calls crypto.sha256",
+    ] {
         assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
     }
+    assert!(!stderr.contains("serving"), "{stderr}");
 
-    let mut args = setup.args("ftp://nowhere");
+    let mut args = setup.args("http://127.0.0.1:9");
     let cert = args.iter().position(|a| a == "--cert").unwrap() + 1;
     args[cert] = "/no/such/cert.pem".into();
     let (code, stderr) = run_regate(&args);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("upstream:") && stderr.contains("/no/such/cert.pem"),
+        stderr.contains("/no/such/cert.pem") && stderr.contains("bad.rego"),
         "{stderr}"
     );
 }
