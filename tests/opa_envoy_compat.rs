@@ -22,6 +22,8 @@ allow = response {
         "headers": {"x-ext-auth-allow": "yes", "x-person": name, "x-multi": ["a", "b"]},
         "response_headers_to_add": {"x-response-note": "checked"},
         "request_headers_to_remove": ["x-internal-debug"],
+        "query_parameters_to_remove": ["debug"],
+        "query_parameters_to_set": {"source": "regate"},
     }
 }
 
@@ -46,13 +48,14 @@ async fn opa_envoy_plugin_policy_runs_unchanged() {
     let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
 
     // Allowed: object result, parsed_path, parsed_query, headers added and removed.
-    let mut req = request("GET", "/people/alice?lang=en", b"");
+    let mut req = request("GET", "/people/alice?lang=en&debug=1", b"");
     req.headers_mut()
         .insert("x-internal-debug", "1".parse().unwrap());
     let (status, headers, _) = send(&mut client, req).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-response-note"], "checked");
     let seen = &upstream.requests()[0];
+    assert_eq!(seen.uri, "/people/alice?lang=en&source=regate");
     assert_eq!(seen.headers["x-ext-auth-allow"], "yes");
     assert_eq!(seen.headers["x-person"], "alice");
     let multi: Vec<_> = seen.headers.get_all("x-multi").iter().collect();

@@ -73,6 +73,11 @@ pub struct Decision {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// `request_headers_to_remove`: removed from the upstream request on allow.
     pub remove_headers: Vec<HeaderName>,
+    /// `query_parameters_to_set`: (name, value) pairs replacing those names in the upstream
+    /// request's query on allow; a name may repeat.
+    pub query_set: Vec<(String, String)>,
+    /// `query_parameters_to_remove`: names dropped from the upstream request's query on allow.
+    pub query_remove: Vec<String>,
     /// Set when evaluation failed; for the diagnostic log only, never sent to the client.
     pub error: Option<String>,
     pub eval_ns: u64,
@@ -89,6 +94,8 @@ impl Decision {
             headers: Vec::new(),
             response_headers: Vec::new(),
             remove_headers: Vec::new(),
+            query_set: Vec::new(),
+            query_remove: Vec::new(),
             error: None,
             eval_ns: 0,
         }
@@ -407,6 +414,19 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
             .ok_or("`request_headers_to_remove` holds an invalid header name")?,
         Some(_) => return Err("`request_headers_to_remove` is not an array".into()),
     };
+    let query_set = match field("query_parameters_to_set") {
+        None => Vec::new(),
+        Some(v) => string_pairs(v, "query_parameters_to_set")?,
+    };
+    let query_remove = match field("query_parameters_to_remove") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| n.as_string().map(|s| s.to_string()).ok())
+            .collect::<Option<Vec<_>>>()
+            .ok_or("`query_parameters_to_remove` holds a non-string")?,
+        Some(_) => return Err("`query_parameters_to_remove` is not an array".into()),
+    };
     Ok(Decision {
         allowed,
         reason,
@@ -415,9 +435,35 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         headers,
         response_headers,
         remove_headers,
+        query_set,
+        query_remove,
         error: None,
         eval_ns: 0,
     })
+}
+
+/// `{"name": "value"}` or `{"name": ["v1", "v2"]}` as (name, value) pairs.
+fn string_pairs(value: &Value, what: &str) -> Result<Vec<(String, String)>, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("`{what}` is not an object"));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map.iter() {
+        let name = k
+            .as_string()
+            .map_err(|_| format!("`{what}` has a non-string name"))?;
+        let values = match v {
+            Value::Array(items) => items.iter().collect::<Vec<_>>(),
+            v => vec![v],
+        };
+        for v in values {
+            let v = v
+                .as_string()
+                .map_err(|_| format!("`{what}.{name}` is not a string"))?;
+            out.push((name.to_string(), v.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// `{"name": "value"}` or `{"name": ["v1", "v2"]}`, as opa-envoy-plugin accepts.

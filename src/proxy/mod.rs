@@ -233,6 +233,13 @@ impl Proxy {
         for name in &decision.remove_headers {
             parts.headers.remove(name);
         }
+        if !decision.query_set.is_empty() || !decision.query_remove.is_empty() {
+            let target =
+                path::rewrite_query(&seen.path, &decision.query_remove, &decision.query_set);
+            parts.uri = target
+                .parse()
+                .map_err(|_| ProxyError::BadRequest("the policy's query rewrite is not a URI"))?;
+        }
         // A policy header replaces the client's; a list of values for one name is kept whole.
         let mut previous: Option<&http::HeaderName> = None;
         for (name, value) in &decision.headers {

@@ -153,6 +153,40 @@ fn decode_query_part(s: &str) -> Result<String, PathError> {
         .map_err(|_| PathError::NotUtf8)
 }
 
+/// What is not percent-encoded in a query name or value regate writes: the unreserved set.
+const QUERY_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Apply a policy's `query_parameters_to_remove` and `query_parameters_to_set` to a
+/// checked `path?query`. The path and every untouched parameter keep their exact bytes.
+pub fn rewrite_query(target: &str, remove: &[String], set: &[(String, String)]) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let dropped = |raw: &str| {
+        let name = raw.split_once('=').map_or(raw, |(k, _)| k);
+        let name = decode_query_part(name).unwrap_or_else(|_| name.to_string());
+        remove.contains(&name) || set.iter().any(|(k, _)| *k == name)
+    };
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !dropped(p))
+        .map(str::to_string)
+        .collect();
+    for (k, v) in set {
+        pairs.push(format!(
+            "{}={}",
+            percent_encoding::utf8_percent_encode(k, QUERY_ENCODE),
+            percent_encoding::utf8_percent_encode(v, QUERY_ENCODE)
+        ));
+    }
+    match pairs.is_empty() {
+        true => path.to_string(),
+        false => format!("{path}?{}", pairs.join("&")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +208,24 @@ mod tests {
         assert_eq!(t.query["tag"], vec!["x", "y"]);
         assert_eq!(t.query["flag"], vec![""]);
         assert_eq!(t.query[""], vec!["z"]);
+    }
+
+    #[test]
+    fn query_rewrites_touch_only_named_parameters() {
+        let set = vec![
+            ("lang".to_string(), "en gb".to_string()),
+            ("t".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            rewrite_query(
+                "/a/b?lang=fr&keep=%2F&debug=1&t=0&t=9",
+                &["debug".into()],
+                &set
+            ),
+            "/a/b?keep=%2F&lang=en%20gb&t=1"
+        );
+        assert_eq!(rewrite_query("/a?debug=1", &["debug".into()], &[]), "/a");
+        assert_eq!(rewrite_query("/a", &[], &set[1..]), "/a?t=1");
     }
 
     #[test]
