@@ -108,7 +108,7 @@ struct Problem<'a> {
 
 fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<Body> {
     let detail = match err {
-        ProxyError::Denied(d) => format!("request denied by policy: {}", d.reason),
+        ProxyError::Denied(d) => format!("request denied: {}", d.reason),
         other => other.to_string(),
     };
     let doc = Problem {
