@@ -230,7 +230,9 @@ async fn upstream_handle(
     record: Arc<Mutex<Vec<Seen>>>,
     delay: Duration,
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
-    tokio::time::sleep(delay).await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut req = req;
     // WebSocket-style upgrade: accept and echo bytes on the upgraded stream.
     if req.headers().contains_key(http::header::UPGRADE) {
