@@ -67,6 +67,14 @@ pub struct RunArgs {
     /// Longest a single policy evaluation may run before it is a deny [default: 100ms].
     #[arg(long, value_name = "DURATION")]
     pub policy_timeout: Option<String>,
+    /// Re-read policies, data, certificate and CA this often even without a change event;
+    /// 0 turns the periodic re-read off [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub reload_interval: Option<String>,
+    /// Watch the policy directory and certificate files for changes [default: true]. With
+    /// false, reloads happen on SIGHUP and every --reload-interval only.
+    #[arg(long, value_name = "true|false")]
+    pub watch: Option<bool>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -91,6 +99,8 @@ struct FileSettings {
     upstream_protocol: Option<String>,
     handshake_timeout: Option<String>,
     policy_timeout: Option<String>,
+    reload_interval: Option<String>,
+    watch: Option<bool>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -110,6 +120,9 @@ pub struct Config {
     pub upstream_protocol: UpstreamProtocol,
     pub handshake_timeout: Duration,
     pub policy_timeout: Duration,
+    /// Zero: no periodic re-read.
+    pub reload_interval: Duration,
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +321,13 @@ impl Config {
             Duration::from_millis(100),
         );
 
+        let reload_interval = duration(
+            "reload-interval",
+            args.reload_interval.or(file.reload_interval),
+            Duration::from_secs(30),
+        );
+        let watch = args.watch.or(file.watch).unwrap_or(true);
+
         let upstream_protocol = match args.upstream_protocol.or(file.upstream_protocol).as_deref() {
             None | Some("http1") => UpstreamProtocol::Http1,
             Some("http2") => UpstreamProtocol::Http2,
@@ -336,6 +356,8 @@ impl Config {
             upstream_protocol,
             handshake_timeout,
             policy_timeout,
+            reload_interval,
+            watch,
         };
         Checked { config, errors }
     }

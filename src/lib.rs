@@ -29,6 +29,7 @@ pub mod demo;
 pub mod devcerts;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod tls;
 
 use std::future::Future;
@@ -60,6 +61,7 @@ pub struct App {
     config: Config,
     tls: TlsStore,
     policies: PolicyStore,
+    reloader: Arc<reload::Reloader>,
     audit: (audit::Audit, audit::AuditWriter),
 }
 
@@ -114,12 +116,26 @@ impl App {
             .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
             .ok();
         match (tls, policies, audit) {
-            (Some(tls), Some(policies), Some(audit)) if errors.is_empty() => Ok(App {
-                config,
-                tls: Arc::new(ArcSwap::from_pointee(tls)),
-                policies: Arc::new(ArcSwap::from_pointee(policies)),
-                audit,
-            }),
+            (Some(tls), Some(policies), Some(audit)) if errors.is_empty() => {
+                let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
+                let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
+                let reloader = Arc::new(reload::Reloader::new(
+                    config.policies.clone(),
+                    config.query.clone(),
+                    config.cert.clone(),
+                    config.key.clone(),
+                    config.client_ca.clone(),
+                    policies.clone(),
+                    tls.clone(),
+                ));
+                Ok(App {
+                    config,
+                    tls,
+                    policies,
+                    reloader,
+                    audit,
+                })
+            }
             _ => Err(StartupErrors(errors)),
         }
     }
@@ -137,6 +153,11 @@ impl App {
         &self.tls
     }
 
+    /// Reloads policies and certificates; [`App::serve`] runs it on change events.
+    pub fn reloader(&self) -> Arc<reload::Reloader> {
+        self.reloader.clone()
+    }
+
     /// Accept connections on `listener` until `shutdown` completes, then let in-flight
     /// requests finish (up to a grace period) and flush the decision log.
     pub async fn serve(
@@ -150,6 +171,7 @@ impl App {
         let (audit, audit_writer) = self.audit;
         let proxy = Arc::new(Proxy {
             policies: self.policies.clone(),
+            tls: self.tls.clone(),
             upstream: proxy::forward::Upstream::new(
                 authority,
                 self.config.upstream_protocol,
@@ -165,6 +187,11 @@ impl App {
             .header_read_timeout(Duration::from_secs(30));
         http.http2().timer(TokioTimer::new());
         let http = Arc::new(http);
+        let reloading = tokio::spawn(
+            self.reloader
+                .clone()
+                .run(self.config.watch, self.config.reload_interval),
+        );
         let graceful = GracefulShutdown::new();
         let handshake_timeout = self.config.handshake_timeout;
         tracing::info!(listen = %listener.local_addr()?, "regate is serving");
@@ -195,6 +222,7 @@ impl App {
             }
         }
         drop(listener);
+        reloading.abort();
         tracing::info!(
             open = graceful.count(),
             "shutting down; draining connections"
@@ -245,7 +273,10 @@ impl ConnTask {
         };
         let (_, session) = stream.get_ref();
         // rustls verified the chain; without a certificate the handshake could not finish.
-        let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
+        let Some(chain) = session.peer_certificates().map(<[_]>::to_vec) else {
+            return;
+        };
+        let Some(leaf) = chain.first() else {
             return;
         };
         let peer = match PeerIdentity::from_der(leaf) {
@@ -257,8 +288,9 @@ impl ConnTask {
         };
         let conn = Arc::new(Connection::new(
             &self.proxy,
+            chain,
             peer,
-            &state.local,
+            &state,
             remote,
             local_addr,
         ));
@@ -285,7 +317,7 @@ impl ConnTask {
 }
 
 /// An error and its causes on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

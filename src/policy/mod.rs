@@ -106,32 +106,17 @@ impl PolicySet {
     /// Read, compile and smoke-evaluate everything under `dir`. Nothing is published here.
     /// Every broken file is reported, not just the first.
     pub fn load(dir: &Path, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
-        let files = collect_files(dir).map_err(|e| vec![e])?;
+        PolicySet::compile(Sources::read(dir)?, query)
+    }
+
+    /// Compile and smoke-evaluate sources already read.
+    pub fn compile(sources: Sources, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
+        let Sources { files, revision } = sources;
         let mut engine = Engine::new();
         let mut data = Value::new_object();
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut errors = Vec::new();
-        for file in &files {
+        for (file, text) in files {
             let name = file.path.display().to_string();
-            let bytes = match std::fs::read(&file.path) {
-                Ok(b) => b,
-                Err(source) => {
-                    errors.push(PolicyError::Read { path: name, source });
-                    continue;
-                }
-            };
-            // Path and length delimit each file, so moving bytes between files changes the hash.
-            hasher.update(file.rel.as_bytes());
-            hasher.update(&[0]);
-            hasher.update(&(bytes.len() as u64).to_be_bytes());
-            hasher.update(&bytes);
-            let Ok(text) = String::from_utf8(bytes) else {
-                errors.push(PolicyError::Data {
-                    path: name,
-                    message: "not UTF-8".into(),
-                });
-                continue;
-            };
             let loaded = match file.kind {
                 FileKind::Rego => check_builtins(&name, &text)
                     .and_then(|()| add_rego(&mut engine, name.clone(), text)),
@@ -167,13 +152,9 @@ impl PolicySet {
                 message: e.to_string(),
             })
         })?;
-        let revision = format!(
-            "sha256:{}",
-            &crate::tls::identity::hex(hasher.finish().as_ref())[..16]
-        );
         let set = PolicySet {
             engine,
-            revision: revision.into(),
+            revision,
             query: query.into(),
         };
         // The static check cannot see everything: evaluate once now, not first on a request.
@@ -297,6 +278,56 @@ fn check_builtins(name: &str, text: &str) -> Result<(), PolicyError> {
             location: format!("{name}:{line}"),
             builtin,
         }),
+    }
+}
+
+/// Every policy and data file under a directory, read, with the revision their bytes make.
+/// Reading is cheap next to compiling, so a reload reads first and compiles only when the
+/// revision changed.
+pub struct Sources {
+    files: Vec<(PolicyFile, String)>,
+    pub revision: Arc<str>,
+}
+
+impl Sources {
+    pub fn read(dir: &Path) -> Result<Sources, Vec<PolicyError>> {
+        let listed = collect_files(dir).map_err(|e| vec![e])?;
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut files = Vec::with_capacity(listed.len());
+        let mut errors = Vec::new();
+        for file in listed {
+            let name = file.path.display().to_string();
+            let bytes = match std::fs::read(&file.path) {
+                Ok(b) => b,
+                Err(source) => {
+                    errors.push(PolicyError::Read { path: name, source });
+                    continue;
+                }
+            };
+            // Path and length delimit each file, so moving bytes between files changes the hash.
+            hasher.update(file.rel.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(&(bytes.len() as u64).to_be_bytes());
+            hasher.update(&bytes);
+            match String::from_utf8(bytes) {
+                Ok(text) => files.push((file, text)),
+                Err(_) => errors.push(PolicyError::Data {
+                    path: name,
+                    message: "not UTF-8".into(),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let revision = format!(
+            "sha256:{}",
+            &crate::tls::identity::hex(hasher.finish().as_ref())[..16]
+        );
+        Ok(Sources {
+            files,
+            revision: revision.into(),
+        })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod path;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,11 +20,13 @@ use http::{Request, Response, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use regorus::Value;
+use rustls_pki_types::CertificateDer;
 
 use crate::audit::{Audit, DecisionRecord};
 use crate::policy::input::{ConnInput, RequestInput};
 use crate::policy::{Decision, PolicySet, PolicyStore};
 use crate::tls::identity::PeerIdentity;
+use crate::tls::{TlsState, TlsStore};
 use error::ProxyError;
 use forward::Upstream;
 
@@ -35,6 +38,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Shared by all connections.
 pub struct Proxy {
     pub policies: PolicyStore,
+    pub tls: TlsStore,
     pub upstream: Upstream,
     pub audit: Audit,
     pub trust_domains: Vec<String>,
@@ -44,6 +48,10 @@ pub struct Proxy {
 /// What regate knows about one client connection, computed at the handshake.
 pub struct Connection {
     pub peer: PeerIdentity,
+    /// The chain the peer presented, leaf first, kept to re-verify after a CA change.
+    chain: Vec<CertificateDer<'static>>,
+    /// The CA generation this chain last verified against.
+    verified_ca: AtomicU64,
     input: ConnInput,
     xfcc: HeaderValue,
     xff: HeaderValue,
@@ -54,11 +62,13 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         proxy: &Proxy,
+        chain: Vec<CertificateDer<'static>>,
         peer: PeerIdentity,
-        local: &PeerIdentity,
+        tls: &TlsState,
         remote: SocketAddr,
         local_addr: SocketAddr,
     ) -> Connection {
+        let local = &tls.cert.local;
         let trusted_domain = proxy.trust_domains.is_empty()
             || peer
                 .spiffe_id
@@ -71,6 +81,8 @@ impl Connection {
         Connection {
             input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),
             peer,
+            chain,
+            verified_ca: AtomicU64::new(tls.ca_generation),
             xfcc,
             xff,
             trusted_domain,
@@ -202,8 +214,11 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("invalid host"))?;
         parts.headers.insert(header::HOST, host_value);
 
+        let now = SystemTime::now();
         // The policy sees the headers exactly as the upstream will receive them.
-        let decision = if !conn.trusted_domain {
+        let decision = if let Some(reason) = self.still_trusted(conn, now) {
+            Decision::deny(reason)
+        } else if !conn.trusted_domain {
             Decision::deny("untrusted_trust_domain")
         } else {
             policies.decide(conn.input.build(&RequestInput {
@@ -215,7 +230,7 @@ impl Proxy {
                 protocol: protocol(parts.version),
                 parsed_path: &target.segments,
                 parsed_query: &target.query,
-                now: SystemTime::now(),
+                now,
             }))
         };
         if let Some(e) = &decision.error {
@@ -251,6 +266,26 @@ impl Proxy {
             previous = Some(name);
         }
         Ok((Request::from_parts(parts, body), decision))
+    }
+
+    /// The handshake checked the peer once; a connection can outlive that. Per request, its
+    /// certificate must still be within its validity, and after the CA bundle changed, its
+    /// chain must still verify against the current bundle (checked once per change).
+    fn still_trusted(&self, conn: &Connection, now: SystemTime) -> Option<&'static str> {
+        let now_unix = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if now_unix > conn.peer.not_after {
+            return Some("certificate_expired");
+        }
+        let tls = self.tls.load();
+        if conn.verified_ca.load(Ordering::Acquire) != tls.ca_generation {
+            if !tls.ca.verifies(&conn.chain) {
+                return Some("untrusted_issuer");
+            }
+            conn.verified_ca.store(tls.ca_generation, Ordering::Release);
+        }
+        None
     }
 
     async fn forward(

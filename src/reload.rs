@@ -1,0 +1,358 @@
+//! Hot reload of policies and data, the served certificate and key, and the client CA
+//! bundle, while regate serves.
+//!
+//! Triggers: a change event under a watched directory (debounced), the periodic re-read
+//! (`--reload-interval`), and SIGHUP. Every trigger re-reads all three kinds; each kind is
+//! hashed first and only rebuilt when its bytes changed. A new state is built and checked off
+//! the request path (policies are compiled and smoke-evaluated), then published whole through
+//! its `ArcSwap`. Anything that fails keeps the last good state, logs the error, and records
+//! it in [`ReloadStatus`].
+//!
+//! Directories are watched, never single files: Kubernetes ConfigMap and Secret volumes
+//! update by swapping a `..data` symlink, which a watch on a file does not survive. The
+//! parent of the policy directory is watched too, for tools that swap the directory itself
+//! behind a symlink (git-sync). The periodic re-read catches whatever watching misses.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+use crate::policy::{PolicySet, PolicyStore, Sources};
+use crate::tls::{hash_all, ClientCa, ServedCert, TlsState, TlsStore};
+
+/// Events arrive in bursts (an editor's save, a symlink swap); wait this long for quiet.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The last reload of one kind, for /status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct KindStatus {
+    pub last_attempt: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    /// Set when the last attempt failed; cleared by the next success.
+    pub last_error: Option<String>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// What the reloader has done, kind by kind. Side channel only: the request path never reads
+/// it.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    pub policy: Mutex<KindStatus>,
+    pub cert: Mutex<KindStatus>,
+    pub ca: Mutex<KindStatus>,
+}
+
+/// What one reload attempt of one kind came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Reloaded,
+    Failed,
+}
+
+/// Where everything is read from, and where new states are published.
+pub struct Reloader {
+    pub policies_dir: PathBuf,
+    pub query: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub policies: PolicyStore,
+    pub tls: TlsStore,
+    pub status: Arc<ReloadStatus>,
+    /// Content already tried and refused, so a broken push is reported once, not every
+    /// interval.
+    refused: Mutex<Refused>,
+}
+
+#[derive(Default)]
+struct Refused {
+    policy: Option<Arc<str>>,
+    cert: Option<Vec<u8>>,
+    ca: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        policies_dir: PathBuf,
+        query: String,
+        cert: PathBuf,
+        key: PathBuf,
+        client_ca: PathBuf,
+        policies: PolicyStore,
+        tls: TlsStore,
+    ) -> Reloader {
+        Reloader {
+            policies_dir,
+            query,
+            cert,
+            key,
+            client_ca,
+            policies,
+            tls,
+            status: Arc::default(),
+            refused: Mutex::default(),
+        }
+    }
+
+    /// Reload every kind; blocking (file reads, compiling), so run it off the runtime.
+    pub fn reload_all(&self) -> [Outcome; 3] {
+        [self.reload_policies(), self.reload_cert(), self.reload_ca()]
+    }
+
+    pub fn reload_policies(&self) -> Outcome {
+        let sources = match Sources::read(&self.policies_dir) {
+            Ok(s) => s,
+            Err(errors) => return self.policy_failed(None, &errors),
+        };
+        let current = self.policies.load().revision.clone();
+        if sources.revision == current
+            || self.refused().policy.as_deref() == Some(&*sources.revision)
+        {
+            return Outcome::Unchanged;
+        }
+        let revision = sources.revision.clone();
+        match PolicySet::compile(sources, &self.query) {
+            Ok(set) => {
+                self.policies.store(Arc::new(set));
+                self.refused().policy = None;
+                tracing::info!(previous = %current, revision = %revision, "policy reloaded");
+                record(&self.status.policy, None)
+            }
+            Err(errors) => self.policy_failed(Some(revision), &errors),
+        }
+    }
+
+    fn policy_failed(
+        &self,
+        revision: Option<Arc<str>>,
+        errors: &[crate::policy::PolicyError],
+    ) -> Outcome {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        tracing::error!(
+            kept = %self.policies.load().revision,
+            error = %message,
+            "policy reload failed; the last good policy keeps deciding",
+        );
+        self.refused().policy = revision;
+        record(&self.status.policy, Some(message))
+    }
+
+    pub fn reload_cert(&self) -> Outcome {
+        let current = self.tls.load_full();
+        // Hash the raw bytes before parsing: unchanged files cost two reads and a hash.
+        let bytes = (std::fs::read(&self.cert), std::fs::read(&self.key));
+        if let (Ok(cert), Ok(key)) = &bytes {
+            let hash = hash_all(&[cert, key]);
+            if hash == current.cert.content_hash
+                || self.refused().cert.as_deref() == Some(&hash[..])
+            {
+                return Outcome::Unchanged;
+            }
+        }
+        let built = ServedCert::load(&self.cert, &self.key).and_then(|served| {
+            let served = Arc::new(served);
+            TlsState::build(served, current.ca.clone(), current.ca_generation)
+        });
+        match built {
+            Ok(state) => {
+                tracing::info!(
+                    previous.serial = %current.cert.local.serial,
+                    serial = %state.cert.local.serial,
+                    not_after = state.cert.local.not_after,
+                    "served certificate reloaded; new handshakes use it",
+                );
+                self.tls.store(Arc::new(state));
+                self.refused().cert = None;
+                record(&self.status.cert, None)
+            }
+            Err(e) => {
+                let message = crate::error_chain(&e);
+                tracing::error!(
+                    kept.serial = %current.cert.local.serial,
+                    error = %message,
+                    "certificate reload failed; the last good certificate stays",
+                );
+                if let (Ok(cert), Ok(key)) = &bytes {
+                    self.refused().cert = Some(hash_all(&[cert, key]));
+                }
+                record(&self.status.cert, Some(message))
+            }
+        }
+    }
+
+    pub fn reload_ca(&self) -> Outcome {
+        let current = self.tls.load_full();
+        let bytes = std::fs::read(&self.client_ca);
+        if let Ok(ca) = &bytes {
+            let hash = hash_all(&[ca]);
+            if hash == current.ca.content_hash || self.refused().ca.as_deref() == Some(&hash[..]) {
+                return Outcome::Unchanged;
+            }
+        }
+        let built = ClientCa::load(&self.client_ca).and_then(|ca| {
+            TlsState::build(
+                current.cert.clone(),
+                Arc::new(ca),
+                current.ca_generation + 1,
+            )
+        });
+        match built {
+            Ok(state) => {
+                tracing::info!(
+                    fingerprints = ?state.ca.fingerprints,
+                    "client CA bundle reloaded; connections re-verify on their next request",
+                );
+                self.tls.store(Arc::new(state));
+                self.refused().ca = None;
+                record(&self.status.ca, None)
+            }
+            Err(e) => {
+                let message = crate::error_chain(&e);
+                tracing::error!(
+                    error = %message,
+                    "client CA reload failed; the last good bundle stays",
+                );
+                if let Ok(ca) = &bytes {
+                    self.refused().ca = Some(hash_all(&[ca]));
+                }
+                record(&self.status.ca, Some(message))
+            }
+        }
+    }
+
+    fn refused(&self) -> std::sync::MutexGuard<'_, Refused> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The directories to watch: the policy tree (recursively), its parent, and the
+    /// directories holding the certificate, key and CA bundle.
+    fn watch_targets(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let mut flat = BTreeSet::new();
+        for file in [&self.cert, &self.key, &self.client_ca] {
+            flat.insert(parent_dir(file));
+        }
+        if let Some(parent) = self.policies_dir.parent() {
+            flat.insert(dir_or_current(parent));
+        }
+        let mut targets = vec![(self.policies_dir.clone(), RecursiveMode::Recursive)];
+        targets.extend(flat.into_iter().map(|d| (d, RecursiveMode::NonRecursive)));
+        targets
+    }
+
+    /// Reload on change events, every `interval` (unless zero) and on SIGHUP, until the task
+    /// is dropped.
+    pub async fn run(self: Arc<Self>, watch: bool, interval: Duration) {
+        let changed = Arc::new(Notify::new());
+        // The watcher lives as long as this task; dropping it stops the watching thread.
+        let _watcher = if watch {
+            self.start_watcher(changed.clone())
+        } else {
+            None
+        };
+        let mut hangup = hangup_signal();
+        let mut ticker = (!interval.is_zero()).then(|| {
+            let mut t = tokio::time::interval(interval);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await; // the first tick is immediate; startup has just loaded everything
+        }
+        loop {
+            let why = tokio::select! {
+                () = changed.notified() => {
+                    // Coalesce the burst: reload once things have been quiet for DEBOUNCE.
+                    while tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok() {}
+                    "change"
+                }
+                _ = async { match ticker.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                } } => "interval",
+                _ = async { match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                } } => "SIGHUP",
+            };
+            tracing::debug!(trigger = why, "re-reading policies and certificates");
+            let this = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || this.reload_all()).await {
+                tracing::error!(error = %e, "reload task failed");
+            }
+        }
+    }
+
+    fn start_watcher(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        let handler = move |event: notify::Result<notify::Event>| match event {
+            // Reads fire events too; only a change can change anything.
+            Ok(e) if e.kind.is_access() => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "file watch error"),
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch files; relying on --reload-interval and SIGHUP");
+                return None;
+            }
+        };
+        for (dir, mode) in self.watch_targets() {
+            if let Err(e) = watcher.watch(&dir, mode) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+            }
+        }
+        Some(watcher)
+    }
+}
+
+fn record(status: &Mutex<KindStatus>, error: Option<String>) -> Outcome {
+    let mut s = status
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = SystemTime::now();
+    s.last_attempt = Some(now);
+    match error {
+        None => {
+            s.last_success = Some(now);
+            s.last_error = None;
+            s.successes += 1;
+            Outcome::Reloaded
+        }
+        Some(e) => {
+            s.last_error = Some(e);
+            s.failures += 1;
+            Outcome::Failed
+        }
+    }
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    dir_or_current(file.parent().unwrap_or(Path::new(".")))
+}
+
+fn dir_or_current(dir: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+        .ok()
+}
