@@ -26,6 +26,8 @@ use crate::tls::{hash_all, ClientCa, ServedCert, TlsState, TlsStore};
 
 /// Events arrive in bursts (an editor's save, a symlink swap); wait this long for quiet.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A directory that never goes quiet is reloaded at least this often.
+pub const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// The last reload of one kind, for /status and metrics.
 #[derive(Debug, Clone, Default)]
@@ -240,14 +242,17 @@ impl Reloader {
     /// The directories to watch: the policy tree (recursively), its parent, and the
     /// directories holding the certificate, key and CA bundle.
     fn watch_targets(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let policies = absolute(&self.policies_dir);
         let mut flat = BTreeSet::new();
         for file in [&self.cert, &self.key, &self.client_ca] {
-            flat.insert(parent_dir(file));
+            if let Some(dir) = absolute(file).parent() {
+                flat.insert(dir.to_path_buf());
+            }
         }
-        if let Some(parent) = self.policies_dir.parent() {
-            flat.insert(dir_or_current(parent));
+        if let Some(parent) = policies.parent() {
+            flat.insert(parent.to_path_buf());
         }
-        let mut targets = vec![(self.policies_dir.clone(), RecursiveMode::Recursive)];
+        let mut targets = vec![(policies, RecursiveMode::Recursive)];
         targets.extend(flat.into_iter().map(|d| (d, RecursiveMode::NonRecursive)));
         targets
     }
@@ -274,8 +279,12 @@ impl Reloader {
         loop {
             let why = tokio::select! {
                 () = changed.notified() => {
-                    // Coalesce the burst: reload once things have been quiet for DEBOUNCE.
-                    while tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok() {}
+                    // Coalesce the burst: reload once things have been quiet for DEBOUNCE,
+                    // or after MAX_DEBOUNCE however busy the directory is.
+                    let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+                    while tokio::time::Instant::now() < give_up
+                        && tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok()
+                    {}
                     "change"
                 }
                 _ = async { match ticker.as_mut() {
@@ -296,10 +305,21 @@ impl Reloader {
     }
 
     fn start_watcher(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        let relevant = Relevant {
+            policies_dir: absolute(&self.policies_dir),
+            files: [&self.cert, &self.key, &self.client_ca]
+                .iter()
+                .map(|f| absolute(f))
+                .collect(),
+        };
         let handler = move |event: notify::Result<notify::Event>| match event {
-            // Reads fire events too; only a change can change anything.
+            // Reads fire events too (regate's own reloads among them); only a change counts.
             Ok(e) if e.kind.is_access() => {}
-            Ok(_) => changed.notify_one(),
+            Ok(e) if e.paths.iter().any(|p| relevant.matches(p)) => {
+                tracing::trace!(kind = ?e.kind, paths = ?e.paths, "file event");
+                changed.notify_one();
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "file watch error"),
         };
         let mut watcher = match notify::recommended_watcher(handler) {
@@ -339,16 +359,35 @@ fn record(status: &Mutex<KindStatus>, error: Option<String>) -> Outcome {
     }
 }
 
-fn parent_dir(file: &Path) -> PathBuf {
-    dir_or_current(file.parent().unwrap_or(Path::new(".")))
+/// Which event paths can change what regate loaded. The watched directories hold other
+/// files too (the decision log may sit beside the policy directory); events for those are
+/// ignored, or a busy neighbour would keep the debounce from ever settling.
+struct Relevant {
+    policies_dir: PathBuf,
+    /// The certificate, key and CA bundle files.
+    files: Vec<PathBuf>,
 }
 
-fn dir_or_current(dir: &Path) -> PathBuf {
-    if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir.to_path_buf()
+impl Relevant {
+    fn matches(&self, path: &Path) -> bool {
+        if path.starts_with(&self.policies_dir) {
+            return true;
+        }
+        self.files.iter().any(|file| {
+            path == file
+                // A Kubernetes volume swaps `..data` in the file's directory.
+                || (path.parent() == file.parent()
+                    && path
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("..")))
+        })
     }
+}
+
+/// Absolute without resolving symlinks: event paths are the watched path plus a name, and
+/// a symlinked policy directory must be matched by the name it is configured under.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn hangup_signal() -> Option<tokio::signal::unix::Signal> {

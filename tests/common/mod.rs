@@ -457,6 +457,7 @@ pub fn client_config(
 pub struct Regate {
     pub addr: SocketAddr,
     pub decisions: PathBuf,
+    pub reloader: std::sync::Arc<regate::reload::Reloader>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -475,6 +476,7 @@ impl Regate {
             RunCli::try_parse_from(std::iter::once("regate".to_string()).chain(args)).unwrap();
         let config = regate::Config::from_args(cli.run).unwrap();
         let app = regate::App::load(config).unwrap();
+        let reloader = app.reloader();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -484,6 +486,7 @@ impl Regate {
         Regate {
             addr,
             decisions,
+            reloader,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -677,6 +680,14 @@ impl Process {
         }
     }
 
+    /// Send SIGHUP: reload policies and certificates now.
+    pub fn hangup(&self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -726,4 +737,49 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Poll `check` until it returns true, for at most `within`; true if it did.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Replace a file the way careful writers do: write a sibling, then rename over it.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The serial (lowercase hex) of the certificate a server presented on `tls`.
+pub fn server_serial(tls: &TlsStream<TcpStream>) -> String {
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    regate::tls::identity::PeerIdentity::from_der(&der)
+        .unwrap()
+        .serial
+}
+
+/// GET `path` on `client` until it answers `want`, for at most ten seconds; how long it took.
+pub async fn wait_for_status(client: &mut Http1, path: &str, want: u16) -> Option<Duration> {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if get(client, path).await.0 == want {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
 }
