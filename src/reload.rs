@@ -274,10 +274,17 @@ impl Reloader {
             t
         });
         if let Some(t) = ticker.as_mut() {
-            t.tick().await; // the first tick is immediate; startup has just loaded everything
+            t.tick().await; // the first tick is immediate
         }
+        // Whatever changed between the startup load and the watch being in place.
+        let mut why = "start";
         loop {
-            let why = tokio::select! {
+            tracing::debug!(trigger = why, "re-reading policies and certificates");
+            let this = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || this.reload_all()).await {
+                tracing::error!(error = %e, "reload task failed");
+            }
+            why = tokio::select! {
                 () = changed.notified() => {
                     // Coalesce the burst: reload once things have been quiet for DEBOUNCE,
                     // or after MAX_DEBOUNCE however busy the directory is.
@@ -296,11 +303,6 @@ impl Reloader {
                     None => std::future::pending().await,
                 } } => "SIGHUP",
             };
-            tracing::debug!(trigger = why, "re-reading policies and certificates");
-            let this = self.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || this.reload_all()).await {
-                tracing::error!(error = %e, "reload task failed");
-            }
         }
     }
 

@@ -88,10 +88,21 @@ async fn broken_certificate_push_keeps_the_old_certificate() {
     .await;
     assert!(failed, "the mismatched pair was not noticed");
     assert_eq!(handshake_serial(&regate, &setup, &client).await, first);
-    let error = regate.reloader.status.cert.lock().unwrap().last_error.clone().unwrap();
+    let error = regate
+        .reloader
+        .status
+        .cert
+        .lock()
+        .unwrap()
+        .last_error
+        .clone()
+        .unwrap();
     assert!(error.contains("does not match"), "{error}");
 
-    replace_file(&setup.path("server.pem"), "-----BEGIN CERTIFICATE-----\nnot base64!\n");
+    replace_file(
+        &setup.path("server.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n",
+    );
     let failed_again = eventually(Duration::from_secs(10), || async {
         regate.reloader.status.cert.lock().unwrap().failures >= 2
     })
@@ -111,7 +122,11 @@ async fn broken_certificate_push_keeps_the_old_certificate() {
 async fn removed_ca_stops_its_clients_on_new_and_open_connections() {
     let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
     let partner = Ca::new("partner CA, to be removed");
-    std::fs::write(setup.path("ca.pem"), format!("{}{}", setup.ca.pem, partner.pem)).unwrap();
+    std::fs::write(
+        setup.path("ca.pem"),
+        format!("{}{}", setup.ca.pem, partner.pem),
+    )
+    .unwrap();
     let upstream = Upstream::start().await;
     let regate = setup.start(&upstream.url(), &[]).await;
 
@@ -137,7 +152,9 @@ async fn removed_ca_stops_its_clients_on_new_and_open_connections() {
             return true;
         };
         let mut c = http1_over(tls).await;
-        c.send_request(request("GET", "/docs/a", b"")).await.is_err()
+        c.send_request(request("GET", "/docs/a", b""))
+            .await
+            .is_err()
     }
     .await;
     assert!(refused, "a new handshake from the removed CA succeeded");
