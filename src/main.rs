@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Terminate mTLS, decide every request with Rego, forward or deny.
     Run(Box<RunArgs>),
+    /// Test, evaluate and check policies, as the proxy would load them.
+    #[command(subcommand)]
+    Policy(regate::policy::tools::PolicyCommand),
     /// Write a DEV ONLY CA, server certificate and client SVIDs into a directory.
     DevCerts {
         #[arg(long, value_name = "DIR", default_value = "certs-dev")]
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Policy(command) => regate::policy::tools::run(command),
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`input`]'s job; what happens with a decision is the proxy's.
 
 pub mod input;
+pub mod tools;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
