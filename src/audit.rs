@@ -25,6 +25,9 @@ use crate::config::DecisionLog;
 #[derive(Debug, Serialize)]
 pub struct DecisionRecord<'a> {
     pub request_id: &'a str,
+    /// From the request's W3C `traceparent`, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
     pub spiffe_id: Option<&'a str>,
     pub serial: &'a str,
     pub method: &'a str,
@@ -36,6 +39,8 @@ pub struct DecisionRecord<'a> {
     pub policy_revision: &'a str,
     pub eval_ns: u64,
     pub upstream_status: Option<u16>,
+    /// From sending the request upstream to its response head.
+    pub upstream_ns: Option<u64>,
     pub duration_ns: u64,
 }
 
@@ -192,6 +197,7 @@ mod tests {
     fn record(i: usize, id: &str) -> DecisionRecord<'_> {
         DecisionRecord {
             request_id: id,
+            trace_id: None,
             spiffe_id: None,
             serial: "01",
             method: "GET",
@@ -203,6 +209,7 @@ mod tests {
             policy_revision: "sha256:0",
             eval_ns: i as u64,
             upstream_status: None,
+            upstream_ns: None,
             duration_ns: 0,
         }
     }

@@ -75,6 +75,19 @@ pub struct RunArgs {
     /// false, reloads happen on SIGHUP and every --reload-interval only.
     #[arg(long, value_name = "true|false")]
     pub watch: Option<bool>,
+    /// Admin listener for /metrics, /healthz, /readyz, /status, or `none`
+    /// [default: 127.0.0.1:9901].
+    #[arg(long, value_name = "ADDR|none")]
+    pub admin: Option<String>,
+    /// Allow --admin on a non-loopback address (it is unauthenticated).
+    #[arg(long)]
+    pub admin_allow_remote: bool,
+    /// How long in-flight requests may finish after SIGTERM or SIGINT [default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Diagnostic log format on stderr: text or json [default: text].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -101,6 +114,11 @@ struct FileSettings {
     policy_timeout: Option<String>,
     reload_interval: Option<String>,
     watch: Option<bool>,
+    admin: Option<String>,
+    #[serde(default)]
+    admin_allow_remote: bool,
+    shutdown_grace: Option<String>,
+    log_format: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -123,6 +141,16 @@ pub struct Config {
     /// Zero: no periodic re-read.
     pub reload_interval: Duration,
     pub watch: bool,
+    /// None: no admin listener.
+    pub admin: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +203,7 @@ impl std::error::Error for ConfigErrors {}
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_QUERY: &str = "data.regate.authz.allow";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 impl Config {
     /// Merge the flags over the file named by `--config`, and validate the result.
@@ -327,6 +356,43 @@ impl Config {
             Duration::from_secs(30),
         );
         let watch = args.watch.or(file.watch).unwrap_or(true);
+        let shutdown_grace = duration(
+            "shutdown-grace",
+            args.shutdown_grace.or(file.shutdown_grace),
+            Duration::from_secs(15),
+        );
+
+        let allow_remote = args.admin_allow_remote || file.admin_allow_remote;
+        let admin = match args
+            .admin
+            .or(file.admin)
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string())
+            .as_str()
+        {
+            "none" | "off" => None,
+            a => match a.parse::<SocketAddr>() {
+                Err(_) => {
+                    errors.push(format!("admin: {a:?} is not an IP:port address or none"));
+                    None
+                }
+                Ok(addr) if !addr.ip().is_loopback() && !allow_remote => {
+                    errors.push(format!(
+                        "admin: {addr} is not loopback; the admin endpoints are unauthenticated, \
+                         so binding them elsewhere needs --admin-allow-remote"
+                    ));
+                    None
+                }
+                Ok(addr) => Some(addr),
+            },
+        };
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                errors.push(format!("log-format: {other:?} is not text or json"));
+                LogFormat::Text
+            }
+        };
 
         let upstream_protocol = match args.upstream_protocol.or(file.upstream_protocol).as_deref() {
             None | Some("http1") => UpstreamProtocol::Http1,
@@ -358,6 +424,9 @@ impl Config {
             policy_timeout,
             reload_interval,
             watch,
+            admin,
+            shutdown_grace,
+            log_format,
         };
         Checked { config, errors }
     }

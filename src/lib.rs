@@ -16,6 +16,9 @@
 //! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract.
 //! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map.
 //! - [`audit`]: one decision record per request, on its own stream.
+//! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener (side channels that
+//!   only read).
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
 //!
 //! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its
@@ -23,10 +26,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod devcerts;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
@@ -53,15 +58,14 @@ use proxy::{Connection, Proxy};
 use tls::identity::PeerIdentity;
 use tls::{TlsState, TlsStore};
 
-/// How long in-flight requests may run on after shutdown is asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-
 /// Everything loaded and checked, not yet listening.
 pub struct App {
     config: Config,
     tls: TlsStore,
     policies: PolicyStore,
     reloader: Arc<reload::Reloader>,
+    metrics: Arc<metrics::Metrics>,
+    health: Arc<admin::Health>,
     audit: (audit::Audit, audit::AuditWriter),
 }
 
@@ -119,20 +123,20 @@ impl App {
             (Some(tls), Some(policies), Some(audit)) if errors.is_empty() => {
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
+                let metrics = Arc::new(metrics::Metrics::new());
                 let reloader = Arc::new(reload::Reloader::new(
-                    config.policies.clone(),
-                    config.query.clone(),
-                    config.cert.clone(),
-                    config.key.clone(),
-                    config.client_ca.clone(),
+                    &config,
                     policies.clone(),
                     tls.clone(),
+                    metrics.clone(),
                 ));
                 Ok(App {
                     config,
                     tls,
                     policies,
                     reloader,
+                    metrics,
+                    health: Arc::default(),
                     audit,
                 })
             }
@@ -158,11 +162,18 @@ impl App {
         self.reloader.clone()
     }
 
-    /// Accept connections on `listener` until `shutdown` completes, then let in-flight
-    /// requests finish (up to a grace period) and flush the decision log.
+    /// The admin listener's address from the config (`None`: no admin listener).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.config.admin
+    }
+
+    /// Accept connections on `listener` (and serve the admin endpoints on `admin`) until
+    /// `shutdown` completes; then report not-ready, let in-flight requests finish within
+    /// `--shutdown-grace`, and flush the decision log.
     pub async fn serve(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let Upstream::Url(authority) = self.config.upstream.clone() else {
@@ -178,6 +189,7 @@ impl App {
                 self.config.upstream_timeout,
             ),
             audit,
+            metrics: self.metrics.clone(),
             trust_domains: self.config.trust_domains.clone(),
             context: policy::input::context_value(&self.config.context),
         });
@@ -192,8 +204,22 @@ impl App {
                 .clone()
                 .run(self.config.watch, self.config.reload_interval),
         );
+        let admin_task = match admin {
+            Some(admin) => {
+                tracing::info!(admin = %admin.local_addr()?, "admin endpoints are serving");
+                let state = Arc::new(admin::AdminState {
+                    metrics: self.metrics.clone(),
+                    reloader: self.reloader.clone(),
+                    health: self.health.clone(),
+                    started: std::time::Instant::now(),
+                });
+                Some(tokio::spawn(admin::serve(admin, state)))
+            }
+            None => None,
+        };
         let graceful = GracefulShutdown::new();
         let handshake_timeout = self.config.handshake_timeout;
+        self.health.set_serving();
         tracing::info!(listen = %listener.local_addr()?, "regate is serving");
 
         tokio::pin!(shutdown);
@@ -210,6 +236,7 @@ impl App {
                         }
                     };
                     let conn = ConnTask {
+                        metrics: self.metrics.clone(),
                         proxy: proxy.clone(),
                         tls: self.tls.clone(),
                         http: http.clone(),
@@ -221,13 +248,17 @@ impl App {
                 () = &mut shutdown => break,
             }
         }
+        // Not ready from here on, so the load balancer stops sending; the admin listener
+        // stays up to say so until the process exits.
+        self.health.set_draining();
         drop(listener);
         reloading.abort();
         tracing::info!(
             open = graceful.count(),
-            "shutting down; draining connections"
+            grace = ?self.config.shutdown_grace,
+            "shutting down: no new connections; draining in-flight requests"
         );
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
         {
@@ -235,13 +266,18 @@ impl App {
         }
         // The last `Audit` sender goes with the proxy; then the writer drains and exits.
         drop(proxy);
-        tokio::task::spawn_blocking(move || audit_writer.finish())
+        let flushed = tokio::task::spawn_blocking(move || audit_writer.finish())
             .await
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other);
+        if let Some(task) = admin_task {
+            task.abort();
+        }
+        flushed
     }
 }
 
 struct ConnTask {
+    metrics: Arc<metrics::Metrics>,
     proxy: Arc<Proxy>,
     tls: TlsStore,
     http: Arc<auto::Builder<TokioExecutor>>,
@@ -263,14 +299,19 @@ impl ConnTask {
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::info!(client.addr = %remote, error = %e, "TLS handshake failed");
+                let reason = handshake_failure(&e);
+                self.metrics.handshake_failed(reason);
+                tracing::info!(client.addr = %remote, reason, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                self.metrics.handshake_failed("timeout");
                 tracing::info!(client.addr = %remote, "TLS handshake timed out");
                 return;
             }
         };
+        self.metrics.handshake_ok();
+        let _open = self.metrics.connection();
         let (_, session) = stream.get_ref();
         // rustls verified the chain; without a certificate the handshake could not finish.
         let Some(chain) = session.peer_certificates().map(<[_]>::to_vec) else {
@@ -301,10 +342,14 @@ impl ConnTask {
             client.addr = %remote,
         );
         let proxy = self.proxy.clone();
+        let conn_span = span.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let conn = conn.clone();
+            // HTTP/2 streams run as tasks of their own: name the connection as parent.
+            let span = tracing::info_span!(parent: &conn_span, "request", request.id = tracing::field::Empty);
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(&conn, req).await) }
+                .instrument(span)
         });
         let serving = self
             .http
@@ -313,6 +358,23 @@ impl ConnTask {
         if let Err(e) = self.watcher.watch(serving).instrument(span).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// A bounded name for why a handshake failed, for metrics.
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_certificate",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "certificate_expired",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_issuer",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::NoApplicationProtocol | Error::PeerIncompatible(_)) => "incompatible",
+        Some(_) => "tls_error",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+        None => "io_error",
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use regate::config::{Config, RunArgs, Upstream};
+use regate::config::{Config, LogFormat, RunArgs, Upstream};
 use regate::App;
 use tokio::net::TcpListener;
 
@@ -37,14 +37,6 @@ enum Command {
 fn main() -> ExitCode {
     // Two providers end up compiled in through dependencies; rustls must be told which.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::DevCerts { out } => match regate::devcerts::generate(&out) {
@@ -62,10 +54,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Diagnostics go to stderr, as text or JSON, filtered by `RUST_LOG` (default `info`).
+/// Decision records are not diagnostics: they have their own stream (see `regate::audit`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let checked = Config::check(args);
+    init_logging(checked.config.log_format);
     let demo = checked.config.upstream == Upstream::Demo;
     let listen = checked.config.listen;
+    if checked.config.admin.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!("the admin endpoints are unauthenticated and bound beyond loopback");
+    }
     // Everything is checked before anything is bound: a bad setting leaves nothing listening.
     let mut app = match App::load_checked(checked) {
         Ok(app) => app,
@@ -90,6 +106,14 @@ fn run(args: RunArgs) -> ExitCode {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = match app.admin_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--admin)"))?,
+            ),
+            None => None,
+        };
         if demo {
             let demo = TcpListener::bind("127.0.0.1:0")
                 .await
@@ -99,7 +123,7 @@ fn run(args: RunArgs) -> ExitCode {
             tokio::spawn(regate::demo::serve(demo));
             app.set_upstream(addr.to_string().parse()?);
         }
-        app.serve(listener, shutdown_signal()).await?;
+        app.serve(listener, admin, shutdown_signal()).await?;
         anyhow::Ok(())
     };
     match runtime.block_on(serve) {
@@ -111,24 +135,28 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// Resolves on the first SIGTERM or SIGINT, so regate drains. A second signal ends the
+/// process at once, as an operator pressing Ctrl-C twice expects.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop regate with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    tracing::info!("shutdown requested; a second signal exits at once");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(1);
+    });
 }

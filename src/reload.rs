@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore, Sources};
 use crate::tls::{hash_all, ClientCa, ServedCert, TlsState, TlsStore};
 
@@ -66,6 +68,7 @@ pub struct Reloader {
     pub client_ca: PathBuf,
     pub policies: PolicyStore,
     pub tls: TlsStore,
+    metrics: Arc<Metrics>,
     pub status: Arc<ReloadStatus>,
     /// Content already tried and refused, so a broken push is reported once, not every
     /// interval.
@@ -80,27 +83,37 @@ struct Refused {
 }
 
 impl Reloader {
-    #[allow(clippy::too_many_arguments)]
+    /// Reload what `config` names into `policies` and `tls`, reporting to `metrics`.
     pub fn new(
-        policies_dir: PathBuf,
-        query: String,
-        cert: PathBuf,
-        key: PathBuf,
-        client_ca: PathBuf,
+        config: &Config,
         policies: PolicyStore,
         tls: TlsStore,
+        metrics: Arc<Metrics>,
     ) -> Reloader {
-        Reloader {
-            policies_dir,
-            query,
-            cert,
-            key,
-            client_ca,
+        let reloader = Reloader {
+            policies_dir: config.policies.clone(),
+            query: config.query.clone(),
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            client_ca: config.client_ca.clone(),
             policies,
             tls,
+            metrics,
             status: Arc::default(),
             refused: Mutex::default(),
-        }
+        };
+        reloader.publish_gauges();
+        reloader
+    }
+
+    /// The gauges that describe what is loaded now.
+    fn publish_gauges(&self) {
+        self.metrics.policy_revision(&self.policies.load().revision);
+        let tls = self.tls.load();
+        self.metrics
+            .certificate_expiry("server", tls.cert.local.not_after);
+        self.metrics
+            .certificate_expiry("client_ca", tls.ca.earliest_not_after);
     }
 
     /// Reload every kind; blocking (file reads, compiling), so run it off the runtime.
@@ -125,7 +138,7 @@ impl Reloader {
                 self.policies.store(Arc::new(set));
                 self.refused().policy = None;
                 tracing::info!(previous = %current, revision = %revision, "policy reloaded");
-                record(&self.status.policy, None)
+                self.record("policy", None)
             }
             Err(errors) => self.policy_failed(Some(revision), &errors),
         }
@@ -147,7 +160,7 @@ impl Reloader {
             "policy reload failed; the last good policy keeps deciding",
         );
         self.refused().policy = revision;
-        record(&self.status.policy, Some(message))
+        self.record("policy", Some(message))
     }
 
     pub fn reload_cert(&self) -> Outcome {
@@ -176,7 +189,7 @@ impl Reloader {
                 );
                 self.tls.store(Arc::new(state));
                 self.refused().cert = None;
-                record(&self.status.cert, None)
+                self.record("cert", None)
             }
             Err(e) => {
                 let message = crate::error_chain(&e);
@@ -188,7 +201,7 @@ impl Reloader {
                 if let (Ok(cert), Ok(key)) = &bytes {
                     self.refused().cert = Some(hash_all(&[cert, key]));
                 }
-                record(&self.status.cert, Some(message))
+                self.record("cert", Some(message))
             }
         }
     }
@@ -217,7 +230,7 @@ impl Reloader {
                 );
                 self.tls.store(Arc::new(state));
                 self.refused().ca = None;
-                record(&self.status.ca, None)
+                self.record("ca", None)
             }
             Err(e) => {
                 let message = crate::error_chain(&e);
@@ -228,7 +241,7 @@ impl Reloader {
                 if let Ok(ca) = &bytes {
                     self.refused().ca = Some(hash_all(&[ca]));
                 }
-                record(&self.status.ca, Some(message))
+                self.record("ca", Some(message))
             }
         }
     }
@@ -340,23 +353,35 @@ impl Reloader {
     }
 }
 
-fn record(status: &Mutex<KindStatus>, error: Option<String>) -> Outcome {
-    let mut s = status
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let now = SystemTime::now();
-    s.last_attempt = Some(now);
-    match error {
-        None => {
-            s.last_success = Some(now);
-            s.last_error = None;
-            s.successes += 1;
-            Outcome::Reloaded
+impl Reloader {
+    /// Note a reload that changed something (or tried to) in the status and metrics.
+    fn record(&self, kind: &'static str, error: Option<String>) -> Outcome {
+        let status = match kind {
+            "policy" => &self.status.policy,
+            "cert" => &self.status.cert,
+            _ => &self.status.ca,
+        };
+        self.metrics.reload(kind, error.is_none());
+        if error.is_none() {
+            self.publish_gauges();
         }
-        Some(e) => {
-            s.last_error = Some(e);
-            s.failures += 1;
-            Outcome::Failed
+        let mut s = status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = SystemTime::now();
+        s.last_attempt = Some(now);
+        match error {
+            None => {
+                s.last_success = Some(now);
+                s.last_error = None;
+                s.successes += 1;
+                Outcome::Reloaded
+            }
+            Some(e) => {
+                s.last_error = Some(e);
+                s.failures += 1;
+                Outcome::Failed
+            }
         }
     }
 }

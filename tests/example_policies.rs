@@ -72,10 +72,17 @@ fn example_policies_pass_their_rego_tests() {
 #[tokio::test]
 async fn readme_quick_start_allows_and_denies() {
     init();
-    let args: Vec<String> = ["--config", "regate.dev.yaml", "--listen", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--config",
+        "regate.dev.yaml",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let process = Process::start(&args, &[]);
     let ca = std::fs::read_to_string("certs-dev/ca.pem").unwrap();
     let identity = |name: &str| {

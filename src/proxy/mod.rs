@@ -12,6 +12,7 @@ pub mod path;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use regorus::Value;
 use rustls_pki_types::CertificateDer;
 
 use crate::audit::{Audit, DecisionRecord};
+use crate::metrics::Metrics;
 use crate::policy::input::{ConnInput, RequestInput};
 use crate::policy::{Decision, PolicySet, PolicyStore};
 use crate::tls::identity::PeerIdentity;
@@ -41,6 +43,7 @@ pub struct Proxy {
     pub tls: TlsStore,
     pub upstream: Upstream,
     pub audit: Audit,
+    pub metrics: Arc<Metrics>,
     pub trust_domains: Vec<String>,
     pub context: Value,
 }
@@ -121,6 +124,8 @@ fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
 /// The parts of a request every decision record carries, whatever the outcome.
 struct Seen {
     request_id: String,
+    /// From a W3C `traceparent`, which is itself passed upstream unchanged.
+    trace_id: Option<String>,
     method: http::Method,
     path: String,
     host: String,
@@ -132,6 +137,7 @@ impl Proxy {
         let start = Instant::now();
         let seen = Seen {
             request_id: request_id(req.headers()),
+            trace_id: trace_id(req.headers()),
             method: req.method().clone(),
             path: req
                 .uri()
@@ -139,6 +145,7 @@ impl Proxy {
                 .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
             host: host(&req),
         };
+        tracing::Span::current().record("request.id", seen.request_id.as_str());
         // The policy set is read once, at the start: this request is decided, and recorded,
         // with one revision even if a reload lands while it is being forwarded.
         let (decided, revision) = {
@@ -146,7 +153,7 @@ impl Proxy {
             let decided = self.authorize(conn, req, &seen, &policies);
             (decided, policies.revision.clone())
         };
-        let mut upstream_status = None;
+        let mut upstream = None;
         let (response, allowed, reason, eval_ns) = match decided {
             Err(err) => {
                 let eval_ns = match &err {
@@ -156,25 +163,38 @@ impl Proxy {
                 let reason = err.reason();
                 (err.into_response(&seen.request_id), false, reason, eval_ns)
             }
-            Ok((req, decision)) => match self.forward(req, &decision).await {
-                Ok(resp) => {
-                    upstream_status = Some(resp.status().as_u16());
-                    (resp, true, decision.reason, decision.eval_ns)
+            Ok((req, decision)) => {
+                let sent = Instant::now();
+                let forwarded = self.forward(req, &decision).await;
+                let upstream_ns = sent.elapsed().as_nanos() as u64;
+                match forwarded {
+                    Ok(resp) => {
+                        upstream = Some((resp.status().as_u16(), upstream_ns));
+                        self.metrics.upstream(sent.elapsed());
+                        (resp, true, decision.reason, decision.eval_ns)
+                    }
+                    Err(err) => {
+                        let reason = err.reason();
+                        self.metrics.upstream_error(match &err {
+                            ProxyError::UpstreamUnreachable(_) => "unreachable",
+                            ProxyError::UpstreamTimeout => "timeout",
+                            _ => "error",
+                        });
+                        tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
+                        (
+                            err.into_response(&seen.request_id),
+                            true,
+                            reason,
+                            decision.eval_ns,
+                        )
+                    }
                 }
-                Err(err) => {
-                    let reason = err.reason();
-                    tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
-                    (
-                        err.into_response(&seen.request_id),
-                        true,
-                        reason,
-                        decision.eval_ns,
-                    )
-                }
-            },
+            }
         };
+        let duration = start.elapsed();
         self.audit.log(&DecisionRecord {
             request_id: &seen.request_id,
+            trace_id: seen.trace_id.as_deref(),
             spiffe_id: conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
             serial: &conn.peer.serial,
             method: seen.method.as_str(),
@@ -185,9 +205,12 @@ impl Proxy {
             reason: &reason,
             policy_revision: &revision,
             eval_ns,
-            upstream_status,
-            duration_ns: start.elapsed().as_nanos() as u64,
+            upstream_status: upstream.map(|(status, _)| status),
+            upstream_ns: upstream.map(|(_, ns)| ns),
+            duration_ns: duration.as_nanos() as u64,
         });
+        let decision = if allowed { "allow" } else { "deny" };
+        self.metrics.request(decision, &reason, duration, eval_ns);
         response
     }
 
@@ -322,6 +345,24 @@ fn request_id(headers: &http::HeaderMap) -> String {
                 && v.bytes().all(|b| b.is_ascii_graphic())
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then(|| trace.to_string())
 }
 
 /// HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.

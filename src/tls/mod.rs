@@ -91,6 +91,8 @@ pub struct ClientCa {
     pub verifier: Arc<dyn ClientCertVerifier>,
     /// SHA-256 of each CA certificate, lowercase hex.
     pub fingerprints: Vec<String>,
+    /// When the first CA in the bundle expires (Unix seconds).
+    pub earliest_not_after: i64,
     pub content_hash: Vec<u8>,
 }
 
@@ -210,6 +212,12 @@ impl ClientCa {
             .iter()
             .map(|c| identity::hex(ring::digest::digest(&ring::digest::SHA256, c).as_ref()))
             .collect();
+        let earliest_not_after = certs
+            .iter()
+            .filter_map(|c| PeerIdentity::from_der(c).ok())
+            .map(|c| c.not_after)
+            .min()
+            .unwrap_or(0);
         let mut roots = RootCertStore::empty();
         let (added, ignored) = roots.add_parsable_certificates(certs);
         // A bundle with an unparsable member is refused whole: silently trusting less (or
@@ -224,6 +232,7 @@ impl ClientCa {
         Ok(ClientCa {
             verifier,
             fingerprints,
+            earliest_not_after,
             content_hash: hash_all(&[&bytes]),
         })
     }

@@ -412,6 +412,8 @@ impl Setup {
             p("policies"),
             "--decision-log".into(),
             p("decisions.log"),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
         ]
     }
 
@@ -456,6 +458,8 @@ pub fn client_config(
 /// A regate server running in this process.
 pub struct Regate {
     pub addr: SocketAddr,
+    /// The admin listener: /metrics, /healthz, /readyz, /status.
+    pub admin: SocketAddr,
     pub decisions: PathBuf,
     pub reloader: std::sync::Arc<regate::reload::Reloader>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -479,12 +483,15 @@ impl Regate {
         let reloader = app.reloader();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async move {
+        let task = tokio::spawn(app.serve(listener, Some(admin), async move {
             let _ = rx.await;
         }));
         Regate {
             addr,
+            admin: admin_addr,
             decisions,
             reloader,
             shutdown: Some(tx),
@@ -638,6 +645,8 @@ allow if {
 pub struct Process {
     pub child: std::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the process was started with one.
+    pub admin: Option<SocketAddr>,
     pub stderr: Arc<Mutex<String>>,
 }
 
@@ -659,9 +668,14 @@ impl Process {
         let (tx, rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
+        let admin = Arc::new(Mutex::new(None));
+        let admin_seen = admin.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                if let Some(addr) = line.split("admin=").nth(1) {
+                    *admin_seen.lock().unwrap() = addr.trim().parse::<SocketAddr>().ok();
+                }
                 if let Some(addr) = line.split("listen=").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                 }
@@ -673,9 +687,11 @@ impl Process {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("regate did not start: {}", stderr.lock().unwrap()));
+        let admin = *admin.lock().unwrap();
         Process {
             child,
             addr: addr.parse().unwrap(),
+            admin,
             stderr,
         }
     }
@@ -737,6 +753,24 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET `path` from an admin listener over plain HTTP: (status, body).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Poll `check` until it returns true, for at most `within`; true if it did.

@@ -1,0 +1,187 @@
+//! The admin listener (`--admin`, loopback by default): `/metrics`, `/healthz`, `/readyz`
+//! and `/status`, on plain HTTP/1.1, apart from the mTLS listener.
+//!
+//! It only reads: metrics, the reload status and the current TLS and policy state. Nothing
+//! here is on the request path.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::reload::{KindStatus, Reloader};
+
+/// Whether regate should receive traffic: serving, and not draining.
+#[derive(Debug, Default)]
+pub struct Health {
+    serving: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Certificates and policy are loaded before anything is served, so serving and not
+    /// draining is ready.
+    pub fn ready(&self) -> bool {
+        self.serving.load(Ordering::Acquire) && !self.draining()
+    }
+}
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+    pub health: Arc<Health>,
+    pub started: Instant,
+}
+
+/// Serve the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, state.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.health.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if state.health.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/status" => {
+            let mut r = text(StatusCode::OK, status(state).to_string());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn rfc3339(t: Option<SystemTime>) -> serde_json::Value {
+    t.and_then(|t| OffsetDateTime::from(t).format(&Rfc3339).ok())
+        .map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+fn unix_rfc3339(unix: i64) -> serde_json::Value {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+fn kind(status: &std::sync::Mutex<KindStatus>) -> serde_json::Value {
+    let s = status
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    json!({
+        "last_attempt": rfc3339(s.last_attempt),
+        "last_success": rfc3339(s.last_success),
+        "last_result": match (&s.last_attempt, &s.last_error) {
+            (None, _) => "none",
+            (Some(_), None) => "success",
+            (Some(_), Some(_)) => "failure",
+        },
+        "last_error": s.last_error,
+        "successes": s.successes,
+        "failures": s.failures,
+    })
+}
+
+fn status(state: &AdminState) -> serde_json::Value {
+    let reloader = &state.reloader;
+    let policy = reloader.policies.load();
+    let tls = reloader.tls.load();
+    let local = &tls.cert.local;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "ready": state.health.ready(),
+        "draining": state.health.draining(),
+        "open_connections": state.metrics.open_connections(),
+        "policy": {
+            "revision": &*policy.revision,
+            "query": &*policy.query,
+        },
+        "certificate": {
+            "serial": local.serial,
+            "not_after": unix_rfc3339(local.not_after),
+            "spiffe_id": local.spiffe_id.as_ref().map(|s| s.id.as_str()),
+        },
+        "client_ca": {
+            "fingerprints_sha256": tls.ca.fingerprints,
+            "earliest_not_after": unix_rfc3339(tls.ca.earliest_not_after),
+            "generation": tls.ca_generation,
+        },
+        "reloads": {
+            "policy": kind(&reloader.status.policy),
+            "cert": kind(&reloader.status.cert),
+            "ca": kind(&reloader.status.ca),
+        },
+    })
+}

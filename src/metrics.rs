@@ -1,0 +1,342 @@
+//! Prometheus metrics (names and meanings in docs/metrics.md), encoded as OpenMetrics text
+//! for the admin listener's `/metrics`.
+//!
+//! Labels stay bounded. regate's own deny reasons are a fixed set; reasons a policy invents
+//! are kept as labels only up to [`MAX_POLICY_REASONS`] distinct values (short, plain
+//! names), and everything past that is counted under `other`. No label carries an identity
+//! or a path.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Distinct policy-chosen deny reasons that get their own label value.
+pub const MAX_POLICY_REASONS: usize = 64;
+
+/// Reasons regate itself gives; always their own label value.
+const OWN_REASONS: &[&str] = &[
+    "allowed",
+    "denied",
+    "policy_undefined",
+    "policy_invalid_result",
+    "policy_error",
+    "policy_timeout",
+    "untrusted_trust_domain",
+    "untrusted_issuer",
+    "certificate_expired",
+    "invalid_path",
+    "invalid_request",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "upstream_error",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub decision: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    pub cert: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    policy_duration: Histogram,
+    upstream_duration: Histogram,
+    handshakes: Family<ResultLabels, Counter>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    open_connections: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+    policy_info: Family<RevisionLabels, Gauge>,
+    certificate_expiry: Family<CertLabels, Gauge>,
+    upstream_errors: Family<KindLabels, Counter>,
+    policy_reasons: RwLock<HashSet<String>>,
+}
+
+/// Latency buckets in seconds, from 25 µs to 10 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "regate_requests",
+            "Requests by decision (allow, deny, error) and bounded reason",
+            requests.clone(),
+        );
+        let request_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_request_duration_seconds",
+            "Time from request head to response head, as seen by regate",
+            request_duration.clone(),
+        );
+        let policy_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_policy_evaluation_duration_seconds",
+            "Time to evaluate the policy for one request",
+            policy_duration.clone(),
+        );
+        let upstream_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_duration.clone(),
+        );
+        let handshakes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_tls_handshakes",
+            "TLS handshakes by result (success, failure)",
+            handshakes.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_tls_handshake_failures",
+            "Failed TLS handshakes by bounded reason",
+            handshake_failures.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "regate_open_connections",
+            "Client connections past the TLS handshake and not yet closed",
+            open_connections.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "regate_reloads",
+            "Reloads that changed something, by kind (policy, cert, ca) and result",
+            reloads.clone(),
+        );
+        let policy_info = Family::<RevisionLabels, Gauge>::default();
+        registry.register(
+            "regate_policy_info",
+            "1 for the policy revision deciding requests now",
+            policy_info.clone(),
+        );
+        let certificate_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "regate_certificate_expiry_timestamp_seconds",
+            "Unix time at which a certificate expires (server; client_ca: the earliest in the bundle)",
+            certificate_expiry.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "regate_upstream_errors",
+            "Requests the upstream failed, by kind (unreachable, timeout, error)",
+            upstream_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            policy_duration,
+            upstream_duration,
+            handshakes,
+            handshake_failures,
+            open_connections,
+            reloads,
+            policy_info,
+            certificate_expiry,
+            upstream_errors,
+            policy_reasons: RwLock::default(),
+        }
+    }
+
+    /// One request's outcome. `decision` is allow, deny or error (regate could not serve an
+    /// allowed request).
+    pub fn request(&self, decision: &'static str, reason: &str, duration: Duration, eval_ns: u64) {
+        let labels = RequestLabels {
+            decision,
+            reason: self.reason_label(reason),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration.observe(duration.as_secs_f64());
+        if eval_ns > 0 {
+            self.policy_duration.observe(eval_ns as f64 / 1e9);
+        }
+    }
+
+    pub fn upstream(&self, duration: Duration) {
+        self.upstream_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, kind: &'static str) {
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    pub fn handshake_ok(&self) {
+        self.handshakes
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshakes
+            .get_or_create(&ResultLabels { result: "failure" })
+            .inc();
+        self.handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Count a connection open until the returned guard is dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.open_connections.clone())
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.get()
+    }
+
+    pub fn reload(&self, kind: &'static str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ReloadLabels { kind, result })
+            .inc();
+    }
+
+    /// Publish the revision now deciding; the previous one's series goes away.
+    pub fn policy_revision(&self, revision: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&RevisionLabels {
+                revision: revision.to_string(),
+            })
+            .set(1);
+    }
+
+    pub fn certificate_expiry(&self, cert: &'static str, unix_seconds: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertLabels { cert })
+            .set(unix_seconds);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// A bounded label for `reason`: regate's own reasons as they are; a policy's reasons
+    /// while fewer than [`MAX_POLICY_REASONS`] distinct ones have been seen and the reason is
+    /// a short plain name; `other` past that.
+    fn reason_label(&self, reason: &str) -> String {
+        if OWN_REASONS.contains(&reason) {
+            return reason.to_string();
+        }
+        let plain = reason.len() <= 48
+            && reason
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if !plain {
+            return "other".into();
+        }
+        let known = |set: &HashSet<String>| set.contains(reason);
+        if self.policy_reasons.read().is_ok_and(|s| known(&s)) {
+            return reason.to_string();
+        }
+        let Ok(mut set) = self.policy_reasons.write() else {
+            return "other".into();
+        };
+        if known(&set) || set.len() < MAX_POLICY_REASONS {
+            set.insert(reason.to_string());
+            reason.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
+/// Decrements the open-connections gauge when the connection ends.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_reasons_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..(MAX_POLICY_REASONS + 10) {
+            m.request("deny", &format!("reason_{i}"), Duration::ZERO, 0);
+        }
+        m.request(
+            "deny",
+            "has spaces and a very long explanation",
+            Duration::ZERO,
+            0,
+        );
+        m.request("deny", "untrusted_issuer", Duration::ZERO, 0);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("regate_requests_total{"))
+            .count();
+        // The first MAX_POLICY_REASONS policy reasons, `other`, and regate's own reason.
+        assert_eq!(series, MAX_POLICY_REASONS + 2, "{text}");
+        assert!(text.contains(r#"reason="other""#));
+        assert!(text.contains(r#"reason="untrusted_issuer""#));
+    }
+}
