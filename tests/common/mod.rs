@@ -708,12 +708,22 @@ impl Process {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// SIGTERM, then wait (bounded) for the exit.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    /// Send SIGTERM and return at once.
+    pub fn terminate(&self) {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit.
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.terminate();
+        self.wait()
+    }
+
+    /// Wait (bounded) for the process to exit.
+    pub fn wait(mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -1,0 +1,220 @@
+//! The admin listener answers the on-call questions: is it healthy, what is it denying and
+//! why, how slow is it, when do its certificates expire.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// The value of one sample line in an OpenMetrics text, e.g. `regate_requests_total{...}`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_allowed_and_denied_requests_and_reloads() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    assert_eq!(admin_get(regate.admin, "/healthz").await.0, 200);
+    assert_eq!(admin_get(regate.admin, "/readyz").await.0, 200);
+
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    assert_eq!(get(&mut client, "/docs/a").await.0, 200);
+    assert_eq!(get(&mut client, "/admin").await.0, 403);
+    setup.write_policy("authz.rego", &format!("{ALLOW_DOCS}\n# edited\n"));
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        regate.reloader.status.policy.lock().unwrap().successes >= 1
+    })
+    .await;
+    assert!(reloaded);
+
+    let (status, text) = admin_get(regate.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_requests_total{decision="allow",reason="allowed"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_requests_total{decision="deny",reason="denied"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_reloads_total{kind="policy",result="success"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "regate_request_duration_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "regate_policy_evaluation_duration_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "regate_upstream_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"regate_tls_handshakes_total{result="success"}"#),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "regate_open_connections"), Some(1.0));
+    let revision = regate.reloader.policies.load().revision.clone();
+    assert_eq!(
+        sample(
+            &text,
+            &format!(r#"regate_policy_info{{revision="{revision}"}}"#)
+        ),
+        Some(1.0)
+    );
+    assert!(sample(
+        &text,
+        r#"regate_certificate_expiry_timestamp_seconds{cert="server"}"#
+    )
+    .is_some_and(|t| t > 1.7e9));
+    assert!(text.ends_with("# EOF\n"));
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn handshake_failures_are_counted_by_reason() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    // No client certificate, then a certificate from a foreign CA.
+    for identity in [None, Some(Ca::new("foreign").client(SUMMARIZER))] {
+        if let Ok(tls) = regate
+            .connect(setup.client_config(identity.as_ref(), &[b"http/1.1"]))
+            .await
+        {
+            let mut c = http1_over(tls).await;
+            let _ = c.send_request(request("GET", "/", b"")).await;
+        }
+    }
+    let counted = eventually(Duration::from_secs(10), || async {
+        let (_, text) = admin_get(regate.admin, "/metrics").await;
+        sample(&text, r#"regate_tls_handshakes_total{result="failure"}"#) == Some(2.0)
+    })
+    .await;
+    let (_, text) = admin_get(regate.admin, "/metrics").await;
+    assert!(counted, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_tls_handshake_failures_total{reason="no_certificate"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_tls_handshake_failures_total{reason="unknown_issuer"}"#
+        ),
+        Some(1.0)
+    );
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn status_reflects_a_failed_policy_reload() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    let (_, body) = admin_get(regate.admin, "/status").await;
+    let before: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(before["reloads"]["policy"]["last_result"], "none");
+    assert_eq!(before["ready"], true);
+    assert!(before["certificate"]["serial"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(before["certificate"]["not_after"].as_str().is_some());
+    assert_eq!(
+        before["client_ca"]["fingerprints_sha256"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(before["version"], env!("CARGO_PKG_VERSION"));
+
+    setup.write_policy("authz.rego", "package regate.authz\nallow if {\n");
+    let failed = eventually(Duration::from_secs(10), || async {
+        regate.reloader.status.policy.lock().unwrap().failures >= 1
+    })
+    .await;
+    assert!(failed);
+    let (_, body) = admin_get(regate.admin, "/status").await;
+    let after: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let policy = &after["reloads"]["policy"];
+    assert_eq!(policy["last_result"], "failure", "{after}");
+    assert!(
+        policy["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("authz.rego:"),
+        "{after}"
+    );
+    assert_eq!(policy["failures"], 1);
+    // The revision deciding requests is still the last good one.
+    assert_eq!(after["policy"]["revision"], before["policy"]["revision"]);
+    let (_, text) = admin_get(regate.admin, "/metrics").await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"regate_reloads_total{kind="policy",result="failure"}"#
+        ),
+        Some(1.0)
+    );
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn request_id_and_traceparent_reach_upstream_and_the_decision_record() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut req = request("GET", "/docs/a", b"");
+    req.headers_mut()
+        .insert("x-request-id", "req-7f3a".parse().unwrap());
+    req.headers_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    assert_eq!(send(&mut client, req).await.0, 200);
+    // An over-long request id is replaced by one regate makes.
+    let mut req = request("GET", "/docs/b", b"");
+    req.headers_mut()
+        .insert("x-request-id", "x".repeat(300).parse().unwrap());
+    assert_eq!(send(&mut client, req).await.0, 200);
+
+    let seen = upstream.requests();
+    assert_eq!(seen[0].headers["x-request-id"], "req-7f3a");
+    assert_eq!(seen[0].headers["traceparent"], traceparent);
+    let generated = seen[1].headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 36, "{generated}");
+    let records = regate.decisions(2).await;
+    assert_eq!(records[0]["request_id"], "req-7f3a");
+    assert_eq!(records[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(records[1]["request_id"], generated.as_str());
+    assert!(records[1].get("trace_id").is_none());
+    regate.stop().await;
+}
