@@ -38,6 +38,19 @@ const OWN_REASONS: &[&str] = &[
     "upstream_error",
 ];
 
+/// Why handshakes fail, as `regate_tls_handshake_failures_total{reason}` names it.
+pub const HANDSHAKE_FAILURES: &[&str] = &[
+    "no_certificate",
+    "certificate_expired",
+    "unknown_issuer",
+    "bad_certificate",
+    "incompatible",
+    "tls_error",
+    "timeout",
+    "eof",
+    "io_error",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub decision: &'static str,
@@ -175,6 +188,26 @@ impl Metrics {
             "Requests the upstream failed, by kind (unreachable, timeout, error)",
             upstream_errors.clone(),
         );
+        // Series that exist from the start read 0 instead of missing, so rates and alerts
+        // work before the first event of each kind.
+        for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
+            let _ = requests.get_or_create(&RequestLabels {
+                decision,
+                reason: reason.into(),
+            });
+        }
+        for result in ["success", "failure"] {
+            let _ = handshakes.get_or_create(&ResultLabels { result });
+            for kind in ["policy", "cert", "ca"] {
+                let _ = reloads.get_or_create(&ReloadLabels { kind, result });
+            }
+        }
+        for reason in HANDSHAKE_FAILURES {
+            let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
+        }
+        for kind in ["unreachable", "timeout", "error"] {
+            let _ = upstream_errors.get_or_create(&KindLabels { kind });
+        }
         Metrics {
             registry,
             requests,
@@ -334,8 +367,9 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("regate_requests_total{"))
             .count();
-        // The first MAX_POLICY_REASONS policy reasons, `other`, and regate's own reason.
-        assert_eq!(series, MAX_POLICY_REASONS + 2, "{text}");
+        // The first MAX_POLICY_REASONS policy reasons, `other`, regate's own reason, and
+        // the allowed/denied series that exist from the start.
+        assert_eq!(series, MAX_POLICY_REASONS + 4, "{text}");
         assert!(text.contains(r#"reason="other""#));
         assert!(text.contains(r#"reason="untrusted_issuer""#));
     }

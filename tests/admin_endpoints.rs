@@ -218,3 +218,65 @@ async fn request_id_and_traceparent_reach_upstream_and_the_decision_record() {
     assert!(records[1].get("trace_id").is_none());
     regate.stop().await;
 }
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_exists() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("docs/grafana/regate-dashboard.json").unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    let names = regex::Regex::new(r"regate_[a-z_]+").unwrap();
+    let queried: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| names.find_iter(e).map(|m| m.as_str().to_string()))
+        .collect();
+    assert!(queried.len() >= 8, "{queried:?}");
+
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    let (_, text) = admin_get(regate.admin, "/metrics").await;
+    // Every exposed series name: families, plus the _bucket/_sum/_count/_total samples.
+    let exposed: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("# TYPE ").unwrap_or(l);
+            names
+                .find(l)
+                .filter(|m| m.start() == 0)
+                .map(|m| m.as_str().to_string())
+        })
+        .collect();
+    let exposed_or_derived = |name: &str| {
+        exposed.contains(name)
+            || ["_bucket", "_sum", "_count", "_total"]
+                .iter()
+                .any(|suffix| {
+                    name.strip_suffix(suffix)
+                        .is_some_and(|base| exposed.contains(base))
+                })
+    };
+    let missing: Vec<_> = queried.iter().filter(|n| !exposed_or_derived(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics regate lacks: {missing:?}\n{text}"
+    );
+    regate.stop().await;
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_exprs(i, out)),
+        _ => {}
+    }
+}

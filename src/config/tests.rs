@@ -105,3 +105,23 @@ fn durations_parse() {
     assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
     assert_eq!(parse_duration("fast"), None);
 }
+
+#[test]
+fn admin_beyond_loopback_needs_an_explicit_flag() {
+    let err = Config::check(args(&["--admin", "0.0.0.0:9901"]))
+        .errors
+        .join("\n");
+    assert!(err.contains("--admin-allow-remote"), "{err}");
+    let ok = Config::check(args(&["--admin", "0.0.0.0:9901", "--admin-allow-remote"]));
+    assert!(
+        !ok.errors.iter().any(|e| e.starts_with("admin")),
+        "{:?}",
+        ok.errors
+    );
+    assert_eq!(ok.config.admin.unwrap().to_string(), "0.0.0.0:9901");
+    assert_eq!(Config::check(args(&["--admin", "none"])).config.admin, None);
+    assert_eq!(
+        Config::check(args(&[])).config.admin.unwrap().to_string(),
+        DEFAULT_ADMIN
+    );
+}
