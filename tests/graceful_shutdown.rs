@@ -10,26 +10,31 @@ use std::time::Duration;
 #[tokio::test]
 async fn slow_request_completes_after_sigterm_while_new_connections_are_refused() {
     let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
-    let upstream = Upstream::start_with_delay(Duration::from_millis(1500)).await;
+    let upstream = Upstream::start_with_delay(Duration::from_secs(3)).await;
     let process = Process::start(&setup.args(&upstream.url()), &[]);
     let admin = process.admin.expect("the admin listener address is logged");
     assert_eq!(admin_get(admin, "/readyz").await.0, 200);
 
     let mut client = process.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     let in_flight = tokio::spawn(async move { get(&mut client, "/docs/slow").await });
-    // The request is in flight once the upstream has it.
+    // The request is in flight once the upstream has its head (it answers 3 s later).
     let arrived = eventually(Duration::from_secs(10), || async {
-        !upstream.requests().is_empty()
+        upstream.arrived.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
     assert!(arrived);
 
     process.terminate();
     let draining = eventually(Duration::from_secs(5), || async {
-        admin_get(admin, "/readyz").await == (503, "draining\n".to_string())
+        admin_try_get(admin, "/readyz").await == Some((503, "draining\n".to_string()))
     })
     .await;
-    assert!(draining, "/readyz did not flip: {}", process.stderr());
+    assert!(
+        draining,
+        "/readyz did not flip: {}\n{}",
+        process.stderr(),
+        std::fs::read_to_string(setup.path("decisions.log")).unwrap_or_default()
+    );
     let refused = tls_connect(
         process.addr,
         setup.client_config(Some(&setup.ca.client(SUMMARIZER)), &[b"http/1.1"]),

@@ -182,6 +182,8 @@ pub struct Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Requests whose head has arrived (counted before any delay; `seen` is filled after).
+    pub arrived: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -195,14 +197,18 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
+        let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let arrivals = arrived.clone();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 tcp.set_nodelay(true).unwrap();
                 let record = record.clone();
+                let arrivals = arrivals.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let record = record.clone();
+                        arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         async move { upstream_handle(req, record, delay).await }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(
@@ -213,7 +219,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            arrived,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -767,20 +777,27 @@ impl Drop for Process {
 
 /// GET `path` from an admin listener over plain HTTP: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
+    admin_try_get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("admin GET {path} on {addr} failed"))
+}
+
+/// Like [`admin_get`], but `None` when the listener is gone or the exchange fails.
+pub async fn admin_try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
-        .unwrap();
+        .ok()?;
     tokio::spawn(conn);
     let req = Request::builder()
         .uri(path)
         .header(http::header::HOST, "localhost")
         .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Poll `check` until it returns true, for at most `within`; true if it did.
