@@ -113,36 +113,8 @@ impl PolicySet {
     /// Compile and smoke-evaluate sources already read.
     pub fn compile(sources: Sources, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
         let Sources { files, revision } = sources;
-        let mut engine = Engine::new();
-        let mut data = Value::new_object();
-        let mut errors = Vec::new();
-        for (file, text) in files {
-            let name = file.path.display().to_string();
-            let loaded = match file.kind {
-                FileKind::Rego => check_builtins(&name, &text)
-                    .and_then(|()| add_rego(&mut engine, name.clone(), text)),
-                FileKind::Json | FileKind::Yaml => if file.kind == FileKind::Json {
-                    Value::from_json_str(&text)
-                } else {
-                    Value::from_yaml_str(&text)
-                }
-                .map_err(|e| PolicyError::Data {
-                    path: name.clone(),
-                    message: e.to_string(),
-                })
-                .and_then(|value| merge_at(&mut data, &file.data_path, value, &name)),
-            };
-            if let Err(e) = loaded {
-                errors.push(e);
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let mut engine = build_engine(files)?;
         let fail = |e: PolicyError| vec![e];
-        engine
-            .add_data(data)
-            .map_err(|e| fail(PolicyError::Compile(e.to_string())))?;
         // Compiling prepares the engine (rule analysis, data, imports) once; every request
         // then evaluates on a cheap clone. Gathered, a policy's print() output stays in the
         // clone and never reaches stderr with request values in it.
@@ -198,6 +170,42 @@ impl PolicySet {
         decision.eval_ns = eval_ns;
         decision
     }
+}
+
+/// Every Rego file parsed and checked for unsupported builtins, every data file merged at its
+/// directory, all in one engine, not yet prepared for any query. The proxy and the policy
+/// tools load through here, so a policy behaves the same in `regate policy test` as in a pod.
+fn build_engine(files: Vec<(PolicyFile, String)>) -> Result<Engine, Vec<PolicyError>> {
+    let mut engine = Engine::new();
+    let mut data = Value::new_object();
+    let mut errors = Vec::new();
+    for (file, text) in files {
+        let name = file.path.display().to_string();
+        let loaded = match file.kind {
+            FileKind::Rego => check_builtins(&name, &text)
+                .and_then(|()| add_rego(&mut engine, name.clone(), text)),
+            FileKind::Json | FileKind::Yaml => if file.kind == FileKind::Json {
+                Value::from_json_str(&text)
+            } else {
+                Value::from_yaml_str(&text)
+            }
+            .map_err(|e| PolicyError::Data {
+                path: name.clone(),
+                message: e.to_string(),
+            })
+            .and_then(|value| merge_at(&mut data, &file.data_path, value, &name)),
+        };
+        if let Err(e) = loaded {
+            errors.push(e);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    engine
+        .add_data(data)
+        .map_err(|e| vec![PolicyError::Compile(e.to_string())])?;
+    Ok(engine)
 }
 
 /// Builtins regorus does not implement, or implements only as a stub that returns
