@@ -1,14 +1,52 @@
 //! `regate policy test | eval | check`: the policy author's tools, run in CI before a
-//! policy reaches a pod. They load policies exactly as the proxy does (see [`super`]).
+//! policy reaches a pod. They load policies exactly as the proxy does (see [`super`]):
+//! the same files, the same Rego v1/v0 rules, the same data paths and the same refusal of
+//! builtins regorus lacks. What they print is theirs; what a policy means is the proxy's.
+//!
+//! - [`check`]: what `regate run` would say about a policy directory at startup.
+//! - [`test`]: every `test_*` rule, each evaluated on its own.
+//! - [`eval`]: the decision for one input, or for a request described on the command line.
+
+mod check;
+mod eval;
+mod test;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {}
+pub enum PolicyCommand {
+    /// Run every test_* rule in every package, each on its own; exit 1 on any failure.
+    Test(test::TestArgs),
+    /// Print the decision the proxy would make for an input, or a request described by flags.
+    Eval(Box<eval::EvalArgs>),
+    /// Load a policy directory as `regate run` would; report every problem; exit 1 if any.
+    Check(check::CheckArgs),
+}
 
 /// Run one `regate policy` subcommand; the exit code is the command's verdict.
 pub fn run(command: PolicyCommand) -> ExitCode {
-    match command {}
+    match command {
+        PolicyCommand::Test(args) => test::run(args),
+        PolicyCommand::Eval(args) => eval::run(*args),
+        PolicyCommand::Check(args) => check::run(args),
+    }
+}
+
+/// Bound every evaluation in this process, as `regate run` does with `--policy-timeout`.
+fn set_time_limit(limit: Duration) {
+    regorus::utils::limits::set_fallback_execution_timer_config(Some(
+        regorus::utils::limits::ExecutionTimerConfig {
+            limit,
+            check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
+        },
+    ));
+}
+
+/// A clap value parser for `500ms`, `10s`, `5m`, `1h`: the durations `regate run` accepts.
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration like 500ms, 10s or 1m"))
 }

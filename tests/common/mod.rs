@@ -844,3 +844,12 @@ pub async fn wait_for_status(client: &mut Http1, path: &str, want: u16) -> Optio
     }
     None
 }
+
+/// Run the `regate` binary with `args` to completion, as a policy author or CI would.
+pub fn regate_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}

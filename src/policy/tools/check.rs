@@ -1,0 +1,78 @@
+//! `regate policy check`: load a policy directory exactly as `regate run` loads it at startup
+//! and on every reload ([`PolicySet::compile`]), and print every problem that would refuse it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::policy::{build_engine, FileKind, PolicyError, PolicySet, Sources};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The policy directory, as given to `regate run --policies`.
+    #[arg(value_name = "DIR", default_value = "policies")]
+    dir: PathBuf,
+    /// The rule that decides, as given to `regate run --query`. It must exist, and it is
+    /// evaluated once against a sample request, as at startup.
+    #[arg(long, value_name = "QUERY", default_value = "data.regate.authz.allow")]
+    query: String,
+    /// Compile only; name no query. For a directory of library packages, or of examples
+    /// that no proxy queries directly.
+    #[arg(long, conflicts_with = "query")]
+    no_query: bool,
+    /// Bounds the sample evaluation, as `regate run --policy-timeout` does.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
+    policy_timeout: Duration,
+}
+
+pub fn run(args: CheckArgs) -> ExitCode {
+    super::set_time_limit(args.policy_timeout);
+    let dir = args.dir.display().to_string();
+    let outcome = Sources::read(&args.dir).and_then(|sources| {
+        let rego = count(&sources, |k| k == FileKind::Rego);
+        let data = count(&sources, |k| k != FileKind::Rego);
+        let revision = sources.revision.clone();
+        if args.no_query {
+            let mut engine = build_engine(sources.files)?;
+            prepare(&mut engine).map_err(|e| vec![e])?;
+        } else {
+            PolicySet::compile(sources, &args.query)?;
+        }
+        Ok((rego, data, revision))
+    });
+    match outcome {
+        Ok((rego, data, revision)) => {
+            let query = match args.no_query {
+                true => "no query".to_string(),
+                false => format!("query {}", args.query),
+            };
+            println!(
+                "{dir}: ok: {rego} Rego files, {data} data files, {query}, revision {revision}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            let n = errors.len();
+            println!("{dir}: {n} problem{}", if n == 1 { "" } else { "s" });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn count(sources: &Sources, kind: impl Fn(FileKind) -> bool) -> usize {
+    sources.files.iter().filter(|(f, _)| kind(f.kind)).count()
+}
+
+/// Analyse every module (imports, rule dependencies, recursion) as a first evaluation would,
+/// without naming a rule. A query that needs no rule does exactly that much.
+pub(super) fn prepare(engine: &mut regorus::Engine) -> Result<(), PolicyError> {
+    engine
+        .eval_query("true".into(), false)
+        .map(drop)
+        .map_err(|e| PolicyError::Compile(crate::policy::compile_message(&e.to_string())))
+}
