@@ -166,11 +166,11 @@ impl Proxy {
             Ok((req, decision)) => {
                 let sent = Instant::now();
                 let forwarded = self.forward(req, &decision).await;
-                let upstream_ns = sent.elapsed().as_nanos() as u64;
+                let upstream_time = sent.elapsed();
                 match forwarded {
                     Ok(resp) => {
-                        upstream = Some((resp.status().as_u16(), upstream_ns));
-                        self.metrics.upstream(sent.elapsed());
+                        upstream = Some((resp.status().as_u16(), upstream_time.as_nanos() as u64));
+                        self.metrics.upstream(upstream_time);
                         (resp, true, decision.reason, decision.eval_ns)
                     }
                     Err(err) => {
