@@ -1,0 +1,95 @@
+//! `regate policy check` refuses what `regate run` would refuse, naming the file and line:
+//! a syntax error, a builtin regorus does not implement, a query no rule defines. It runs
+//! the proxy's own load, so the two cannot disagree.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+const SYNTAX_ERROR: &str = "package regate.authz
+
+default allow := false
+
+allow if {
+\tinput.peer.spiffe_id ==
+}
+";
+
+const JWT: &str = r#"package tokens
+
+# io.jwt.decode_verify(in a comment) is not a call.
+claims := c if {
+	[valid, _, c] := io.jwt.decode_verify(input.token, {"secret": "s"})
+	valid
+}
+"#;
+
+fn check(dir: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["policy", "check", dir];
+    args.extend(extra);
+    let out = regate_command(&args);
+    (
+        out.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap()
+        ),
+    )
+}
+
+#[test]
+fn policy_check_names_the_file_and_line_of_a_syntax_error_and_flags_io_jwt() {
+    let setup = Setup::new(&[("authz.rego", SYNTAX_ERROR), ("tokens.rego", JWT)]);
+    let dir = setup.path("policies").display().to_string();
+    let (code, out) = check(&dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("authz.rego:7:1: expecting expression"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tokens.rego:5: calls io.jwt.decode_verify, which regorus does not implement"),
+        "{out}"
+    );
+    assert!(out.contains("2 problems"), "{out}");
+
+    // `regate run` refuses the same directory with the same messages.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_regate"))
+        .arg("run")
+        .args(setup.args("http://127.0.0.1:9"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8(run.stderr).unwrap();
+    assert!(
+        stderr.contains("authz.rego:7:1: expecting expression"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tokens.rego:5: calls io.jwt.decode_verify"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn policy_check_passes_a_clean_directory_and_refuses_a_missing_query() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let dir = setup.path("policies").display().to_string();
+    let (code, out) = check(&dir, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: 1 Rego files"), "{out}");
+    assert!(out.contains("revision sha256:"), "{out}");
+
+    let (code, out) = check(&dir, &["--query", "data.envoy.authz.allow"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("data.envoy.authz.allow"), "{out}");
+
+    // A library names no query: compiling is the whole check.
+    let lib = Setup::new(&[("lib.rego", "package lib\n\ndouble(x) := 2 * x\n")]);
+    let dir = lib.path("policies").display().to_string();
+    assert_eq!(check(&dir, &[]).0, 1);
+    let (code, out) = check(&dir, &["--no-query"]);
+    assert_eq!(code, 0, "{out}");
+}
