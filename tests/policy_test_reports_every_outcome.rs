@@ -163,9 +163,18 @@ import data.app
 
 test_alice_is_allowed if app.allow with input as {"user": "alice"}
 "#;
-    let dir = suite(&[("app.rego", POLICY), ("app_test.rego", only_alice)]);
+    let untested = "package other\n\nx := 1\n";
+    let dir = suite(&[
+        ("app.rego", POLICY),
+        ("app_test.rego", only_alice),
+        ("other.rego", untested),
+    ]);
     let (code, out, _) = policy_test(&dir, &["--coverage"]);
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("other.rego: not reached by the tests run"),
+        "{out}"
+    );
     let line = out
         .lines()
         .find(|l| l.contains("app.rego:") && !l.contains("app_test"))

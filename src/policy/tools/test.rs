@@ -85,6 +85,8 @@ struct TestResult {
 #[derive(Default)]
 struct Coverage {
     files: BTreeMap<String, (BTreeSet<u32>, BTreeSet<u32>)>,
+    /// Every Rego file loaded: regorus reports only files a test reached.
+    loaded: BTreeSet<String>,
 }
 
 impl Coverage {
@@ -94,6 +96,14 @@ impl Coverage {
             covered.extend(file.covered);
             not_covered.extend(file.not_covered);
         }
+    }
+
+    /// Loaded files no test evaluated a line of.
+    fn unreached(&self) -> impl Iterator<Item = &str> {
+        self.loaded
+            .iter()
+            .filter(|f| !self.files.contains_key(*f))
+            .map(String::as_str)
     }
 
     /// (path, covered, not covered): a line any test reached is covered.
@@ -189,6 +199,11 @@ fn run_dir(dir: &str, engine: &Engine, args: &TestArgs, run: &mut Run) {
             return;
         }
     };
+    if args.coverage {
+        for source in engine.get_policies().unwrap_or_default() {
+            run.coverage.loaded.insert(source.get_path().clone());
+        }
+    }
     for case in cases {
         if let Some(filter) = &args.run {
             if !filter.is_match(&case.full_name()) {
@@ -352,6 +367,9 @@ fn text(run: &Run, args: &TestArgs) -> String {
                 }
             }
         }
+        for path in run.coverage.unreached() {
+            let _ = writeln!(out, "  {path}: not reached by the tests run");
+        }
     }
     let _ = writeln!(out, "{}", run.summary());
     out
@@ -435,7 +453,8 @@ fn json_report(run: &Run, args: &TestArgs) -> String {
                 })
             })
             .collect();
-        doc["coverage"] = json!({ "files": files });
+        let unreached: Vec<_> = run.coverage.unreached().collect();
+        doc["coverage"] = json!({ "files": files, "unreached": unreached });
     }
     let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
     out.push('\n');
