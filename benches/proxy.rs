@@ -302,19 +302,18 @@ fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Iden
     for (k, v) in client_headers(true, request_id) {
         headers.insert(k, v);
     }
-    let xfcc = format!(
-        "By={};Hash={};Subject=\"{}\";URI={}",
-        common::SERVER_ID,
-        peer.fingerprint_sha256,
-        peer.subject,
-        SUMMARIZER
-    );
-    regate::proxy::forward::set_forwarded(
+    let xfcc = HeaderValue::from_str(&regate::proxy::xfcc(&peer, &local)).unwrap();
+    regate::proxy::forward::prepare_headers(
         &mut headers,
-        &HeaderValue::from_str(&xfcc).unwrap(),
-        &HeaderValue::from_static("127.0.0.1"),
-        &HeaderValue::from_static(request_id),
-    );
+        http::Version::HTTP_11,
+        &regate::proxy::forward::Forwarded {
+            xfcc: &xfcc,
+            xff: &HeaderValue::from_static("127.0.0.1"),
+            request_id,
+            host: "localhost",
+        },
+    )
+    .unwrap();
     let target = regate::proxy::path::parse(PATH).unwrap();
     let request = |now| RequestInput {
         id: request_id,

@@ -350,11 +350,13 @@ fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), Polic
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
-    let plainly_v1 = text.contains("import rego.v1")
-        || (text
+    let uses_if = text.lines().any(|line| {
+        strip_comment_and_strings(line)
             .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
             .any(|w| w == "if")
-            && !text.contains("future.keywords"));
+    });
+    let plainly_v1 =
+        text.contains("import rego.v1") || (uses_if && !text.contains("future.keywords"));
     if !plainly_v1 {
         engine.set_rego_v0(true);
         let v0 = engine.add_policy(name, text);

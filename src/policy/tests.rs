@@ -206,3 +206,15 @@ fn unknown_query_is_refused() {
     let dir = dir_with(&[("p.rego", "package t\nallow := true\n")]);
     assert!(load_error(&dir, "data.other.allow").contains("data.other.allow"));
 }
+
+#[test]
+fn a_v0_policy_mentioning_if_in_a_comment_still_loads() {
+    let d = decide(
+        &[(
+            "p.rego",
+            "package t\n# allow if the method is GET\ndefault allow = false\nallow { input.attributes.request.http.method == \"GET\" }\n",
+        )],
+        "data.t.allow",
+    );
+    assert!(d.allowed);
+}

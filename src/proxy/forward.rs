@@ -151,7 +151,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Remove what applies only to one hop (RFC 9110 §7.6.1): the fixed hop-by-hop fields and
 /// every field the `Connection` header names. For an upgrade, `Upgrade` and
 /// `Connection: upgrade` are kept so the application can accept it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -190,9 +190,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// What regate itself adds to a forwarded request.
+pub struct Forwarded<'a> {
+    pub xfcc: &'a HeaderValue,
+    pub xff: &'a HeaderValue,
+    pub request_id: &'a str,
+    pub host: &'a str,
+}
+
+/// The headers as the upstream will receive them (and so as the policy sees them):
+/// hop-by-hop headers removed, regate's forwarded headers set, Host set to the request's
+/// host. `regate policy eval` builds its input through here too.
+pub fn prepare_headers(
+    headers: &mut HeaderMap,
+    version: Version,
+    forwarded: &Forwarded<'_>,
+) -> Result<(), ProxyError> {
+    let upgrade = is_upgrade(version, headers);
+    strip_hop_by_hop(headers, upgrade);
+    let request_id = HeaderValue::from_str(forwarded.request_id)
+        .map_err(|_| ProxyError::BadRequest("invalid request id"))?;
+    set_forwarded(headers, forwarded.xfcc, forwarded.xff, &request_id);
+    let host = HeaderValue::from_str(forwarded.host)
+        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    headers.insert(header::HOST, host);
+    Ok(())
+}
+
 /// Replace whatever the client sent in the forwarded-identity headers with regate's own.
 /// A client must never be able to speak for its certificate or address.
-pub fn set_forwarded(
+fn set_forwarded(
     headers: &mut HeaderMap,
     xfcc: &HeaderValue,
     xff: &HeaderValue,

@@ -95,7 +95,7 @@ impl Connection {
 
 /// Envoy's `x-forwarded-client-cert`: `By` is regate's own URI SAN, `Hash` the SHA-256 of
 /// the client leaf, then its subject and SANs. Values with `,;="` are quoted.
-fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
+pub fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
     fn quoted(v: &str) -> String {
         if v.contains([',', ';', '=', '"']) {
             format!("\"{}\"", v.replace('"', "\\\""))
@@ -228,14 +228,16 @@ impl Proxy {
             return Err(ProxyError::BadRequest("missing or repeated host"));
         }
         let (mut parts, body) = req.into_parts();
-        let upgrade = forward::is_upgrade(parts.version, &parts.headers);
-        forward::strip_hop_by_hop(&mut parts.headers, upgrade);
-        let request_id = HeaderValue::from_str(&seen.request_id)
-            .map_err(|_| ProxyError::BadRequest("invalid request id"))?;
-        forward::set_forwarded(&mut parts.headers, &conn.xfcc, &conn.xff, &request_id);
-        let host_value = HeaderValue::from_str(&seen.host)
-            .map_err(|_| ProxyError::BadRequest("invalid host"))?;
-        parts.headers.insert(header::HOST, host_value);
+        forward::prepare_headers(
+            &mut parts.headers,
+            parts.version,
+            &forward::Forwarded {
+                xfcc: &conn.xfcc,
+                xff: &conn.xff,
+                request_id: &seen.request_id,
+                host: &seen.host,
+            },
+        )?;
 
         let now = SystemTime::now();
         // The policy sees the headers exactly as the upstream will receive them.

@@ -222,32 +222,30 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
             }))
         }
     };
-    let host = HeaderValue::from_str(&req.host)
-        .ok()
-        .filter(|_| !req.host.is_empty())
-        .ok_or("host: not a valid host")?;
+    if req.host.is_empty() {
+        return Err("host: empty".into());
+    }
     let version = match req.protocol.as_str() {
         "HTTP/2" => http::Version::HTTP_2,
         "HTTP/1.0" => http::Version::HTTP_10,
         _ => http::Version::HTTP_11,
     };
-    let upgrade = forward::is_upgrade(version, &headers);
-    forward::strip_hop_by_hop(&mut headers, upgrade);
     let request_id = request_id(&headers);
-    let request_id_value = HeaderValue::from_str(&request_id)
-        .map_err(|_| "x-request-id: not a header value".to_string())?;
+    let xfcc = HeaderValue::from_str(&crate::proxy::xfcc(&peer, &local))
+        .map_err(|_| "certificate: its names do not fit in a header".to_string())?;
     let xff = HeaderValue::from_str(&req.source.ip().to_string())
         .map_err(|_| "source: not an address".to_string())?;
-    forward::set_forwarded(
+    forward::prepare_headers(
         &mut headers,
-        &HeaderValue::from_static(""),
-        &xff,
-        &request_id_value,
-    );
-    // The proxy builds x-forwarded-client-cert from the TLS session; there is none here, so
-    // the input leaves it out rather than carry a made-up one. Policies read input.peer.
-    headers.remove(forward::X_FORWARDED_CLIENT_CERT);
-    headers.insert(header::HOST, host);
+        version,
+        &forward::Forwarded {
+            xfcc: &xfcc,
+            xff: &xff,
+            request_id: &request_id,
+            host: &req.host,
+        },
+    )
+    .map_err(|e| e.to_string())?;
 
     // The proxy's checks before the policy, in its order.
     let now_unix = unix(now);
