@@ -346,8 +346,10 @@ impl ConnTask {
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let conn = conn.clone();
-            // HTTP/2 streams run as tasks of their own: name the connection as parent.
-            let span = tracing::info_span!(parent: &conn_span, "request", request.id = tracing::field::Empty);
+            // HTTP/2 streams run as tasks of their own: name the connection as parent. At debug
+            // level, so the default (info) pays nothing per request; the info-level events a
+            // request logs carry request.id themselves.
+            let span = tracing::debug_span!(parent: &conn_span, "request", request.id = tracing::field::Empty);
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(&conn, req).await) }
                 .instrument(span)
         });

@@ -6,6 +6,7 @@
 //! names), and everything past that is counted under `other`. No label carries an identity
 //! or a path.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub const HANDSHAKE_FAILURES: &[&str] = &[
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub decision: &'static str,
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -193,7 +194,7 @@ impl Metrics {
         for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
             let _ = requests.get_or_create(&RequestLabels {
                 decision,
-                reason: reason.into(),
+                reason: Cow::Borrowed(reason),
             });
         }
         for result in ["success", "failure"] {
@@ -309,29 +310,29 @@ impl Metrics {
     /// A bounded label for `reason`: regate's own reasons as they are; a policy's reasons
     /// while fewer than [`MAX_POLICY_REASONS`] distinct ones have been seen and the reason is
     /// a short plain name; `other` past that.
-    fn reason_label(&self, reason: &str) -> String {
-        if OWN_REASONS.contains(&reason) {
-            return reason.to_string();
+    fn reason_label(&self, reason: &str) -> Cow<'static, str> {
+        if let Some(own) = OWN_REASONS.iter().find(|r| **r == reason) {
+            return Cow::Borrowed(own);
         }
         let plain = reason.len() <= 48
             && reason
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
         if !plain {
-            return "other".into();
+            return Cow::Borrowed("other");
         }
         let known = |set: &HashSet<String>| set.contains(reason);
         if self.policy_reasons.read().is_ok_and(|s| known(&s)) {
-            return reason.to_string();
+            return Cow::Owned(reason.to_string());
         }
         let Ok(mut set) = self.policy_reasons.write() else {
-            return "other".into();
+            return Cow::Borrowed("other");
         };
         if known(&set) || set.len() < MAX_POLICY_REASONS {
             set.insert(reason.to_string());
-            reason.to_string()
+            Cow::Owned(reason.to_string())
         } else {
-            "other".into()
+            Cow::Borrowed("other")
         }
     }
 }
