@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore, Sources};
-use crate::tls::{hash_all, ClientCa, ServedCert, TlsState, TlsStore};
+use crate::tls::{self, hash_all, ClientCa, ServedCert, TlsState, TlsStore};
 
 /// Events arrive in bursts (an editor's save, a symlink swap); wait this long for quiet.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -165,20 +165,21 @@ impl Reloader {
 
     pub fn reload_cert(&self) -> Outcome {
         let current = self.tls.load_full();
-        // Hash the raw bytes before parsing: unchanged files cost two reads and a hash.
-        let bytes = (std::fs::read(&self.cert), std::fs::read(&self.key));
-        if let (Ok(cert), Ok(key)) = &bytes {
-            let hash = hash_all(&[cert, key]);
-            if hash == current.cert.content_hash
-                || self.refused().cert.as_deref() == Some(&hash[..])
-            {
-                return Outcome::Unchanged;
-            }
+        // Read once, hash, and parse those same bytes: unchanged files cost two reads and a
+        // hash, and a refused push is remembered by exactly the bytes that were refused.
+        let read =
+            tls::read(&self.cert, "cert").and_then(|cert| Ok((cert, tls::read(&self.key, "key")?)));
+        let hash = read.as_ref().ok().map(|(cert, key)| hash_all(&[cert, key]));
+        if hash.as_ref().is_some_and(|h| {
+            *h == current.cert.content_hash || self.refused().cert.as_ref() == Some(h)
+        }) {
+            return Outcome::Unchanged;
         }
-        let built = ServedCert::load(&self.cert, &self.key).and_then(|served| {
-            let served = Arc::new(served);
-            TlsState::build(served, current.ca.clone(), current.ca_generation)
-        });
+        let built = read
+            .and_then(|(cert, key)| ServedCert::parse(&self.cert, &cert, &self.key, &key))
+            .and_then(|served| {
+                TlsState::build(Arc::new(served), current.ca.clone(), current.ca_generation)
+            });
         match built {
             Ok(state) => {
                 tracing::info!(
@@ -198,9 +199,7 @@ impl Reloader {
                     error = %message,
                     "certificate reload failed; the last good certificate stays",
                 );
-                if let (Ok(cert), Ok(key)) = &bytes {
-                    self.refused().cert = Some(hash_all(&[cert, key]));
-                }
+                self.refused().cert = hash;
                 self.record("cert", Some(message))
             }
         }
@@ -208,20 +207,23 @@ impl Reloader {
 
     pub fn reload_ca(&self) -> Outcome {
         let current = self.tls.load_full();
-        let bytes = std::fs::read(&self.client_ca);
-        if let Ok(ca) = &bytes {
-            let hash = hash_all(&[ca]);
-            if hash == current.ca.content_hash || self.refused().ca.as_deref() == Some(&hash[..]) {
-                return Outcome::Unchanged;
-            }
+        let read = tls::read(&self.client_ca, "client-ca");
+        let hash = read.as_ref().ok().map(|ca| hash_all(&[ca]));
+        if hash
+            .as_ref()
+            .is_some_and(|h| *h == current.ca.content_hash || self.refused().ca.as_ref() == Some(h))
+        {
+            return Outcome::Unchanged;
         }
-        let built = ClientCa::load(&self.client_ca).and_then(|ca| {
-            TlsState::build(
-                current.cert.clone(),
-                Arc::new(ca),
-                current.ca_generation + 1,
-            )
-        });
+        let built = read
+            .and_then(|ca| ClientCa::parse(&self.client_ca, &ca))
+            .and_then(|ca| {
+                TlsState::build(
+                    current.cert.clone(),
+                    Arc::new(ca),
+                    current.ca_generation + 1,
+                )
+            });
         match built {
             Ok(state) => {
                 tracing::info!(
@@ -238,9 +240,7 @@ impl Reloader {
                     error = %message,
                     "client CA reload failed; the last good bundle stays",
                 );
-                if let Ok(ca) = &bytes {
-                    self.refused().ca = Some(hash_all(&[ca]));
-                }
+                self.refused().ca = hash;
                 self.record("ca", Some(message))
             }
         }

@@ -72,11 +72,7 @@ impl Connection {
         local_addr: SocketAddr,
     ) -> Connection {
         let local = &tls.cert.local;
-        let trusted_domain = proxy.trust_domains.is_empty()
-            || peer
-                .spiffe_id
-                .as_ref()
-                .is_some_and(|id| proxy.trust_domains.contains(&id.trust_domain));
+        let trusted_domain = peer.in_trust_domains(&proxy.trust_domains);
         let xfcc = HeaderValue::from_str(&xfcc(&peer, local))
             .unwrap_or_else(|_| HeaderValue::from_static("Hash=invalid"));
         let xff = HeaderValue::from_str(&remote.ip().to_string())
@@ -96,11 +92,18 @@ impl Connection {
 /// Envoy's `x-forwarded-client-cert`: `By` is regate's own URI SAN, `Hash` the SHA-256 of
 /// the client leaf, then its subject and SANs. Values with `,;="` are quoted.
 pub fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
+    // Certificate names can hold any character; a header value cannot hold controls.
+    fn clean(v: &str) -> String {
+        v.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    }
     fn quoted(v: &str) -> String {
-        if v.contains([',', ';', '=', '"']) {
-            format!("\"{}\"", v.replace('"', "\\\""))
+        let v = clean(v);
+        if v.contains([',', ';', '=', '"', '\\']) {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
         } else {
-            v.to_string()
+            v
         }
     }
     let mut out = String::new();
@@ -110,7 +113,9 @@ pub fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
     out.push_str(&format!("Hash={}", peer.fingerprint_sha256));
     out.push_str(&format!(
         ";Subject=\"{}\"",
-        peer.subject.replace('"', "\\\"")
+        clean(&peer.subject)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
     ));
     for uri in &peer.uri_sans {
         out.push_str(&format!(";URI={}", quoted(uri)));
@@ -300,7 +305,7 @@ impl Proxy {
         let now_unix = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        if now_unix > conn.peer.not_after {
+        if conn.peer.expired_at(now_unix) {
             return Some("certificate_expired");
         }
         let tls = self.tls.load();
@@ -409,4 +414,34 @@ fn redact(message: &str, headers: &http::HeaderMap) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfcc_is_a_valid_header_whatever_the_certificate_names_hold() {
+        let peer = PeerIdentity {
+            spiffe_id: None,
+            uri_sans: vec!["spiffe://example.org/a".into()],
+            dns_sans: vec!["x;y".into()],
+            subject: "CN=evil\"\nname\\".into(),
+            issuer: String::new(),
+            serial: "01".into(),
+            fingerprint_sha256: "ab".into(),
+            not_before: 0,
+            not_after: 0,
+        };
+        let local = PeerIdentity {
+            uri_sans: vec!["spiffe://example.org/regate".into()],
+            ..peer.clone()
+        };
+        let value = xfcc(&peer, &local);
+        assert!(HeaderValue::from_str(&value).is_ok(), "{value:?}");
+        assert_eq!(
+            value,
+            r#"By=spiffe://example.org/regate;Hash=ab;Subject="CN=evil\"?name\\";URI=spiffe://example.org/a;DNS="x;y""#
+        );
+    }
 }

@@ -77,6 +77,21 @@ impl PeerIdentity {
         })
     }
 
+    /// Whether the peer may be heard at all under `--trust-domain`: any peer when the list is
+    /// empty, else only a SPIFFE ID from one of the listed trust domains.
+    pub fn in_trust_domains(&self, trust_domains: &[String]) -> bool {
+        trust_domains.is_empty()
+            || self
+                .spiffe_id
+                .as_ref()
+                .is_some_and(|id| trust_domains.contains(&id.trust_domain))
+    }
+
+    /// Whether the certificate's validity has ended at `unix_now` (seconds).
+    pub fn expired_at(&self, unix_now: i64) -> bool {
+        unix_now > self.not_after
+    }
+
     /// The Envoy-style principal: the SPIFFE ID, else the first DNS SAN, else the subject.
     pub fn principal(&self) -> &str {
         match (&self.spiffe_id, self.dns_sans.first()) {

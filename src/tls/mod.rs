@@ -147,7 +147,8 @@ impl TlsState {
     }
 }
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+/// Read a certificate, key or CA file, naming it in the error.
+pub fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
         path: path.display().to_string(),
@@ -156,12 +157,20 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
 }
 
 impl ServedCert {
-    /// Parse from the bytes that were hashed, so what is served is what was hashed.
     pub fn load(cert: &Path, key: &Path) -> Result<ServedCert, TlsError> {
-        let cert_bytes = read(cert, "cert")?;
-        let key_bytes = read(key, "key")?;
+        ServedCert::parse(cert, &read(cert, "cert")?, key, &read(key, "key")?)
+    }
+
+    /// Parse the bytes a caller has read (and perhaps hashed), so what is served is exactly
+    /// what was hashed; the paths only name the files in errors.
+    pub fn parse(
+        cert: &Path,
+        cert_bytes: &[u8],
+        key: &Path,
+        key_bytes: &[u8],
+    ) -> Result<ServedCert, TlsError> {
         let cert_path = cert.display().to_string();
-        let chain = CertificateDer::pem_slice_iter(&cert_bytes)
+        let chain = CertificateDer::pem_slice_iter(cert_bytes)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| TlsError::ReadCert {
                 path: cert_path.clone(),
@@ -174,11 +183,10 @@ impl ServedCert {
             path: cert_path.clone(),
         })?;
         let key_path = key.display().to_string();
-        let der =
-            PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|source| TlsError::ReadKey {
-                path: key_path.clone(),
-                source,
-            })?;
+        let der = PrivateKeyDer::from_pem_slice(key_bytes).map_err(|source| TlsError::ReadKey {
+            path: key_path.clone(),
+            source,
+        })?;
         let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|source| {
             TlsError::BadKey {
                 path: key_path.clone(),
@@ -193,16 +201,20 @@ impl ServedCert {
         Ok(ServedCert {
             certified: Arc::new(certified),
             local,
-            content_hash: hash_all(&[&cert_bytes, &key_bytes]),
+            content_hash: hash_all(&[cert_bytes, key_bytes]),
         })
     }
 }
 
 impl ClientCa {
     pub fn load(client_ca: &Path) -> Result<ClientCa, TlsError> {
-        let bytes = read(client_ca, "client-ca")?;
+        ClientCa::parse(client_ca, &read(client_ca, "client-ca")?)
+    }
+
+    /// Parse a bundle already read; `client_ca` only names the file in errors.
+    pub fn parse(client_ca: &Path, bytes: &[u8]) -> Result<ClientCa, TlsError> {
         let path = client_ca.display().to_string();
-        let certs = CertificateDer::pem_slice_iter(&bytes)
+        let certs = CertificateDer::pem_slice_iter(bytes)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| TlsError::ReadCa {
                 path: path.clone(),
@@ -233,7 +245,7 @@ impl ClientCa {
             verifier,
             fingerprints,
             earliest_not_after,
-            content_hash: hash_all(&[&bytes]),
+            content_hash: hash_all(&[bytes]),
         })
     }
 

@@ -249,15 +249,10 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
 
     // The proxy's checks before the policy, in its order.
     let now_unix = unix(now);
-    if now_unix > peer.not_after {
+    if peer.expired_at(now_unix) {
         return Ok(Prepared::Refused(Decision::deny("certificate_expired")));
     }
-    let trusted_domain = req.trust_domains.is_empty()
-        || peer
-            .spiffe_id
-            .as_ref()
-            .is_some_and(|id| req.trust_domains.contains(&id.trust_domain));
-    if !trusted_domain {
+    if !peer.in_trust_domains(&req.trust_domains) {
         return Ok(Prepared::Refused(Decision::deny("untrusted_trust_domain")));
     }
 
