@@ -174,8 +174,11 @@ async fn reloads_and_rotations_under_load_fail_no_request() {
         policy.successes >= POLICY_RELOADS && policy.failures == 0,
         "{policy:?}"
     );
+    // The key and the certificate are two renames; a reload can land between them, see a
+    // mismatched pair and (rightly) refuse it, keeping the old pair. What must hold is that
+    // every rotation landed and the last attempt succeeded.
     assert!(
-        cert.successes >= CERT_ROTATIONS && cert.failures == 0,
+        cert.successes >= CERT_ROTATIONS && cert.last_error.is_none(),
         "{cert:?}"
     );
     Arc::try_unwrap(regate).ok().unwrap().stop().await;
