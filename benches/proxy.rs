@@ -304,19 +304,28 @@ fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Iden
     for (k, v) in client_headers(true, request_id) {
         headers.insert(k, v);
     }
-    let xfcc = HeaderValue::from_str(&regate::proxy::xfcc(&peer, &local)).unwrap();
-    regate::proxy::forward::prepare_headers(
+    headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
+    let xfcc = HeaderValue::from_str(&regate::request::headers::xfcc(&peer, &local)).unwrap();
+    let prepared = regate::request::prepare(
+        &regate::request::Head {
+            method: &http::Method::GET,
+            version: http::Version::HTTP_11,
+            scheme: None,
+            authority: None,
+            target: PATH,
+        },
         &mut headers,
-        http::Version::HTTP_11,
-        &regate::proxy::forward::Forwarded {
+        "localhost",
+        &regate::request::Forwarded {
             xfcc: &xfcc,
             xff: &HeaderValue::from_static("127.0.0.1"),
             request_id,
             host: "localhost",
         },
+        &regate::request::Rules::default(),
     )
     .unwrap();
-    let target = regate::proxy::path::parse(PATH).unwrap();
+    let target = prepared.target;
     let request = |now| RequestInput {
         id: request_id,
         method: "GET",
@@ -326,6 +335,7 @@ fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Iden
         protocol: "HTTP/1.1",
         parsed_path: &target.segments,
         parsed_query: &target.query,
+        upgrade: None,
         now,
     };
     let check = policies.decide(conn.build(&request(SystemTime::now())));

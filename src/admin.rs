@@ -21,7 +21,9 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
-use crate::reload::{KindStatus, Reloader};
+use crate::policy::PolicyStore;
+use crate::reload::{KindStatus, ReloadStatus};
+use crate::tls::TlsStore;
 
 /// Whether regate should receive traffic: serving, and not draining.
 #[derive(Debug, Default)]
@@ -50,10 +52,12 @@ impl Health {
     }
 }
 
-/// What the admin endpoints read.
+/// What the admin endpoints read: values the request path and the reloader publish.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
-    pub reloader: Arc<Reloader>,
+    pub reloads: Arc<ReloadStatus>,
+    pub policies: PolicyStore,
+    pub tls: TlsStore,
     pub health: Arc<Health>,
     pub started: Instant,
 }
@@ -154,9 +158,8 @@ fn kind(status: &std::sync::Mutex<KindStatus>) -> serde_json::Value {
 }
 
 fn status(state: &AdminState) -> serde_json::Value {
-    let reloader = &state.reloader;
-    let policy = reloader.policies.load();
-    let tls = reloader.tls.load();
+    let policy = state.policies.load();
+    let tls = state.tls.load();
     let local = &tls.cert.local;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -179,9 +182,9 @@ fn status(state: &AdminState) -> serde_json::Value {
             "generation": tls.ca_generation,
         },
         "reloads": {
-            "policy": kind(&reloader.status.policy),
-            "cert": kind(&reloader.status.cert),
-            "ca": kind(&reloader.status.ca),
+            "policy": kind(&state.reloads.policy),
+            "cert": kind(&state.reloads.cert),
+            "ca": kind(&state.reloads.ca),
         },
     })
 }

@@ -24,7 +24,11 @@ use crate::config::DecisionLog;
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
 #[derive(Debug, Serialize)]
 pub struct DecisionRecord<'a> {
+    /// regate's own id for the request, also sent upstream as `x-request-id`.
     pub request_id: &'a str,
+    /// The `x-request-id` the client sent, when it was a sane one; never used as regate's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<&'a str>,
     /// From the request's W3C `traceparent`, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
@@ -44,12 +48,34 @@ pub struct DecisionRecord<'a> {
     pub duration_ns: u64,
 }
 
+/// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
+/// record is written, and this one follows when the tunnel closes.
+#[derive(Debug, Serialize)]
+pub struct TunnelRecord<'a> {
+    /// Always `tunnel_closed`; decision records have no `event`.
+    pub event: &'static str,
+    /// The request that opened the tunnel.
+    pub request_id: &'a str,
+    pub spiffe_id: Option<&'a str>,
+    pub serial: &'a str,
+    pub protocol: &'a str,
+    /// `client_closed`, `upstream_closed`, `error`, `certificate_expired`, `untrusted_issuer`,
+    /// `shutdown`, or the policy's reason when a reload denies what the tunnel was opened
+    /// for.
+    pub reason: &'a str,
+    /// The policy revision that last allowed (or closed) the tunnel.
+    pub policy_revision: &'a str,
+    pub bytes_from_client: u64,
+    pub bytes_from_upstream: u64,
+    pub duration_ns: u64,
+}
+
 #[derive(Serialize)]
-struct Line<'a> {
+struct Line<'a, R> {
     timestamp: String,
     decision_id: String,
     #[serde(flatten)]
-    record: &'a DecisionRecord<'a>,
+    record: &'a R,
 }
 
 /// How long a record may wait in memory before it is written.
@@ -103,7 +129,8 @@ impl Audit {
         ))
     }
 
-    pub fn log(&self, record: &DecisionRecord<'_>) {
+    /// Queue one record (a [`DecisionRecord`] or a [`TunnelRecord`]) for the writer.
+    pub fn log(&self, record: &impl Serialize) {
         let line = Line {
             timestamp: OffsetDateTime::from(SystemTime::now())
                 .format(&Rfc3339)
@@ -197,6 +224,7 @@ mod tests {
     fn record(i: usize, id: &str) -> DecisionRecord<'_> {
         DecisionRecord {
             request_id: id,
+            client_request_id: None,
             trace_id: None,
             spiffe_id: None,
             serial: "01",

@@ -88,6 +88,36 @@ pub struct RunArgs {
     /// Diagnostic log format on stderr: text or json [default: text].
     #[arg(long, value_name = "text|json")]
     pub log_format: Option<String>,
+    /// A protocol an HTTP/1.1 client may upgrade to, or `none` (repeatable; replaces the
+    /// file's list) [default: websocket]. h2c and h2 are never allowed.
+    #[arg(long = "upgrade-protocol", value_name = "PROTOCOL")]
+    pub upgrade_protocols: Vec<String>,
+    /// Headers with `_` in their name: drop-colliding, reject-colliding, drop-all or
+    /// reject-all [default: drop-colliding].
+    #[arg(long, value_name = "MODE")]
+    pub headers_with_underscores: Option<String>,
+    /// Forward this client header that regate strips by default (`x-real-ip`, `forwarded`,
+    /// ...) unchanged (repeatable).
+    #[arg(long = "keep-client-header", value_name = "NAME")]
+    pub keep_client_headers: Vec<String>,
+    /// Close a client connection with no request in flight for this long [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Most client connections open at once, handshakes included [default: from the
+    /// open-files limit, at most 16384].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once with one client certificate; 0 for no limit
+    /// [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_identity: Option<usize>,
+    /// Most requests in flight to the upstream at once; beyond, 503 [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_upstream_requests: Option<usize>,
+    /// Most requests in flight to the upstream from one client connection; more wait for
+    /// a slot, up to --upstream-timeout [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_upstream_requests_per_connection: Option<usize>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -119,6 +149,15 @@ struct FileSettings {
     admin_allow_remote: bool,
     shutdown_grace: Option<String>,
     log_format: Option<String>,
+    upgrade_protocols: Option<Vec<String>>,
+    headers_with_underscores: Option<String>,
+    #[serde(default)]
+    keep_client_headers: Vec<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_identity: Option<usize>,
+    max_upstream_requests: Option<usize>,
+    max_upstream_requests_per_connection: Option<usize>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -145,6 +184,14 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// What a request may carry: upgrades, underscore headers, client claims kept.
+    pub request_rules: crate::request::Rules,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Zero: no per-identity limit.
+    pub max_connections_per_identity: usize,
+    pub max_upstream_requests: usize,
+    pub max_upstream_requests_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,6 +408,11 @@ impl Config {
             args.shutdown_grace.or(file.shutdown_grace),
             Duration::from_secs(15),
         );
+        let idle_timeout = duration(
+            "idle-timeout",
+            args.idle_timeout.or(file.idle_timeout),
+            Duration::from_secs(60),
+        );
 
         let allow_remote = args.admin_allow_remote || file.admin_allow_remote;
         let admin = match args
@@ -375,7 +427,7 @@ impl Config {
                     errors.push(format!("admin: {a:?} is not an IP:port address or none"));
                     None
                 }
-                Ok(addr) if !addr.ip().is_loopback() && !allow_remote => {
+                Ok(addr) if !addr.ip().to_canonical().is_loopback() && !allow_remote => {
                     errors.push(format!(
                         "admin: {addr} is not loopback; the admin endpoints are unauthenticated, \
                          so binding them elsewhere needs --admin-allow-remote"
@@ -406,6 +458,50 @@ impl Config {
             }
         };
 
+        let request_rules = request_rules(
+            args.upgrade_protocols,
+            file.upgrade_protocols,
+            args.headers_with_underscores
+                .or(file.headers_with_underscores),
+            if args.keep_client_headers.is_empty() {
+                file.keep_client_headers
+            } else {
+                args.keep_client_headers
+            },
+            &mut errors,
+        );
+        if idle_timeout.is_zero() {
+            errors.push("idle-timeout: must be more than 0".into());
+        }
+        let mut positive = |name: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                errors.push(format!("{name}: must be at least 1"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        let max_connections = positive(
+            "max-connections",
+            args.max_connections.or(file.max_connections),
+            default_max_connections(),
+        );
+        let max_upstream_requests = positive(
+            "max-upstream-requests",
+            args.max_upstream_requests.or(file.max_upstream_requests),
+            1024,
+        );
+        let max_upstream_requests_per_connection = positive(
+            "max-upstream-requests-per-connection",
+            args.max_upstream_requests_per_connection
+                .or(file.max_upstream_requests_per_connection),
+            32,
+        );
+        let max_connections_per_identity = args
+            .max_connections_per_identity
+            .or(file.max_connections_per_identity)
+            .unwrap_or(128);
+
         // Bad values get placeholders so the rest can still be checked; `errors` says which.
         let config = Config {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
@@ -427,9 +523,84 @@ impl Config {
             admin,
             shutdown_grace,
             log_format,
+            request_rules,
+            idle_timeout,
+            max_connections,
+            max_connections_per_identity,
+            max_upstream_requests,
+            max_upstream_requests_per_connection,
         };
         Checked { config, errors }
     }
+}
+
+/// The upgrade allowlist, the underscore mode and the kept client claims, checked.
+fn request_rules(
+    flags: Vec<String>,
+    file: Option<Vec<String>>,
+    underscores: Option<String>,
+    keep: Vec<String>,
+    errors: &mut Vec<String>,
+) -> crate::request::Rules {
+    use crate::request::{headers, upgrade, Rules, UnderscoreHeaders};
+    let mut rules = Rules::default();
+    let listed = if flags.is_empty() { file } else { Some(flags) };
+    if let Some(list) = listed {
+        rules.upgrade_protocols = Vec::new();
+        for p in list {
+            let p = p.trim().to_ascii_lowercase();
+            let name = p.split('/').next().unwrap_or_default();
+            let token = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            };
+            if p == "none" {
+                continue;
+            }
+            if upgrade::NEVER.contains(&name) {
+                errors.push(format!(
+                    "upgrade-protocol: {p:?} is never allowed: after the switch, HTTP/2 \
+                     requests would bypass the policy"
+                ));
+            } else if !p.split('/').all(token) || p.matches('/').count() > 1 {
+                errors.push(format!("upgrade-protocol: {p:?} is not a protocol name"));
+            } else {
+                rules.upgrade_protocols.push(p);
+            }
+        }
+    }
+    match underscores.as_deref().map(UnderscoreHeaders::parse) {
+        None => {}
+        Some(Some(mode)) => rules.underscore_headers = mode,
+        Some(None) => errors.push(format!(
+            "headers-with-underscores: {:?} is not one of drop-colliding, reject-colliding, \
+             drop-all, reject-all",
+            underscores.unwrap_or_default()
+        )),
+    }
+    for name in keep {
+        let name = name.trim().to_ascii_lowercase();
+        if headers::CLIENT_CLAIMS.contains(&name.as_str()) {
+            rules.keep_client_headers.push(name);
+        } else {
+            errors.push(format!(
+                "keep-client-header: {name:?} is not one of the client headers regate strips ({})",
+                headers::CLIENT_CLAIMS.join(", ")
+            ));
+        }
+    }
+    rules
+}
+
+/// Two descriptors per client connection (its socket, and its share of upstream sockets),
+/// leaving room for the listeners, the logs and the policy files; at most 16384.
+fn default_max_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let usable = limit.saturating_sub(64) / 2;
+    usize::try_from(usable.clamp(16, 16_384)).unwrap_or(16_384)
 }
 
 fn read_file_settings(path: &Path) -> Result<FileSettings, String> {

@@ -31,10 +31,12 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod devcerts;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod request;
 pub mod tls;
 
 use std::future::Future;
@@ -46,8 +48,8 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
@@ -180,6 +182,7 @@ impl App {
             return Err(std::io::Error::other("the demo upstream was not started"));
         };
         let (audit, audit_writer) = self.audit;
+        let (stopping, stop) = watch::channel(false);
         let proxy = Arc::new(Proxy {
             policies: self.policies.clone(),
             tls: self.tls.clone(),
@@ -192,12 +195,22 @@ impl App {
             metrics: self.metrics.clone(),
             trust_domains: self.config.trust_domains.clone(),
             context: policy::input::context_value(&self.config.context),
+            rules: self.config.request_rules.clone(),
+            evaluator: policy::Evaluator::new(self.config.policy_timeout),
+            limits: proxy::Limits {
+                upstream_total: Arc::new(Semaphore::new(self.config.max_upstream_requests)),
+                upstream_per_connection: self.config.max_upstream_requests_per_connection,
+            },
+            changes: self.reloader.changes(),
+            shutdown: stop.clone(),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
-        http.http2().timer(TokioTimer::new());
+            .header_read_timeout(HEADER_READ_TIMEOUT.min(self.config.idle_timeout));
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
         let http = Arc::new(http);
         let reloading = tokio::spawn(
             self.reloader
@@ -209,7 +222,9 @@ impl App {
                 tracing::info!(admin = %admin.local_addr()?, "admin endpoints are serving");
                 let state = Arc::new(admin::AdminState {
                     metrics: self.metrics.clone(),
-                    reloader: self.reloader.clone(),
+                    reloads: self.reloader.status.clone(),
+                    policies: self.policies.clone(),
+                    tls: self.tls.clone(),
                     health: self.health.clone(),
                     started: std::time::Instant::now(),
                 });
@@ -217,9 +232,21 @@ impl App {
             }
             None => None,
         };
-        let graceful = GracefulShutdown::new();
-        let handshake_timeout = self.config.handshake_timeout;
+        // Every connection holds a sender; when the last is dropped, draining is done.
+        let (drain, mut drained) = mpsc::channel::<()>(1);
+        let limits = limits::ConnLimits::new(
+            self.config.max_connections,
+            self.config.max_connections_per_identity,
+        );
+        let accept_failed = limits::RateLimited::new(LOG_EVERY);
+        let refused = Arc::new(limits::RateLimited::new(LOG_EVERY));
         self.health.set_serving();
+        tracing::info!(
+            max_connections = self.config.max_connections,
+            per_identity = self.config.max_connections_per_identity,
+            idle_timeout = ?self.config.idle_timeout,
+            "connection limits"
+        );
         tracing::info!(listen = %listener.local_addr()?, "regate is serving");
 
         tokio::pin!(shutdown);
@@ -230,20 +257,38 @@ impl App {
                         Ok(pair) => pair,
                         Err(e) => {
                             // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(error = %e, "accept failed");
+                            if let Some(held_back) = accept_failed.check() {
+                                tracing::warn!(error = %e, held_back, "accept failed");
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
+                    };
+                    // At the limit, close at once: the client learns now, not after a timeout,
+                    // and the descriptor is back for the next one.
+                    let Some(slot) = limits.admit() else {
+                        self.metrics.connection_refused("max_connections");
+                        if let Some(held_back) = refused.check() {
+                            tracing::warn!(
+                                client.addr = %remote,
+                                held_back,
+                                "connection refused: --max-connections are open"
+                            );
+                        }
+                        continue;
                     };
                     let conn = ConnTask {
                         metrics: self.metrics.clone(),
                         proxy: proxy.clone(),
                         tls: self.tls.clone(),
                         http: http.clone(),
-                        handshake_timeout,
-                        watcher: graceful.watcher(),
+                        handshake_timeout: self.config.handshake_timeout,
+                        idle_timeout: self.config.idle_timeout,
+                        limits: limits.clone(),
+                        refused: refused.clone(),
+                        stop: stop.clone(),
                     };
-                    tokio::spawn(conn.run(tcp, remote));
+                    tokio::spawn(conn.run(tcp, remote, (slot, drain.clone())));
                 }
                 () = &mut shutdown => break,
             }
@@ -254,11 +299,13 @@ impl App {
         drop(listener);
         reloading.abort();
         tracing::info!(
-            open = graceful.count(),
+            open = limits.open(),
             grace = ?self.config.shutdown_grace,
             "shutting down: no new connections; draining in-flight requests"
         );
-        if tokio::time::timeout(self.config.shutdown_grace, graceful.shutdown())
+        let _ = stopping.send(true);
+        drop(drain);
+        if tokio::time::timeout(self.config.shutdown_grace, drained.recv())
             .await
             .is_err()
         {
@@ -276,17 +323,31 @@ impl App {
     }
 }
 
+/// HTTP/1.1 request heads must arrive within this (or `--idle-timeout`, if shorter).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// After asking an idle connection to close (HTTP/2: GOAWAY), how long before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Log lines a client can trigger at will are written at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
 struct ConnTask {
     metrics: Arc<metrics::Metrics>,
     proxy: Arc<Proxy>,
     tls: TlsStore,
     http: Arc<auto::Builder<TokioExecutor>>,
     handshake_timeout: Duration,
-    watcher: hyper_util::server::graceful::Watcher,
+    idle_timeout: Duration,
+    limits: Arc<limits::ConnLimits>,
+    refused: Arc<limits::RateLimited>,
+    stop: watch::Receiver<bool>,
 }
 
 impl ConnTask {
-    async fn run(self, tcp: TcpStream, remote: SocketAddr) {
+    /// One client connection, from TCP accept to close. `held` lives as long as the
+    /// connection: its place under `--max-connections`, and the shutdown drain.
+    async fn run(self, tcp: TcpStream, remote: SocketAddr, held: (limits::Slot, mpsc::Sender<()>)) {
         let _ = tcp.set_nodelay(true);
         let local_addr = match tcp.local_addr() {
             Ok(a) => a,
@@ -311,7 +372,6 @@ impl ConnTask {
             }
         };
         self.metrics.handshake_ok();
-        let _open = self.metrics.connection();
         let (_, session) = stream.get_ref();
         // rustls verified the chain; without a certificate the handshake could not finish.
         let Some(chain) = session.peer_certificates().map(<[_]>::to_vec) else {
@@ -327,6 +387,21 @@ impl ConnTask {
                 return;
             }
         };
+        // One certificate cannot hold every connection: a client the policy denies outright
+        // could otherwise sit on silent connections until nobody else gets one.
+        let Some(identity_slot) = self.limits.admit_identity(&peer.fingerprint_sha256) else {
+            self.metrics.connection_refused("per_identity");
+            if let Some(held_back) = self.refused.check() {
+                tracing::warn!(
+                    client.addr = %remote,
+                    peer.serial = %peer.serial,
+                    held_back,
+                    "connection refused: the certificate holds --max-connections-per-identity"
+                );
+            }
+            return;
+        };
+        let open = self.metrics.connection();
         let conn = Arc::new(Connection::new(
             &self.proxy,
             chain,
@@ -334,6 +409,7 @@ impl ConnTask {
             &state,
             remote,
             local_addr,
+            Box::new((held, identity_slot, open)),
         ));
         drop(state);
         let span = tracing::info_span!(
@@ -343,9 +419,10 @@ impl ConnTask {
         );
         let proxy = self.proxy.clone();
         let conn_span = span.clone();
+        let served = conn.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            let conn = conn.clone();
+            let conn = served.clone();
             // HTTP/2 streams run as tasks of their own: name the connection as parent. At debug
             // level, so the default (info) pays nothing per request; the info-level events a
             // request logs carry request.id themselves.
@@ -357,9 +434,74 @@ impl ConnTask {
             .http
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        if let Err(e) = self.watcher.watch(serving).instrument(span).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        self.close_when_done(serving, &conn).instrument(span).await;
+    }
+
+    /// Serve the connection until it ends, asking it to close once it has been idle for
+    /// `--idle-timeout` (from the handshake on, so a client that never sends a byte is
+    /// closed too) or when shutdown begins. A connection asked to close for idleness that has
+    /// not closed after [`CLOSE_GRACE`] is dropped.
+    async fn close_when_done<C>(mut self, serving: C, conn: &Connection)
+    where
+        C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
+    {
+        tokio::pin!(serving);
+        let mut closing: Option<tokio::time::Instant> = None;
+        let mut draining = *self.stop.borrow();
+        if draining {
+            serving.as_mut().graceful();
         }
+        loop {
+            let idle =
+                tokio::time::Instant::from_std(conn.activity.idle_deadline(self.idle_timeout));
+            tokio::select! {
+                result = serving.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(idle), if closing.is_none() && !draining => {
+                    if conn.activity.idle_for(self.idle_timeout) {
+                        tracing::debug!("closing an idle connection");
+                        self.metrics.idle_closed();
+                        serving.as_mut().graceful();
+                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    }
+                }
+                () = sleep_until_some(closing) => return,
+                () = proxy::tunnel::stopped(&mut self.stop), if !draining => {
+                    draining = true;
+                    serving.as_mut().graceful();
+                }
+            }
+        }
+    }
+}
+
+/// A served connection that can be asked to finish what it is doing and close.
+trait Graceful {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -56,9 +56,23 @@ fn main() -> ExitCode {
 
 /// Diagnostics go to stderr, as text or JSON, filtered by `RUST_LOG` (default `info`).
 /// Decision records are not diagnostics: they have their own stream (see `regate::audit`).
+///
+/// Field values can come from clients (a certificate subject, a policy's error message that
+/// quotes input): in text, every control character in a value is escaped, so no client can
+/// end a line and forge the next one. JSON escapes them itself. rustls logs a warning for
+/// things any client can make it see (an IP address as SNI, a renegotiation attempt), once
+/// per handshake: unless `RUST_LOG` names rustls, only its errors are kept.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::field::MakeExt;
+    use tracing_subscriber::fmt::format::debug_fn;
+    use tracing_subscriber::EnvFilter;
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(v) if v.contains("rustls") => v,
+        Ok(v) if !v.trim().is_empty() => format!("{v},rustls=error"),
+        _ => "info,rustls=error".to_string(),
+    };
+    let filter =
+        EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -70,11 +84,48 @@ fn init_logging(format: LogFormat) {
             .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(
+                debug_fn(|w, field, value| {
+                    let value = escape_controls(&format!("{value:?}"));
+                    match field.name() {
+                        "message" => w.write_str(&value),
+                        name => write!(w, "{name}={value}"),
+                    }
+                })
+                .delimited(" "),
+            )
             .init(),
     }
 }
 
+/// `\n`, `\u{1b}` and the like in place of control characters.
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// Go and most servers do this at start: the soft limit on open files is often 1024 while
+/// the hard limit is far higher, and every connection is a descriptor.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            limit.current = Some(maximum);
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    raise_open_files_limit();
     let checked = Config::check(args);
     init_logging(checked.config.log_format);
     let demo = checked.config.upstream == Upstream::Demo;

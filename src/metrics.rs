@@ -34,6 +34,12 @@ const OWN_REASONS: &[&str] = &[
     "certificate_expired",
     "invalid_path",
     "invalid_request",
+    "invalid_header",
+    "method_not_allowed",
+    "upgrade_not_allowed",
+    "unsupported_transfer_coding",
+    "client_cancelled",
+    "upstream_overloaded",
     "upstream_unreachable",
     "upstream_timeout",
     "upstream_error",
@@ -102,8 +108,25 @@ pub struct Metrics {
     policy_info: Family<RevisionLabels, Gauge>,
     certificate_expiry: Family<CertLabels, Gauge>,
     upstream_errors: Family<KindLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
+    idle_closed: Counter,
+    tunnels_open: Gauge,
+    tunnels_closed: Family<ReasonLabels, Counter>,
     policy_reasons: RwLock<HashSet<String>>,
 }
+
+/// Why a connection was closed before it could send a request.
+pub const CONNECTION_REFUSALS: &[&str] = &["max_connections", "per_identity"];
+
+/// How tunnels end, as `regate_tunnels_closed_total{reason}` names it.
+pub const TUNNEL_ENDS: &[&str] = &[
+    "closed",
+    "error",
+    "certificate_expired",
+    "untrusted_issuer",
+    "policy_denied",
+    "shutdown",
+];
 
 /// Latency buckets in seconds, from 25 µs to 10 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -186,8 +209,33 @@ impl Metrics {
         let upstream_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "regate_upstream_errors",
-            "Requests the upstream failed, by kind (unreachable, timeout, error)",
+            "Requests the upstream failed, by kind (unreachable, timeout, error, overloaded)",
             upstream_errors.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_connections_refused",
+            "Connections closed unserved: max_connections (--max-connections were open), \
+             per_identity (the certificate held --max-connections-per-identity)",
+            connections_refused.clone(),
+        );
+        let idle_closed = Counter::default();
+        registry.register(
+            "regate_idle_connections_closed",
+            "Client connections closed after --idle-timeout with no request in flight",
+            idle_closed.clone(),
+        );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "regate_tunnels_open",
+            "Upgraded connections (WebSocket and the like) open now",
+            tunnels_open.clone(),
+        );
+        let tunnels_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_tunnels_closed",
+            "Upgraded connections closed, by reason",
+            tunnels_closed.clone(),
         );
         // Series that exist from the start read 0 instead of missing, so rates and alerts
         // work before the first event of each kind.
@@ -206,8 +254,14 @@ impl Metrics {
         for reason in HANDSHAKE_FAILURES {
             let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
         }
-        for kind in ["unreachable", "timeout", "error"] {
+        for kind in ["unreachable", "timeout", "error", "overloaded"] {
             let _ = upstream_errors.get_or_create(&KindLabels { kind });
+        }
+        for reason in CONNECTION_REFUSALS {
+            let _ = connections_refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in TUNNEL_ENDS {
+            let _ = tunnels_closed.get_or_create(&ReasonLabels { reason });
         }
         Metrics {
             registry,
@@ -222,6 +276,10 @@ impl Metrics {
             policy_info,
             certificate_expiry,
             upstream_errors,
+            connections_refused,
+            idle_closed,
+            tunnels_open,
+            tunnels_closed,
             policy_reasons: RwLock::default(),
         }
     }
@@ -269,6 +327,28 @@ impl Metrics {
     pub fn connection(&self) -> ConnectionGuard {
         self.open_connections.inc();
         ConnectionGuard(self.open_connections.clone())
+    }
+
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn idle_closed(&self) {
+        self.idle_closed.inc();
+    }
+
+    /// Count a tunnel open until the returned guard is dropped.
+    pub fn tunnel(&self) -> ConnectionGuard {
+        self.tunnels_open.inc();
+        ConnectionGuard(self.tunnels_open.clone())
+    }
+
+    pub fn tunnel_closed(&self, reason: &'static str) {
+        self.tunnels_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn open_connections(&self) -> i64 {
@@ -337,7 +417,7 @@ impl Metrics {
     }
 }
 
-/// Decrements the open-connections gauge when the connection ends.
+/// Decrements an open-connections (or open-tunnels) gauge when the connection ends.
 pub struct ConnectionGuard(Gauge);
 
 impl Drop for ConnectionGuard {

@@ -70,6 +70,9 @@ pub struct Reloader {
     pub tls: TlsStore,
     metrics: Arc<Metrics>,
     pub status: Arc<ReloadStatus>,
+    /// Moves each time a new policy set or CA bundle is published, for whatever must judge
+    /// itself again at once (tunnels) rather than on its next request.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Content already tried and refused, so a broken push is reported once, not every
     /// interval.
     refused: Mutex<Refused>,
@@ -100,10 +103,16 @@ impl Reloader {
             tls,
             metrics,
             status: Arc::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             refused: Mutex::default(),
         };
         reloader.publish_gauges();
         reloader
+    }
+
+    /// A receiver that sees every published policy set and CA bundle.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The gauges that describe what is loaded now.
@@ -127,15 +136,18 @@ impl Reloader {
             Err(errors) => return self.policy_failed(None, &errors),
         };
         let current = self.policies.load().revision.clone();
-        if sources.revision == current
-            || self.refused().policy.as_deref() == Some(&*sources.revision)
-        {
+        if sources.revision == current {
+            self.refused().policy = None;
+            return self.settled(&self.status.policy, "policy");
+        }
+        if self.refused().policy.as_deref() == Some(&*sources.revision) {
             return Outcome::Unchanged;
         }
         let revision = sources.revision.clone();
         match PolicySet::compile(sources, &self.query) {
             Ok(set) => {
                 self.policies.store(Arc::new(set));
+                self.changes.send_modify(|n| *n += 1);
                 self.refused().policy = None;
                 tracing::info!(previous = %current, revision = %revision, "policy reloaded");
                 self.record("policy", None)
@@ -170,9 +182,11 @@ impl Reloader {
         let read =
             tls::read(&self.cert, "cert").and_then(|cert| Ok((cert, tls::read(&self.key, "key")?)));
         let hash = read.as_ref().ok().map(|(cert, key)| hash_all(&[cert, key]));
-        if hash.as_ref().is_some_and(|h| {
-            *h == current.cert.content_hash || self.refused().cert.as_ref() == Some(h)
-        }) {
+        if hash.as_ref() == Some(&current.cert.content_hash) {
+            self.refused().cert = None;
+            return self.settled(&self.status.cert, "cert");
+        }
+        if hash.is_some() && self.refused().cert == hash {
             return Outcome::Unchanged;
         }
         let built = read
@@ -209,10 +223,11 @@ impl Reloader {
         let current = self.tls.load_full();
         let read = tls::read(&self.client_ca, "client-ca");
         let hash = read.as_ref().ok().map(|ca| hash_all(&[ca]));
-        if hash
-            .as_ref()
-            .is_some_and(|h| *h == current.ca.content_hash || self.refused().ca.as_ref() == Some(h))
-        {
+        if hash.as_ref() == Some(&current.ca.content_hash) {
+            self.refused().ca = None;
+            return self.settled(&self.status.ca, "ca");
+        }
+        if hash.is_some() && self.refused().ca == hash {
             return Outcome::Unchanged;
         }
         let built = read
@@ -231,6 +246,7 @@ impl Reloader {
                     "client CA bundle reloaded; connections re-verify on their next request",
                 );
                 self.tls.store(Arc::new(state));
+                self.changes.send_modify(|n| *n += 1);
                 self.refused().ca = None;
                 self.record("ca", None)
             }
@@ -354,6 +370,22 @@ impl Reloader {
 }
 
 impl Reloader {
+    /// The files hold what is loaded now. A failure recorded for other content (a broken push
+    /// since put back) no longer describes anything: clear it, so `/status` does not go on
+    /// reporting it.
+    fn settled(&self, status: &Mutex<KindStatus>, kind: &'static str) -> Outcome {
+        let mut s = status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if s.last_error.take().is_some() {
+            tracing::info!(
+                kind,
+                "files are back to what is loaded; the earlier reload failure is cleared"
+            );
+        }
+        Outcome::Unchanged
+    }
+
     /// Note a reload that changed something (or tried to) in the status and metrics.
     fn record(&self, kind: &'static str, error: Option<String>) -> Outcome {
         let status = match kind {

@@ -38,6 +38,8 @@ pub struct RequestInput<'a> {
     pub protocol: &'static str,
     pub parsed_path: &'a [String],
     pub parsed_query: &'a BTreeMap<String, Vec<String>>,
+    /// The protocol an allowed upgrade request switches to (`websocket`).
+    pub upgrade: Option<&'a str>,
     pub now: SystemTime,
 }
 
@@ -59,11 +61,13 @@ fn strings(items: &[String]) -> Value {
     )
 }
 
+/// An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`; policy (and an IPv4
+/// CIDR list) sees it as the IPv4 address it is.
 fn socket(addr: SocketAddr) -> Value {
     obj([(
         "socketAddress",
         obj([
-            ("address", Value::from(addr.ip().to_string())),
+            ("address", Value::from(addr.ip().to_canonical().to_string())),
             ("portValue", Value::from(u32::from(addr.port()))),
         ]),
     )])
@@ -156,7 +160,7 @@ impl ConnInput {
             ("scheme", Value::from("https")),
             ("protocol", Value::from(req.protocol)),
         ]);
-        obj([
+        let mut input = obj([
             (
                 "attributes",
                 obj([
@@ -184,7 +188,11 @@ impl ConnInput {
                     ("ext_authz", Value::from("v3")),
                 ]),
             ),
-        ])
+        ]);
+        if let (Some(protocol), Ok(map)) = (req.upgrade, input.as_object_mut()) {
+            map.insert(Value::from("upgrade"), Value::from(protocol));
+        }
+        input
     }
 }
 
@@ -249,6 +257,7 @@ pub fn sample() -> Value {
         protocol: "HTTP/1.1",
         parsed_path: &[],
         parsed_query: &BTreeMap::new(),
+        upgrade: None,
         now: SystemTime::now(),
     })
 }

@@ -6,8 +6,11 @@
 //! applies to the next request even on an open connection. Building the `input` document is
 //! [`input`]'s job; what happens with a decision is the proxy's.
 
+pub mod evaluator;
 pub mod input;
 pub mod tools;
+
+pub use evaluator::Evaluator;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -34,7 +37,7 @@ pub enum PolicyError {
     },
     #[error("policies: {dir} holds no .rego file")]
     Empty { dir: String },
-    /// regorus' message already names the file, line and column.
+    /// `file:line:col: message`, from [`summary`]; never the source text.
     #[error("policy: {0}")]
     Compile(String),
     #[error("data: {path}: {message}")]
@@ -122,7 +125,7 @@ impl PolicySet {
         engine.compile_with_entrypoint(&query.into()).map_err(|e| {
             fail(PolicyError::Query {
                 query: query.to_string(),
-                message: e.to_string(),
+                message: summary(&e.to_string()),
             })
         })?;
         let set = PolicySet {
@@ -134,7 +137,7 @@ impl PolicySet {
         set.eval(input::sample()).map_err(|e| {
             fail(PolicyError::Smoke {
                 query: query.to_string(),
-                message: e.to_string(),
+                message: summary(&e.to_string()),
             })
         })?;
         Ok(set)
@@ -154,7 +157,7 @@ impl PolicySet {
         let mut decision = match result {
             Ok(value) => interpret(&value),
             Err(e) => {
-                let message = e.to_string();
+                let message = summary(&e.to_string());
                 // regorus' own wording for its execution timer.
                 let reason = if message.contains("exceeded time limit") {
                     "policy_timeout"
@@ -204,7 +207,7 @@ fn build_engine(files: Vec<(PolicyFile, String)>) -> Result<Engine, Vec<PolicyEr
     }
     engine
         .add_data(data)
-        .map_err(|e| vec![PolicyError::Compile(e.to_string())])?;
+        .map_err(|e| vec![PolicyError::Compile(summary(&e.to_string()))])?;
     Ok(engine)
 }
 
@@ -365,11 +368,44 @@ fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), Polic
             return Ok(());
         }
     }
-    Err(PolicyError::Compile(compile_message(&v1_error.to_string())))
+    Err(PolicyError::Compile(summary(&v1_error.to_string())))
 }
 
-/// regorus reports `--> file:line:col`, a source excerpt, then `error: message`. Put
-/// `file:line:col: message` first, where a reader (and an editor) looks for it.
+/// regorus' message as regate logs it, reports in `/status` and prints at startup:
+/// `file:line:col: message`. regorus adds an excerpt of the source line, which can hold
+/// anything a policy author wrote, secrets included; it is left out, and the location says
+/// where to look.
+pub fn summary(raw: &str) -> String {
+    let location = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "));
+    let message = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("error: "));
+    match (location, message) {
+        (Some(loc), Some(msg)) => format!("{}: {}", loc.trim(), msg.trim()),
+        _ => raw
+            .lines()
+            .filter(|l| !is_excerpt_line(l))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `  |`, `5 | source`, `  | ^^^`: the lines of an excerpt.
+fn is_excerpt_line(line: &str) -> bool {
+    match line.split_once('|') {
+        Some((gutter, _)) => gutter.trim().bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+/// For the authoring tools (`regate policy test`): regorus reports `--> file:line:col`, a
+/// source excerpt, then `error: message`. Put `file:line:col: message` first, where a reader
+/// (and an editor) looks for it, and keep the excerpt after it: a policy author running the
+/// tool on their own files wants to see the line.
 fn compile_message(raw: &str) -> String {
     let location = raw
         .lines()
@@ -431,6 +467,15 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or("`http_status` is not a status code from 200 to 599")?,
     };
+    // A deny answered 200 would read as success to the client, and a 1xx would leave it
+    // waiting for a response that never comes. Redirects (a 302 to a login page) are a
+    // common deny in opa-envoy-plugin policies and stay allowed.
+    if !allowed && status.as_u16() < 300 {
+        return Err(format!(
+            "`http_status` {} on a deny: a deny must be 300 or more",
+            status.as_u16()
+        ));
+    }
     let body = match field("body") {
         None => None,
         Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
@@ -453,7 +498,13 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()
-            .ok_or("`request_headers_to_remove` holds an invalid header name")?,
+            .ok_or_else(|| "`request_headers_to_remove` holds an invalid header name".to_string())
+            .and_then(|names| {
+                names
+                    .iter()
+                    .try_for_each(|n| not_framing(n, "request_headers_to_remove"))
+                    .map(|()| names)
+            })?,
         Some(_) => return Err("`request_headers_to_remove` is not an array".into()),
     };
     let query_set = match field("query_parameters_to_set") {
@@ -520,6 +571,7 @@ fn header_list(value: &Value, what: &str) -> Result<Vec<(HeaderName, HeaderValue
             _ => None,
         }
         .ok_or_else(|| format!("`{what}` has an invalid header name"))?;
+        not_framing(&name, what)?;
         let mut push = |v: &Value| match v {
             Value::String(s) => HeaderValue::from_str(s)
                 .map(|hv| out.push((name.clone(), hv)))
@@ -532,6 +584,17 @@ fn header_list(value: &Value, what: &str) -> Result<Vec<(HeaderName, HeaderValue
         }
     }
     Ok(out)
+}
+
+/// A policy may not set or remove the headers that frame a message or belong to one hop:
+/// a `content-length` beside a deny body splits the response in two for a keep-alive client,
+/// a `transfer-encoding` leaves it with none, a `connection` or `upgrade` speaks for regate's
+/// own connections. Such a result is `policy_invalid_result`.
+fn not_framing(name: &HeaderName, what: &str) -> Result<(), String> {
+    match crate::request::headers::FRAMING_AND_HOP_BY_HOP.contains(&name.as_str()) {
+        true => Err(format!("`{what}` names {name}, which only regate sets")),
+        false => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

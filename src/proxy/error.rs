@@ -8,36 +8,45 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
 use serde::Serialize;
 use thiserror::Error;
 
-use super::path::PathError;
 use super::Body;
 use crate::policy::Decision;
+use crate::request::RequestError;
 
 #[derive(Debug, Error)]
 pub enum ProxyError {
     #[error("denied: {}", .0.reason)]
     Denied(Box<Decision>),
-    #[error("bad request: {0}")]
-    BadPath(#[from] PathError),
+    /// Refused before policy: what regate does not serve.
+    #[error("refused: {0}")]
+    Refused(#[from] RequestError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("too many requests in flight to the upstream")]
+    UpstreamOverloaded,
     #[error("upstream unreachable")]
     UpstreamUnreachable(#[source] hyper_util::client::legacy::Error),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
     #[error("upstream failed")]
     Upstream(#[source] hyper_util::client::legacy::Error),
+    /// The upstream answered in a way regate will not pass on (a `101` nobody asked for).
+    #[error("upstream answered wrongly: {0}")]
+    UpstreamProtocol(&'static str),
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Denied(d) => d.status,
-            ProxyError::BadPath(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UpstreamUnreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Refused(e) => e.status(),
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -46,22 +55,28 @@ impl ProxyError {
     pub fn reason(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             ProxyError::Denied(d) => return d.reason.clone(),
-            ProxyError::BadPath(_) => "invalid_path",
+            ProxyError::Refused(e) => e.reason(),
             ProxyError::BadRequest(_) => "invalid_request",
+            ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
-            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::Upstream(_) | ProxyError::UpstreamProtocol(_) => "upstream_error",
         })
     }
 
     fn problem_type(&self) -> &'static str {
-        match self {
-            ProxyError::Denied(_) => "urn:regate:problem:forbidden",
-            ProxyError::BadPath(_) | ProxyError::BadRequest(_) => "urn:regate:problem:bad-request",
-            ProxyError::UpstreamUnreachable(_) | ProxyError::Upstream(_) => {
-                "urn:regate:problem:bad-gateway"
-            }
-            ProxyError::UpstreamTimeout => "urn:regate:problem:gateway-timeout",
+        if let ProxyError::Denied(_) = self {
+            return "urn:regate:problem:forbidden";
+        }
+        match self.status() {
+            StatusCode::FORBIDDEN => "urn:regate:problem:forbidden",
+            StatusCode::BAD_REQUEST => "urn:regate:problem:bad-request",
+            StatusCode::METHOD_NOT_ALLOWED => "urn:regate:problem:method-not-allowed",
+            StatusCode::NOT_IMPLEMENTED => "urn:regate:problem:not-implemented",
+            StatusCode::SERVICE_UNAVAILABLE => "urn:regate:problem:service-unavailable",
+            StatusCode::BAD_GATEWAY => "urn:regate:problem:bad-gateway",
+            StatusCode::GATEWAY_TIMEOUT => "urn:regate:problem:gateway-timeout",
+            _ => "urn:regate:problem:error",
         }
     }
 
@@ -70,8 +85,7 @@ impl ProxyError {
         let mut response = match &self {
             // The policy's own body and headers replace the problem document.
             ProxyError::Denied(d) if d.body.is_some() => {
-                let mut r =
-                    Response::new(Either::Right(Full::new(d.body.clone().unwrap_or_default())));
+                let mut r = Response::new(Body::own(d.body.clone().unwrap_or_default()));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -81,6 +95,14 @@ impl ProxyError {
             _ => problem(&self, status, request_id),
         };
         *response.status_mut() = status;
+        if let ProxyError::Refused(RequestError::Connect) = self {
+            // RFC 9110 §15.5.6: a 405 says which methods are served. regate serves them
+            // all but CONNECT; the policy decides among them.
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
         if let ProxyError::Denied(d) = self {
             let headers = response.headers_mut();
             for (name, value) in d.headers.into_iter().chain(d.response_headers) {
@@ -120,7 +142,7 @@ fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<B
         reason: &err.reason(),
     };
     let body = serde_json::to_vec(&doc).unwrap_or_default();
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut r = Response::new(Body::own(Bytes::from(body)));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),

@@ -1,39 +1,43 @@
-//! The per-request path: check the target, clean the headers, build the input, decide,
-//! record, then forward or deny.
+//! The per-request path: check the request and clean its headers (`request`), build the
+//! input, decide, record, then forward or deny.
 //!
 //! [`Connection`] holds what is known once per connection (the peer, its XFCC header, the
 //! fixed part of the input). [`Proxy::handle`] is the whole life of one request; it reads the
 //! current policy set at its start, so a reload applies to the next request on an open
-//! connection. Responses for anything but a forwarded request are built in [`error`].
+//! connection. Responses for anything but a forwarded request are built in [`error`]. A
+//! request that got as far as a decision is recorded whatever happens next, the client
+//! going away included ([`Pending`]).
 
+pub mod connection;
 pub mod error;
 pub mod forward;
-pub mod path;
+pub mod tunnel;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::header;
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use regorus::Value;
-use rustls_pki_types::CertificateDer;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{Audit, DecisionRecord};
 use crate::metrics::Metrics;
-use crate::policy::input::{ConnInput, RequestInput};
-use crate::policy::{Decision, PolicySet, PolicyStore};
-use crate::tls::identity::PeerIdentity;
-use crate::tls::{TlsState, TlsStore};
+use crate::policy::input::RequestInput;
+use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
+use crate::request::{self, headers::X_REQUEST_ID, Forwarded};
+use crate::tls::TlsStore;
+pub use connection::Connection;
+use connection::InFlight;
 use error::ProxyError;
 use forward::Upstream;
-
-/// Every response body regate sends: the upstream's, streamed, or its own.
-pub type Body = Either<Incoming, Full<Bytes>>;
 
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -46,89 +50,91 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub trust_domains: Vec<String>,
     pub context: Value,
+    pub rules: request::Rules,
+    pub evaluator: Evaluator,
+    pub limits: Limits,
+    /// Moves on every policy or CA reload that lands; tunnels judge themselves again.
+    pub changes: watch::Receiver<u64>,
+    /// True once shutdown has begun.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-/// What regate knows about one client connection, computed at the handshake.
-pub struct Connection {
-    pub peer: PeerIdentity,
-    /// The chain the peer presented, leaf first, kept to re-verify after a CA change.
-    chain: Vec<CertificateDer<'static>>,
-    /// The CA generation this chain last verified against.
-    verified_ca: AtomicU64,
-    input: ConnInput,
-    xfcc: HeaderValue,
-    xff: HeaderValue,
-    /// False when trust domains are configured and the peer is in none of them.
-    trusted_domain: bool,
+/// Bounds on what the proxy sends upstream.
+pub struct Limits {
+    /// `--max-upstream-requests`, shared by every connection.
+    pub upstream_total: Arc<Semaphore>,
+    /// `--max-upstream-requests-per-connection`.
+    pub upstream_per_connection: usize,
 }
 
-impl Connection {
-    pub fn new(
-        proxy: &Proxy,
-        chain: Vec<CertificateDer<'static>>,
-        peer: PeerIdentity,
-        tls: &TlsState,
-        remote: SocketAddr,
-        local_addr: SocketAddr,
-    ) -> Connection {
-        let local = &tls.cert.local;
-        let trusted_domain = peer.in_trust_domains(&proxy.trust_domains);
-        let xfcc = HeaderValue::from_str(&xfcc(&peer, local))
-            .unwrap_or_else(|_| HeaderValue::from_static("Hash=invalid"));
-        let xff = HeaderValue::from_str(&remote.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Connection {
-            input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),
-            peer,
-            chain,
-            verified_ca: AtomicU64::new(tls.ca_generation),
-            xfcc,
-            xff,
-            trusted_domain,
+/// Every response body regate sends: the upstream's, streamed, or its own. It holds the
+/// request's place (in flight on its connection, and its upstream slots) until it is sent or
+/// dropped.
+pub struct Body {
+    inner: Either<Incoming, Full<Bytes>>,
+    held: Held,
+}
+
+#[derive(Default)]
+struct Held {
+    _in_flight: Option<InFlight>,
+    _slots: Option<Slots>,
+}
+
+/// A request's places in the upstream limits.
+struct Slots {
+    _connection: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Body {
+    /// A body regate makes itself.
+    pub fn own(bytes: Bytes) -> Body {
+        Body {
+            inner: Either::Right(Full::new(bytes)),
+            held: Held::default(),
+        }
+    }
+
+    fn upstream(body: Incoming) -> Body {
+        Body {
+            inner: Either::Left(body),
+            held: Held::default(),
         }
     }
 }
 
-/// Envoy's `x-forwarded-client-cert`: `By` is regate's own URI SAN, `Hash` the SHA-256 of
-/// the client leaf, then its subject and SANs. Values with `,;="` are quoted.
-pub fn xfcc(peer: &PeerIdentity, local: &PeerIdentity) -> String {
-    // Certificate names can hold any character; a header value cannot hold controls.
-    fn clean(v: &str) -> String {
-        v.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect()
-    }
-    fn quoted(v: &str) -> String {
-        let v = clean(v);
-        if v.contains([',', ';', '=', '"', '\\']) {
-            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-        } else {
-            v
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = <Either<Incoming, Full<Bytes>> as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.held = Held::default();
         }
+        polled
     }
-    let mut out = String::new();
-    if let Some(by) = local.uri_sans.first() {
-        out.push_str(&format!("By={};", quoted(by)));
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
-    out.push_str(&format!("Hash={}", peer.fingerprint_sha256));
-    out.push_str(&format!(
-        ";Subject=\"{}\"",
-        clean(&peer.subject)
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-    ));
-    for uri in &peer.uri_sans {
-        out.push_str(&format!(";URI={}", quoted(uri)));
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
-    for dns in &peer.dns_sans {
-        out.push_str(&format!(";DNS={}", quoted(dns)));
-    }
-    out
 }
 
 /// The parts of a request every decision record carries, whatever the outcome.
 struct Seen {
+    /// regate's own id, sent upstream as `x-request-id`.
     request_id: String,
+    /// The client's own `x-request-id`, kept for the record when it is sane.
+    client_request_id: Option<String>,
     /// From a W3C `traceparent`, which is itself passed upstream unchanged.
     trace_id: Option<String>,
     method: http::Method,
@@ -136,132 +142,137 @@ struct Seen {
     host: String,
 }
 
-impl Proxy {
-    /// Handle one request end to end. Never fails: every error is a response.
-    pub async fn handle(&self, conn: &Connection, req: Request<Incoming>) -> Response<Body> {
-        let start = Instant::now();
-        let seen = Seen {
-            request_id: request_id(req.headers()),
+impl Seen {
+    fn of(req: &Request<Incoming>) -> Seen {
+        Seen {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            client_request_id: client_request_id(req.headers()),
             trace_id: trace_id(req.headers()),
             method: req.method().clone(),
             path: req
                 .uri()
                 .path_and_query()
                 .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
-            host: host(&req),
-        };
+            host: host(req),
+        }
+    }
+}
+
+/// An allowed request, ready to forward.
+struct Allowed {
+    req: Request<Incoming>,
+    decision: Decision,
+    upgrade: Option<String>,
+    /// The input that was allowed, kept for a tunnel to be judged again.
+    input: Option<Value>,
+    revision: Arc<str>,
+}
+
+impl Proxy {
+    /// Handle one request end to end. Never fails: every error is a response.
+    pub async fn handle(
+        self: &Arc<Self>,
+        conn: &Arc<Connection>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let in_flight = conn.activity.begin();
+        let seen = Seen::of(&req);
         tracing::Span::current().record("request.id", seen.request_id.as_str());
         // The policy set is read once, at the start: this request is decided, and recorded,
         // with one revision even if a reload lands while it is being forwarded.
-        let (decided, revision) = {
-            let policies = self.policies.load();
-            let decided = self.authorize(conn, req, &seen, &policies);
-            (decided, policies.revision.clone())
-        };
-        let mut upstream = None;
-        let (response, allowed, reason, eval_ns) = match decided {
+        let policies = self.policies.load_full();
+        let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
+        let (mut response, slots) = match self.authorize(conn, req, &seen, &policies).await {
             Err(err) => {
-                let eval_ns = match &err {
-                    ProxyError::Denied(d) => d.eval_ns,
-                    _ => 0,
-                };
-                let reason = err.reason();
-                (err.into_response(&seen.request_id), false, reason, eval_ns)
+                record.denied(&err);
+                (err.into_response(&seen.request_id), None)
             }
-            Ok((req, decision)) => {
+            Ok(allowed) => {
+                record.allowed(&allowed.decision);
                 let sent = Instant::now();
-                let forwarded = self.forward(req, &decision).await;
-                let upstream_time = sent.elapsed();
-                match forwarded {
-                    Ok(resp) => {
-                        upstream = Some((resp.status().as_u16(), upstream_time.as_nanos() as u64));
+                match self.forward(conn, allowed, &seen).await {
+                    Ok((resp, slots)) => {
+                        let upstream_time = sent.elapsed();
                         self.metrics.upstream(upstream_time);
-                        (resp, true, decision.reason, decision.eval_ns)
+                        record.upstream =
+                            Some((resp.status().as_u16(), upstream_time.as_nanos() as u64));
+                        (resp, slots)
                     }
                     Err(err) => {
-                        let reason = err.reason();
                         self.metrics.upstream_error(match &err {
                             ProxyError::UpstreamUnreachable(_) => "unreachable",
                             ProxyError::UpstreamTimeout => "timeout",
+                            ProxyError::UpstreamOverloaded => "overloaded",
                             _ => "error",
                         });
                         tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
-                        (
-                            err.into_response(&seen.request_id),
-                            true,
-                            reason,
-                            decision.eval_ns,
-                        )
+                        record.reason = err.reason();
+                        (err.into_response(&seen.request_id), None)
                     }
                 }
             }
         };
-        let duration = start.elapsed();
-        self.audit.log(&DecisionRecord {
-            request_id: &seen.request_id,
-            trace_id: seen.trace_id.as_deref(),
-            spiffe_id: conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
-            serial: &conn.peer.serial,
-            method: seen.method.as_str(),
-            path: &seen.path,
-            host: &seen.host,
-            allowed,
-            http_status: response.status().as_u16(),
-            reason: &reason,
-            policy_revision: &revision,
-            eval_ns,
-            upstream_status: upstream.map(|(status, _)| status),
-            upstream_ns: upstream.map(|(_, ns)| ns),
-            duration_ns: duration.as_nanos() as u64,
-        });
-        let decision = if allowed { "allow" } else { "deny" };
-        self.metrics.request(decision, &reason, duration, eval_ns);
+        record.finish(response.status());
+        response.body_mut().held = Held {
+            _in_flight: Some(in_flight),
+            _slots: slots,
+        };
         response
     }
 
     /// Everything up to the decision. On allow, returns the request as it will be forwarded.
-    fn authorize(
+    async fn authorize(
         &self,
         conn: &Connection,
         req: Request<Incoming>,
         seen: &Seen,
-        policies: &PolicySet,
-    ) -> Result<(Request<Incoming>, Decision), ProxyError> {
-        let target = path::parse(&seen.path)?;
-        // RFC 9112 §3.2: exactly one Host (or an :authority) is required.
-        if seen.host.is_empty() || req.headers().get_all(header::HOST).iter().count() > 1 {
-            return Err(ProxyError::BadRequest("missing or repeated host"));
-        }
+        policies: &Arc<PolicySet>,
+    ) -> Result<Allowed, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        forward::prepare_headers(
+        let head = request::Head {
+            method: &parts.method,
+            version: parts.version,
+            scheme: parts.uri.scheme_str(),
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            target: &seen.path,
+        };
+        let prepared = request::prepare(
+            &head,
             &mut parts.headers,
-            parts.version,
-            &forward::Forwarded {
+            &seen.host,
+            &Forwarded {
                 xfcc: &conn.xfcc,
                 xff: &conn.xff,
                 request_id: &seen.request_id,
                 host: &seen.host,
             },
+            &self.rules,
         )?;
 
         let now = SystemTime::now();
+        let mut kept_input = None;
         // The policy sees the headers exactly as the upstream will receive them.
         let decision = if let Some(reason) = self.still_trusted(conn, now) {
             Decision::deny(reason)
         } else if !conn.trusted_domain {
             Decision::deny("untrusted_trust_domain")
         } else {
-            policies.decide(conn.input.build(&RequestInput {
+            let input = conn.input.build(&RequestInput {
                 id: &seen.request_id,
                 method: seen.method.as_str(),
                 headers: &parts.headers,
                 path: &seen.path,
                 host: &seen.host,
                 protocol: protocol(parts.version),
-                parsed_path: &target.segments,
-                parsed_query: &target.query,
+                parsed_path: &prepared.target.segments,
+                parsed_query: &prepared.target.query,
+                upgrade: prepared.upgrade.as_deref(),
                 now,
-            }))
+            });
+            if prepared.upgrade.is_some() {
+                kept_input = Some(input.clone());
+            }
+            self.evaluator.decide(policies.clone(), input).await
         };
         if let Some(e) = &decision.error {
             tracing::error!(
@@ -279,8 +290,11 @@ impl Proxy {
             parts.headers.remove(name);
         }
         if !decision.query_set.is_empty() || !decision.query_remove.is_empty() {
-            let target =
-                path::rewrite_query(&seen.path, &decision.query_remove, &decision.query_set);
+            let target = request::target::rewrite_query(
+                &seen.path,
+                &decision.query_remove,
+                &decision.query_set,
+            );
             parts.uri = target
                 .parse()
                 .map_err(|_| ProxyError::BadRequest("the policy's query rewrite is not a URI"))?;
@@ -295,12 +309,19 @@ impl Proxy {
             }
             previous = Some(name);
         }
-        Ok((Request::from_parts(parts, body), decision))
+        Ok(Allowed {
+            req: Request::from_parts(parts, body),
+            decision,
+            upgrade: prepared.upgrade,
+            input: kept_input,
+            revision: policies.revision.clone(),
+        })
     }
 
-    /// The handshake checked the peer once; a connection can outlive that. Per request, its
-    /// certificate must still be within its validity, and after the CA bundle changed, its
-    /// chain must still verify against the current bundle (checked once per change).
+    /// The handshake checked the peer once; a connection can outlive that. Per request (and
+    /// for a tunnel, per reload), its certificate must still be within its validity, and
+    /// after the CA bundle changed, its chain must still verify against the current bundle
+    /// (checked once per change).
     fn still_trusted(&self, conn: &Connection, now: SystemTime) -> Option<&'static str> {
         let now_unix = now
             .duration_since(std::time::UNIX_EPOCH)
@@ -318,40 +339,186 @@ impl Proxy {
         None
     }
 
+    /// Send an allowed request upstream, within the upstream limits. A `101` is passed on only
+    /// for the upgrade the client asked for; the tunnel then runs on its own.
     async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        decision: &Decision,
-    ) -> Result<Response<Body>, ProxyError> {
-        let client_upgrade =
-            forward::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+        self: &Arc<Self>,
+        conn: &Arc<Connection>,
+        allowed: Allowed,
+        seen: &Seen,
+    ) -> Result<(Response<Body>, Option<Slots>), ProxyError> {
+        let Allowed {
+            mut req,
+            decision,
+            upgrade,
+            input,
+            revision,
+        } = allowed;
+        // An HTTP/2 client can have many streams in flight on one connection; they queue for
+        // the connection's share rather than fan out into as many upstream connections.
+        let per_connection = tokio::time::timeout(
+            self.upstream.timeout(),
+            conn.upstream_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamOverloaded)?
+        .map_err(|_| ProxyError::UpstreamOverloaded)?;
+        let total = self
+            .limits
+            .upstream_total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ProxyError::UpstreamOverloaded)?;
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let mut resp = self.upstream.send(req).await?;
-        forward::strip_response(&mut resp);
-        if let Some(client_upgrade) = client_upgrade {
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                forward::splice_upgrade(client_upgrade, hyper::upgrade::on(&mut resp));
+        let mut slots = Some(Slots {
+            _connection: per_connection,
+            _total: total,
+        });
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) else {
+                return Err(ProxyError::UpstreamProtocol(
+                    "it switched protocols on a request that was not an upgrade",
+                ));
+            };
+            if !request::upgrade::switched_to(resp.headers(), &protocol) {
+                return Err(ProxyError::UpstreamProtocol(
+                    "it switched to a protocol the client did not ask for",
+                ));
             }
+            forward::strip_response(&mut resp, Some(&protocol));
+            let Some(Slots { _total, .. }) = slots.take() else {
+                return Err(ProxyError::UpstreamOverloaded);
+            };
+            tunnel::spawn(
+                self.clone(),
+                conn.clone(),
+                client_upgrade,
+                hyper::upgrade::on(&mut resp),
+                tunnel::Opened {
+                    request_id: seen.request_id.clone(),
+                    protocol,
+                    input: input.unwrap_or(Value::Undefined),
+                    revision,
+                    upstream_slot: _total,
+                },
+            );
+        } else {
+            forward::strip_response(&mut resp, None);
         }
         let (mut head, body) = resp.into_parts();
         for (name, value) in &decision.response_headers {
             head.headers.append(name.clone(), value.clone());
         }
-        Ok(Response::from_parts(head, Either::Left(body)))
+        Ok((Response::from_parts(head, Body::upstream(body)), slots))
     }
 }
 
-/// Honour a sane incoming `x-request-id` so one id follows the request through every hop;
-/// otherwise make one.
-fn request_id(headers: &http::HeaderMap) -> String {
+/// The decision record of one request, written once: by [`Pending::finish`], or, if the
+/// request's future is dropped first (the client closed its connection or reset its stream
+/// while the upstream was still working), as `client_cancelled` when dropped. Every request
+/// that reached the policy, and so every one that reached the upstream, is recorded.
+struct Pending<'a> {
+    proxy: &'a Proxy,
+    conn: &'a Connection,
+    seen: &'a Seen,
+    revision: Arc<str>,
+    start: Instant,
+    allowed: bool,
+    reason: Cow<'static, str>,
+    eval_ns: u64,
+    upstream: Option<(u16, u64)>,
+    done: bool,
+}
+
+/// What a record says when the client went away before its response head: nginx's 499.
+const CLIENT_CLOSED: u16 = 499;
+
+impl<'a> Pending<'a> {
+    fn new(proxy: &'a Proxy, conn: &'a Connection, seen: &'a Seen, revision: Arc<str>) -> Self {
+        Pending {
+            proxy,
+            conn,
+            seen,
+            revision,
+            start: Instant::now(),
+            allowed: false,
+            reason: Cow::Borrowed("client_cancelled"),
+            eval_ns: 0,
+            upstream: None,
+            done: false,
+        }
+    }
+
+    fn denied(&mut self, err: &ProxyError) {
+        if let ProxyError::Denied(d) = err {
+            self.eval_ns = d.eval_ns;
+        }
+        self.reason = err.reason();
+    }
+
+    fn allowed(&mut self, decision: &Decision) {
+        self.allowed = true;
+        self.reason = decision.reason.clone();
+        self.eval_ns = decision.eval_ns;
+    }
+
+    fn finish(mut self, status: StatusCode) {
+        self.write(status.as_u16());
+    }
+
+    fn write(&mut self, http_status: u16) {
+        self.done = true;
+        let duration = self.start.elapsed();
+        let seen = self.seen;
+        self.proxy.audit.log(&DecisionRecord {
+            request_id: &seen.request_id,
+            client_request_id: seen.client_request_id.as_deref(),
+            trace_id: seen.trace_id.as_deref(),
+            spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+            serial: &self.conn.peer.serial,
+            method: seen.method.as_str(),
+            path: &seen.path,
+            host: &seen.host,
+            allowed: self.allowed,
+            http_status,
+            reason: &self.reason,
+            policy_revision: &self.revision,
+            eval_ns: self.eval_ns,
+            upstream_status: self.upstream.map(|(status, _)| status),
+            upstream_ns: self.upstream.map(|(_, ns)| ns),
+            duration_ns: duration.as_nanos() as u64,
+        });
+        let decision = if self.allowed { "allow" } else { "deny" };
+        self.proxy
+            .metrics
+            .request(decision, &self.reason, duration, self.eval_ns);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.reason = Cow::Borrowed("client_cancelled");
+            self.upstream = None;
+            self.write(CLIENT_CLOSED);
+        }
+    }
+}
+
+/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is kept
+/// in the record so a client's own tracing can be matched, but it never names the request:
+/// an id a client chooses could collide with, or impersonate, another request's.
+fn client_request_id(headers: &http::HeaderMap) -> Option<String> {
     headers
-        .get(forward::X_REQUEST_ID)
+        .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
                 && v.bytes().all(|b| b.is_ascii_graphic())
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+        .map(str::to_string)
 }
 
 /// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
@@ -414,34 +581,4 @@ fn redact(message: &str, headers: &http::HeaderMap) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xfcc_is_a_valid_header_whatever_the_certificate_names_hold() {
-        let peer = PeerIdentity {
-            spiffe_id: None,
-            uri_sans: vec!["spiffe://example.org/a".into()],
-            dns_sans: vec!["x;y".into()],
-            subject: "CN=evil\"\nname\\".into(),
-            issuer: String::new(),
-            serial: "01".into(),
-            fingerprint_sha256: "ab".into(),
-            not_before: 0,
-            not_after: 0,
-        };
-        let local = PeerIdentity {
-            uri_sans: vec!["spiffe://example.org/regate".into()],
-            ..peer.clone()
-        };
-        let value = xfcc(&peer, &local);
-        assert!(HeaderValue::from_str(&value).is_ok(), "{value:?}");
-        assert_eq!(
-            value,
-            r#"By=spiffe://example.org/regate;Hash=ab;Subject="CN=evil\"?name\\";URI=spiffe://example.org/a;DNS="x;y""#
-        );
-    }
 }

@@ -92,12 +92,17 @@ impl PeerIdentity {
         unix_now > self.not_after
     }
 
-    /// The Envoy-style principal: the SPIFFE ID, else the first DNS SAN, else the subject.
+    /// The Envoy-style principal: the SPIFFE ID, else the first DNS SAN that is a plain DNS
+    /// name, else the subject. Only an X509-SVID's one URI SAN gives a principal that reads as
+    /// a SPIFFE ID: a DNS SAN spelt `spiffe://…` (few CAs check what a DNS SAN holds) is
+    /// skipped, so a policy matching `source.principal` cannot be fooled by one.
     pub fn principal(&self) -> &str {
-        match (&self.spiffe_id, self.dns_sans.first()) {
-            (Some(id), _) => &id.id,
-            (None, Some(dns)) => dns,
-            (None, None) => &self.subject,
+        if let Some(id) = &self.spiffe_id {
+            return &id.id;
+        }
+        match self.dns_sans.iter().find(|d| is_dns_name(d)) {
+            Some(dns) => dns,
+            None => &self.subject,
         }
     }
 }
@@ -150,6 +155,16 @@ fn valid_path(path: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
     })
+}
+
+/// Letters, digits, `-`, `.`, `_` and a leading `*.` wildcard: what a DNS SAN should hold.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -74,5 +74,5 @@ pub(super) fn prepare(engine: &mut regorus::Engine) -> Result<(), PolicyError> {
     engine
         .eval_query("true".into(), false)
         .map(drop)
-        .map_err(|e| PolicyError::Compile(crate::policy::compile_message(&e.to_string())))
+        .map_err(|e| PolicyError::Compile(crate::policy::summary(&e.to_string())))
 }

@@ -2,9 +2,8 @@
 //!
 //! The policy set is loaded with [`PolicySet::load`] and asked with [`PolicySet::decide`], the
 //! proxy's own calls. The input is either given whole (`--input`) or built from a request
-//! described by flags, through the proxy's own steps: the target check ([`path::parse`]),
-//! hop-by-hop stripping and forwarded headers ([`forward`]), then [`ConnInput`] and
-//! [`RequestInput`]. Only the connection is made up: the caller's identity comes from
+//! described by flags, through the proxy's own steps: the checks and header hygiene of
+//! [`request::prepare`], then [`ConnInput`] and [`RequestInput`]. Only the connection is made up: the caller's identity comes from
 //! `--cert` or `--spiffe-id`, its address from `--source`.
 
 use std::collections::BTreeMap;
@@ -22,7 +21,7 @@ use serde_json::json;
 
 use crate::policy::input::{context_value, ConnInput, RequestInput};
 use crate::policy::{Decision, PolicySet};
-use crate::proxy::{forward, path};
+use crate::request;
 use crate::tls::identity::{PeerIdentity, SpiffeId};
 
 #[derive(Debug, Args)]
@@ -212,40 +211,53 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         headers.append(name, value);
     }
 
-    let target = match path::parse(&req.path) {
-        Ok(t) => t,
-        Err(e) => {
-            return Ok(Prepared::Refused(Decision {
-                status: http::StatusCode::BAD_REQUEST,
-                error: Some(e.to_string()),
-                ..Decision::deny("invalid_path")
-            }))
-        }
-    };
-    if req.host.is_empty() {
-        return Err("host: empty".into());
-    }
     let version = match req.protocol.as_str() {
         "HTTP/2" => http::Version::HTTP_2,
         "HTTP/1.0" => http::Version::HTTP_10,
         _ => http::Version::HTTP_11,
     };
-    let request_id = request_id(&headers);
-    let xfcc = HeaderValue::from_str(&crate::proxy::xfcc(&peer, &local))
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| format!("method: {:?} is not an HTTP method", req.method))?;
+    if version != http::Version::HTTP_2 {
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(&req.host).map_err(|_| format!("host: {:?}", req.host))?,
+        );
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let xfcc = HeaderValue::from_str(&crate::request::headers::xfcc(&peer, &local))
         .map_err(|_| "certificate: its names do not fit in a header".to_string())?;
-    let xff = HeaderValue::from_str(&req.source.ip().to_string())
+    let xff = HeaderValue::from_str(&req.source.ip().to_canonical().to_string())
         .map_err(|_| "source: not an address".to_string())?;
-    forward::prepare_headers(
-        &mut headers,
+    let head = request::Head {
+        method: &method,
         version,
-        &forward::Forwarded {
-            xfcc: &xfcc,
-            xff: &xff,
-            request_id: &request_id,
-            host: &req.host,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+        scheme: (version == http::Version::HTTP_2).then_some("https"),
+        authority: (version == http::Version::HTTP_2).then_some(req.host.as_str()),
+        target: &req.path,
+    };
+    let forwarded = request::Forwarded {
+        xfcc: &xfcc,
+        xff: &xff,
+        request_id: &request_id,
+        host: &req.host,
+    };
+    let prepared = match request::prepare(
+        &head,
+        &mut headers,
+        &req.host,
+        &forwarded,
+        &request::Rules::default(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(Prepared::Refused(Decision {
+                status: e.status(),
+                error: Some(e.to_string()),
+                ..Decision::deny(e.reason())
+            }))
+        }
+    };
 
     // The proxy's checks before the policy, in its order.
     let now_unix = unix(now);
@@ -282,8 +294,9 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
             http::Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         },
-        parsed_path: &target.segments,
-        parsed_query: &target.query,
+        parsed_path: &prepared.target.segments,
+        parsed_query: &prepared.target.query,
+        upgrade: prepared.upgrade.as_deref(),
         now,
     })))
 }
@@ -315,15 +328,6 @@ fn identity_from(file: &Path) -> Result<PeerIdentity, String> {
         .and_then(Result::ok)
         .ok_or_else(|| format!("{name} holds no PEM certificate"))?;
     PeerIdentity::from_der(&leaf).map_err(|e| format!("{name}: {e}"))
-}
-
-/// As the proxy does: a sane incoming x-request-id is kept, otherwise one is made.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(forward::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
 }
 
 fn unix(t: SystemTime) -> i64 {

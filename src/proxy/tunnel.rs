@@ -1,0 +1,207 @@
+//! Upgraded connections (a WebSocket, or another allowed protocol) after the upstream's `101`:
+//! bytes are copied both ways until either side closes.
+//!
+//! A tunnel carries no more request heads, so no request on it is ever decided again. regate
+//! keeps judging the tunnel as a whole instead, with what opened it. It is closed:
+//! - when the client's certificate expires;
+//! - after a CA bundle change, if the client's chain no longer verifies (as on every other
+//!   connection, checked at once rather than on a next request that a tunnel never has);
+//! - after a policy or data reload, if the new policy denies the request that opened the
+//!   tunnel (revocation): that request's `input` is evaluated again, as it was, times
+//!   included;
+//! - at shutdown.
+//!
+//! Its end is recorded as a [`TunnelRecord`] with the bytes each way and its duration.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use regorus::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::connection::Connection;
+use super::Proxy;
+use crate::audit::TunnelRecord;
+
+/// What the request that opened a tunnel leaves to it.
+pub struct Opened {
+    pub request_id: String,
+    pub protocol: String,
+    /// The `input` the policy allowed, evaluated again after every reload.
+    pub input: Value,
+    pub revision: Arc<str>,
+    /// The tunnel holds an upstream connection: it keeps its `--max-upstream-requests` slot.
+    pub upstream_slot: OwnedSemaphorePermit,
+}
+
+/// Join the client and upstream connections once both have switched.
+pub fn spawn(
+    proxy: Arc<Proxy>,
+    conn: Arc<Connection>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    opened: Opened,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(request.id = %opened.request_id, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        run(
+            &proxy,
+            &conn,
+            TokioIo::new(client),
+            TokioIo::new(upstream),
+            opened,
+        )
+        .await;
+    });
+}
+
+async fn run<C, U>(proxy: &Proxy, conn: &Connection, client: C, upstream: U, opened: Opened)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let _open = proxy.metrics.tunnel();
+    let from_client = AtomicU64::new(0);
+    let from_upstream = AtomicU64::new(0);
+    let mut client = Counted {
+        io: client,
+        read: &from_client,
+    };
+    let mut upstream = Counted {
+        io: upstream,
+        read: &from_upstream,
+    };
+    let mut changes = proxy.changes.clone();
+    changes.mark_unchanged();
+    let mut shutdown = proxy.shutdown.clone();
+    let mut revision = opened.revision.clone();
+    let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
+    tokio::pin!(expiry);
+    let (reason, label): (Cow<'static, str>, &'static str) = {
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                copied = &mut copy => break match copied {
+                    Ok(_) => (Cow::Borrowed("closed"), "closed"),
+                    Err(_) => (Cow::Borrowed("error"), "error"),
+                },
+                () = &mut expiry => {
+                    break (Cow::Borrowed("certificate_expired"), "certificate_expired")
+                }
+                Ok(()) = changes.changed() => {
+                    if let Some(reason) = proxy.still_trusted(conn, SystemTime::now()) {
+                        break (Cow::Borrowed(reason), reason);
+                    }
+                    let policies = proxy.policies.load_full();
+                    revision = policies.revision.clone();
+                    let decision = proxy.evaluator.decide(policies, opened.input.clone()).await;
+                    if !decision.allowed {
+                        break (decision.reason, "policy_denied");
+                    }
+                }
+                () = stopped(&mut shutdown) => {
+                    break (Cow::Borrowed("shutdown"), "shutdown")
+                }
+            }
+        }
+    };
+    drop(opened.upstream_slot);
+    proxy.metrics.tunnel_closed(label);
+    proxy.audit.log(&TunnelRecord {
+        event: "tunnel_closed",
+        request_id: &opened.request_id,
+        spiffe_id: conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+        serial: &conn.peer.serial,
+        protocol: &opened.protocol,
+        reason: &reason,
+        policy_revision: &revision,
+        bytes_from_client: from_client.load(Ordering::Relaxed),
+        bytes_from_upstream: from_upstream.load(Ordering::Relaxed),
+        duration_ns: start.elapsed().as_nanos() as u64,
+    });
+}
+
+/// Resolves once shutdown has begun (or nobody can say so any more).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|down| *down).await;
+}
+
+/// When a certificate valid until `not_after` (Unix seconds) expires, on the tokio clock.
+fn expiry(not_after: i64) -> tokio::time::Instant {
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // The certificate is valid through its not_after second.
+    let left = Duration::from_secs(u64::try_from(not_after - now_unix + 1).unwrap_or(0));
+    let now = tokio::time::Instant::now();
+    now.checked_add(left)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// An upgraded stream that counts the bytes read from it.
+struct Counted<'a, T> {
+    io: T,
+    read: &'a AtomicU64,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = buf.filled().len().saturating_sub(before);
+            this.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
