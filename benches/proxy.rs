@@ -315,7 +315,6 @@ fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Iden
             target: PATH,
         },
         &mut headers,
-        "localhost",
         &regate::request::Forwarded {
             xfcc: &xfcc,
             xff: &HeaderValue::from_static("127.0.0.1"),

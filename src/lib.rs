@@ -196,7 +196,10 @@ impl App {
             trust_domains: self.config.trust_domains.clone(),
             context: policy::input::context_value(&self.config.context),
             rules: self.config.request_rules.clone(),
-            evaluator: policy::Evaluator::new(self.config.policy_timeout),
+            evaluator: policy::Evaluator::new(
+                self.config.policy_timeout,
+                self.metrics.evaluations_running(),
+            ),
             limits: proxy::Limits {
                 upstream_total: Arc::new(Semaphore::new(self.config.max_upstream_requests)),
                 upstream_per_connection: self.config.max_upstream_requests_per_connection,

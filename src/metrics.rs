@@ -112,6 +112,7 @@ pub struct Metrics {
     idle_closed: Counter,
     tunnels_open: Gauge,
     tunnels_closed: Family<ReasonLabels, Counter>,
+    evaluations_running: Gauge,
     policy_reasons: RwLock<HashSet<String>>,
 }
 
@@ -237,6 +238,12 @@ impl Metrics {
             "Upgraded connections closed, by reason",
             tunnels_closed.clone(),
         );
+        let evaluations_running = Gauge::default();
+        registry.register(
+            "regate_policy_evaluations_running",
+            "Policy evaluations running now, on regate's evaluation threads",
+            evaluations_running.clone(),
+        );
         // Series that exist from the start read 0 instead of missing, so rates and alerts
         // work before the first event of each kind.
         for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
@@ -280,6 +287,7 @@ impl Metrics {
             idle_closed,
             tunnels_open,
             tunnels_closed,
+            evaluations_running,
             policy_reasons: RwLock::default(),
         }
     }
@@ -349,6 +357,11 @@ impl Metrics {
         self.tunnels_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// The gauge of running evaluations, for the evaluator to keep.
+    pub fn evaluations_running(&self) -> Gauge {
+        self.evaluations_running.clone()
     }
 
     pub fn open_connections(&self) -> i64 {

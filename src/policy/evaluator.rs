@@ -16,29 +16,33 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use regorus::Value;
 use tokio::sync::Semaphore;
 
 use super::{Decision, PolicySet};
 
-/// How many evaluations may run at once: twice the cores, at least four, so that a few slow
+/// How many evaluations may run at once: four per core, at least eight, so that a few slow
 /// evaluations leave room for fast ones and the scheduler shares the cores among them.
 pub fn slots() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 2).max(4)
+    (cores * 4).max(8)
 }
 
 /// Runs policy evaluations off the async workers, bounded in number and in time.
 pub struct Evaluator {
     slots: Arc<Semaphore>,
     timeout: Duration,
+    /// Evaluations running now (`regate_policy_evaluations_running`).
+    running: Gauge,
 }
 
 impl Evaluator {
-    pub fn new(timeout: Duration) -> Evaluator {
+    pub fn new(timeout: Duration, running: Gauge) -> Evaluator {
         Evaluator {
             slots: Arc::new(Semaphore::new(slots())),
             timeout,
+            running,
         }
     }
 
@@ -58,8 +62,11 @@ impl Evaluator {
             Ok(Err(_)) => return Decision::deny("policy_error"),
             Err(_) => return timed_out("every evaluation slot was busy until the policy timeout"),
         };
+        let gauge = self.running.clone();
         let running = tokio::task::spawn_blocking(move || {
+            gauge.inc();
             let decision = set.decide(input);
+            gauge.dec();
             drop(permit);
             decision
         });

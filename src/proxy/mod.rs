@@ -205,7 +205,11 @@ impl Proxy {
                             ProxyError::UpstreamOverloaded => "overloaded",
                             _ => "error",
                         });
-                        tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
+                        // Overload is the clients' doing, one line per request would flood
+                        // the log; the metric and the records count it.
+                        if !matches!(err, ProxyError::UpstreamOverloaded) {
+                            tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
+                        }
                         record.reason = err.reason();
                         (err.into_response(&seen.request_id), None)
                     }
@@ -239,7 +243,6 @@ impl Proxy {
         let prepared = request::prepare(
             &head,
             &mut parts.headers,
-            &seen.host,
             &Forwarded {
                 xfcc: &conn.xfcc,
                 xff: &conn.xff,
@@ -371,11 +374,7 @@ impl Proxy {
             .map_err(|_| ProxyError::UpstreamOverloaded)?;
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let mut resp = self.upstream.send(req).await?;
-        let mut slots = Some(Slots {
-            _connection: per_connection,
-            _total: total,
-        });
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let slots = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) else {
                 return Err(ProxyError::UpstreamProtocol(
                     "it switched protocols on a request that was not an upgrade",
@@ -387,9 +386,6 @@ impl Proxy {
                 ));
             }
             forward::strip_response(&mut resp, Some(&protocol));
-            let Some(Slots { _total, .. }) = slots.take() else {
-                return Err(ProxyError::UpstreamOverloaded);
-            };
             tunnel::spawn(
                 self.clone(),
                 conn.clone(),
@@ -400,12 +396,18 @@ impl Proxy {
                     protocol,
                     input: input.unwrap_or(Value::Undefined),
                     revision,
-                    upstream_slot: _total,
+                    upstream_slot: total,
                 },
             );
+            // The client connection is the tunnel's now; only the upstream place stays taken.
+            None
         } else {
             forward::strip_response(&mut resp, None);
-        }
+            Some(Slots {
+                _connection: per_connection,
+                _total: total,
+            })
+        };
         let (mut head, body) = resp.into_parts();
         for (name, value) in &decision.response_headers {
             head.headers.append(name.clone(), value.clone());

@@ -85,8 +85,10 @@ where
         io: upstream,
         read: &from_upstream,
     };
+    // The proxy's receiver never marks what it has seen, so a clone sees every reload since
+    // start as a change: the tunnel judges itself once at once after any reload, which also
+    // covers one that landed between its request's decision and now.
     let mut changes = proxy.changes.clone();
-    changes.mark_unchanged();
     let mut shutdown = proxy.shutdown.clone();
     let mut revision = opened.revision.clone();
     let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
@@ -98,7 +100,18 @@ where
             tokio::select! {
                 copied = &mut copy => break match copied {
                     Ok(_) => (Cow::Borrowed("closed"), "closed"),
-                    Err(_) => (Cow::Borrowed("error"), "error"),
+                    // A peer that just goes away (no TLS close_notify, a reset) has closed.
+                    Err(e) if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    ) => (Cow::Borrowed("closed"), "closed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tunnel failed");
+                        (Cow::Borrowed("error"), "error")
+                    }
                 },
                 () = &mut expiry => {
                     break (Cow::Borrowed("certificate_expired"), "certificate_expired")

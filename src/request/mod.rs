@@ -104,12 +104,11 @@ pub struct Prepared {
     pub upgrade: Option<String>,
 }
 
-/// Check the head and turn `headers` into what the upstream receives. `host` is the host the
-/// request names (its authority, else its one `Host` header).
+/// Check the head and turn `headers` into what the upstream receives. `forwarded.host` is
+/// the host the request names (its authority, else its one `Host` header).
 pub fn prepare(
     head: &Head<'_>,
     headers: &mut HeaderMap,
-    host: &str,
     forwarded: &Forwarded<'_>,
     rules: &Rules,
 ) -> Result<Prepared, RequestError> {
@@ -126,7 +125,7 @@ pub fn prepare(
     {
         return Err(RequestError::Invalid("the request's scheme is not https"));
     }
-    check_host(head.authority, headers, host)?;
+    check_host(head.authority, headers, forwarded.host)?;
     check_transfer_coding(headers)?;
     let upgrade = upgrade::requested(head.version, headers, &rules.upgrade_protocols)?;
     headers::prepare(headers, upgrade.as_deref(), forwarded, rules)?;
@@ -206,6 +205,10 @@ pub fn valid_host(host: &str) -> bool {
 /// `chunked` and re-frames the body; any other coding (`gzip, chunked`) would be silently
 /// lost on the way, leaving the application to read compressed bytes as plain ones. RFC 9112
 /// §6.1 says to answer 501.
+///
+/// (A request with both `Transfer-Encoding` and `Content-Length` never gets here as such:
+/// hyper drops the `Content-Length`, reads the body by its chunks alone, and closes the
+/// connection after answering, as RFC 9112 §6.1 says.)
 fn check_transfer_coding(headers: &HeaderMap) -> Result<(), RequestError> {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)

@@ -154,6 +154,21 @@ impl Ca {
         self.leaf("multi-uri client", sans, false, (-1, 30))
     }
 
+    /// A client X509-SVID valid from a day ago until `valid_for` from now.
+    pub fn client_valid_for(&self, spiffe_id: &str, valid_for: Duration) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = dn("short-lived client");
+        p.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + valid_for;
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Identity::new(format!("{}{}", cert.pem(), self.chain_pem), &key)
+    }
+
     /// A client certificate whose validity ended yesterday.
     pub fn expired_client(&self, spiffe_id: &str) -> Identity {
         self.leaf(
@@ -184,6 +199,10 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Requests whose head has arrived (counted before any delay; `seen` is filled after).
     pub arrived: Arc<std::sync::atomic::AtomicUsize>,
+    /// TCP connections the upstream accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// The most requests it was working on at once.
+    pub peak: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -199,17 +218,33 @@ impl Upstream {
         let record = seen.clone();
         let arrived = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let arrivals = arrived.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let working = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let highest = peak.clone();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tcp.set_nodelay(true).unwrap();
                 let record = record.clone();
                 let arrivals = arrivals.clone();
+                let working = working.clone();
+                let highest = highest.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
+                        use std::sync::atomic::Ordering::SeqCst;
                         let record = record.clone();
-                        arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        async move { upstream_handle(req, record, delay).await }
+                        arrivals.fetch_add(1, SeqCst);
+                        let now = working.fetch_add(1, SeqCst) + 1;
+                        highest.fetch_max(now, SeqCst);
+                        let working = working.clone();
+                        async move {
+                            let answer = upstream_handle(req, record, delay).await;
+                            working.fetch_sub(1, SeqCst);
+                            answer
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -223,6 +258,8 @@ impl Upstream {
             addr,
             seen,
             arrived,
+            connections,
+            peak,
         }
     }
 
@@ -296,6 +333,191 @@ async fn upstream_handle(
         .header("x-upstream", "yes")
         .body(body)
         .unwrap())
+}
+
+/// An HTTP/1.1 application that really switches protocols when asked, written on raw TCP so
+/// nothing tidies what it receives. It records every request head it reads, then:
+/// - `Upgrade: h2c`: answers `101` and speaks HTTP/2 from then on, serving any request with
+///   `200 served over h2c` (the bypass regate must never open);
+/// - `Upgrade: websocket` to `/switch-to-h2c`: answers `101` with `Upgrade: h2c` instead;
+/// - `Upgrade: websocket`: answers `101` and echoes every byte back;
+/// - `/unasked-101`: answers `101` though nobody asked, then echoes;
+/// - anything else: `200 ok`, then closes the connection.
+pub struct SwitchingUpstream {
+    pub addr: SocketAddr,
+    pub heads: Arc<Mutex<Vec<String>>>,
+    /// Requests served over HTTP/2 after an h2c switch.
+    pub h2_requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl SwitchingUpstream {
+    pub async fn start() -> SwitchingUpstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let h2_requests = Arc::new(Mutex::new(Vec::new()));
+        let (record, h2_record) = (heads.clone(), h2_requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let record = record.clone();
+                let h2_record = h2_record.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    record.lock().unwrap().push(head.clone());
+                    let lower = head.to_ascii_lowercase();
+                    let length: usize = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf.len() - end;
+                    while body < length {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => body += n,
+                        }
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    if lower.contains("\r\nupgrade: h2c") {
+                        tcp.write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            h2_record.lock().unwrap().push(req.uri().to_string());
+                            async {
+                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                    b"served over h2c",
+                                ))))
+                            }
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                        return;
+                    }
+                    let switch_to = if lower.contains("\r\nupgrade: websocket") {
+                        if path == "/switch-to-h2c" {
+                            Some("h2c")
+                        } else {
+                            Some("websocket")
+                        }
+                    } else if path == "/unasked-101" {
+                        Some("websocket")
+                    } else {
+                        None
+                    };
+                    match switch_to {
+                        Some(protocol) => {
+                            let answer = format!(
+                                "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {protocol}\r\n\r\n"
+                            );
+                            tcp.write_all(answer.as_bytes()).await.unwrap();
+                            let (mut r, mut w) = tcp.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                        None => {
+                            let _ = tcp
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                                )
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        SwitchingUpstream {
+            addr,
+            heads,
+            h2_requests,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Write `request` as raw bytes on a new HTTP/1.1 TLS connection presenting `identity`, and
+/// read one response: its head, and a body framed by `content-length` (or until the server
+/// closes, within ten seconds). The whole answer, as text.
+pub async fn raw_http1(
+    regate: &Regate,
+    setup: &Setup,
+    identity: &Identity,
+    request: &[u8],
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = regate
+        .connect(setup.client_config(Some(identity), &[b"http/1.1"]))
+        .await
+        .unwrap();
+    tls.write_all(request).await.unwrap();
+    read_response(&mut tls).await
+}
+
+/// Read one HTTP/1.1 response from `io` (see [`raw_http1`]).
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = status_of(&head);
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match length {
+                _ if (100..200).contains(&status) => {
+                    buf.truncate(end);
+                    break;
+                }
+                Some(n) if buf.len() >= end + n => {
+                    buf.truncate(end + n);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status code of the first response in `answer`.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
 }
 
 /// A body of `total` bytes made of a repeating pattern, produced chunk by chunk so the
@@ -607,6 +829,9 @@ pub async fn send(
     client: &mut Http1,
     req: Request<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>,
 ) -> (StatusCode, HeaderMap, Bytes) {
+    // On a multi-threaded runtime the connection task may not have taken in the last
+    // response yet.
+    client.ready().await.unwrap();
     let resp = client.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();

@@ -242,22 +242,17 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         request_id: &request_id,
         host: &req.host,
     };
-    let prepared = match request::prepare(
-        &head,
-        &mut headers,
-        &req.host,
-        &forwarded,
-        &request::Rules::default(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            return Ok(Prepared::Refused(Decision {
-                status: e.status(),
-                error: Some(e.to_string()),
-                ..Decision::deny(e.reason())
-            }))
-        }
-    };
+    let prepared =
+        match request::prepare(&head, &mut headers, &forwarded, &request::Rules::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Prepared::Refused(Decision {
+                    status: e.status(),
+                    error: Some(e.to_string()),
+                    ..Decision::deny(e.reason())
+                }))
+            }
+        };
 
     // The proxy's checks before the policy, in its order.
     let now_unix = unix(now);
