@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use regate::policy::input::{context_value, ConnInput, RequestInput};
-use regate::policy::PolicySet;
+use regate::policy::{Evaluator, PolicySet};
 use regate::tls::identity::PeerIdentity;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -122,6 +122,7 @@ impl Stats {
 fn main() {
     let plan = Plan::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(regate::worker_threads())
         .enable_all()
         .build()
         .unwrap();
@@ -150,8 +151,10 @@ async fn run(plan: &Plan) {
     // The demo policy and its data (the top level of policies/), as the proxy below loads
     // them; policies/examples/ is left out, as a deployment would.
     println!("\n== 1. policy evaluation ({QUERY}, {PATH}, the demo policy) ==");
-    policy_eval(plan, &setup.path("policies"), &setup, &summarizer);
+    let (set, input) = policy_eval(plan, &setup.path("policies"), &setup, &summarizer);
     println!("memory after policy evaluation: {}", memory());
+    println!("\n== 1b. evaluation off the async workers, one at a time ==");
+    evaluator_handoff(plan, set, input).await;
 
     println!("\n== 2. latency, sequential requests on one keep-alive connection ==");
     // For reference only: the test suite's recording upstream, straight. See fast_upstream.
@@ -242,6 +245,16 @@ async fn run(plan: &Plan) {
         );
     }
 
+    let (_, status) = common::admin_get(regate.admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    println!(
+        "policy evaluated inline on the workers: {}",
+        if status["policy"]["slow_evaluation_seen"] == false {
+            "yes"
+        } else {
+            "no (an evaluation was slow; the set runs on the evaluation threads)"
+        }
+    );
     println!("\n== 4. memory after the load ==");
     println!("{}", memory());
 
@@ -270,16 +283,15 @@ fn policy_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Time building the input and deciding separately, as the proxy does them back to back.
-fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Identity) {
-    // Evaluate under the same execution-timer configuration regate runs with.
-    regorus::utils::limits::set_fallback_execution_timer_config(Some(
-        regorus::utils::limits::ExecutionTimerConfig {
-            limit: POLICY_TIMEOUT,
-            check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
-        },
-    ));
+/// Returns the loaded set and one request's input, for [`evaluator_handoff`].
+fn policy_eval(
+    plan: &Plan,
+    dir: &Path,
+    setup: &Setup,
+    summarizer: &common::Identity,
+) -> (Arc<PolicySet>, regorus::Value) {
     let load_start = Instant::now();
-    let policies = PolicySet::load(dir, QUERY).unwrap();
+    let policies = PolicySet::load(dir, QUERY, POLICY_TIMEOUT).unwrap();
     println!(
         "load + compile + smoke-evaluate: {:.1} ms (revision {})",
         load_start.elapsed().as_secs_f64() * 1e3,
@@ -379,6 +391,54 @@ fn policy_eval(plan: &Plan, dir: &Path, setup: &Setup, summarizer: &common::Iden
         ("build input (ConnInput::build)", build_ns),
         ("decide (eval + interpret result)", decide_ns),
         ("  of which engine eval (eval_ns)", engine_ns),
+    ] {
+        let s = Stats::new(samples);
+        println!(
+            "{:<34} {:>7} {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            s.n(),
+            s.mean(),
+            s.p(50.0),
+            s.p(99.0)
+        );
+    }
+    let input = conn.build(&request(SystemTime::now()));
+    (Arc::new(policies), input)
+}
+
+/// What handing an evaluation to regate's evaluation threads costs: the same decision,
+/// inline and through [`Evaluator::decide`] with no inline place (a slot, `spawn_blocking`,
+/// the answer back to the task), one at a time so each measures the whole round trip. The
+/// proxy itself evaluates inline unless a policy set was once slow; see
+/// `regate::policy::evaluator`.
+async fn evaluator_handoff(plan: &Plan, set: Arc<PolicySet>, input: regorus::Value) {
+    // Nothing inline: every decision goes to the evaluation threads, as after a slow one.
+    let evaluator = Evaluator::with_inline(0, POLICY_TIMEOUT, Default::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut inline_ns = Vec::with_capacity(plan.eval_iters);
+    let mut handed_ns = Vec::with_capacity(plan.eval_iters);
+    for i in 0..plan.eval_warmup + plan.eval_iters {
+        if Instant::now() > deadline {
+            println!("(time limit reached after {i} iterations)");
+            break;
+        }
+        let t0 = Instant::now();
+        black_box(set.decide(input.clone()).allowed);
+        let t1 = Instant::now();
+        black_box(evaluator.decide(set.clone(), input.clone()).await.allowed);
+        let t2 = Instant::now();
+        if i >= plan.eval_warmup {
+            inline_ns.push((t1 - t0).as_nanos() as u64);
+            handed_ns.push((t2 - t1).as_nanos() as u64);
+        }
+    }
+    println!(
+        "{:<34} {:>7} {:>9} {:>9} {:>9}",
+        "µs per decision", "n", "mean", "p50", "p99"
+    );
+    for (name, samples) in [
+        ("decide inline", inline_ns),
+        ("decide via the evaluator threads", handed_ns),
     ] {
         let s = Stats::new(samples);
         println!(
@@ -587,13 +647,14 @@ fn memory() -> String {
 fn breakdown(decisions: &Path, seq_warmup: usize) {
     let text = std::fs::read_to_string(decisions).unwrap_or_default();
     let mut records = 0;
-    // Measured requests only: `regate-h1-<i>` past the warm-up, `regate-h1-load-<conn>-<i>`.
+    // Measured requests only: `regate-h1-<i>` past the warm-up, `regate-h1-load-<conn>-<i>`,
+    // by the id the client sent (regate names each request itself).
     let mut seq = (Vec::new(), Vec::new());
     let mut load = (Vec::new(), Vec::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         records += 1;
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let id = v["request_id"].as_str().unwrap_or_default();
+        let id = v["client_request_id"].as_str().unwrap_or_default();
         let into = if let Some(rest) = id.strip_prefix("regate-h1-load-") {
             let conn = rest.split('-').next().unwrap_or_default();
             conn.parse::<usize>().is_ok().then_some(&mut load)

@@ -170,6 +170,8 @@ fn status(state: &AdminState) -> serde_json::Value {
         "policy": {
             "revision": &*policy.revision,
             "query": &*policy.query,
+            // Once true, this revision is evaluated only on the evaluation threads.
+            "slow_evaluation_seen": policy.slow_seen(),
         },
         "certificate": {
             "serial": local.serial,

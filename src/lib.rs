@@ -6,15 +6,21 @@
 //!
 //! ```text
 //! listener -> TLS handshake (tls) -> identity, once per connection (tls::identity)
-//!          -> per request: check target (proxy::path) -> clean headers (proxy::forward)
-//!          -> build input (policy::input) -> decide (policy) -> record (audit)
-//!          -> forward (proxy::forward) or deny (proxy::error)
+//!          -> per request: check the request and clean its headers (request)
+//!          -> build input (policy::input) -> decide (policy::evaluator) -> record (audit)
+//!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
+//!             (proxy::tunnel)
 //! ```
 //!
 //! - [`config`]: flags and YAML merged into one validated [`Config`].
+//! - `listener`: one client connection from accept to close (handshake, identity, idle and
+//!   shutdown closing); [`limits`]: how many connections, in all and per certificate.
 //! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates.
 //! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract.
-//! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map.
+//! - [`request`]: what a request may carry before policy, and the headers it is forwarded
+//!   with; shared with `regate policy eval`.
+//! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
+//!   [`proxy::tunnel`] supervises upgraded connections.
 //! - [`audit`]: one decision record per request, on its own stream.
 //! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener (side channels that
@@ -32,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod devcerts;
 pub mod limits;
+mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -45,20 +52,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
 pub use config::Config;
 use config::Upstream;
 use policy::{PolicySet, PolicyStore};
-use proxy::{Connection, Proxy};
-use tls::identity::PeerIdentity;
+use proxy::Proxy;
 use tls::{TlsState, TlsStore};
+
+/// Worker threads for regate's runtime: one more than the cores, so that while policy
+/// evaluations run inline on the others, one worker is always free to serve connections
+/// (see [`policy::evaluator`]).
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+}
 
 /// Everything loaded and checked, not yet listening.
 pub struct App {
@@ -104,15 +114,8 @@ impl App {
         } else {
             None
         };
-        // Bounds every evaluation; a runaway policy is an error (a deny), not a stuck worker.
-        regorus::utils::limits::set_fallback_execution_timer_config(Some(
-            regorus::utils::limits::ExecutionTimerConfig {
-                limit: config.policy_timeout,
-                check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
-            },
-        ));
         let policies = if config.policies.is_dir() {
-            PolicySet::load(&config.policies, &config.query)
+            PolicySet::load(&config.policies, &config.query, config.policy_timeout)
                 .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
                 .ok()
         } else {
@@ -210,10 +213,10 @@ impl App {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT.min(self.config.idle_timeout));
+            .header_read_timeout(listener::HEADER_READ_TIMEOUT.min(self.config.idle_timeout));
         http.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            .max_concurrent_streams(listener::MAX_CONCURRENT_STREAMS);
         let http = Arc::new(http);
         let reloading = tokio::spawn(
             self.reloader
@@ -241,8 +244,8 @@ impl App {
             self.config.max_connections,
             self.config.max_connections_per_identity,
         );
-        let accept_failed = limits::RateLimited::new(LOG_EVERY);
-        let refused = Arc::new(limits::RateLimited::new(LOG_EVERY));
+        let accept_failed = limits::RateLimited::new(listener::LOG_EVERY);
+        let refused = Arc::new(limits::RateLimited::new(listener::LOG_EVERY));
         self.health.set_serving();
         tracing::info!(
             max_connections = self.config.max_connections,
@@ -280,7 +283,7 @@ impl App {
                         }
                         continue;
                     };
-                    let conn = ConnTask {
+                    let conn = listener::ConnTask {
                         metrics: self.metrics.clone(),
                         proxy: proxy.clone(),
                         tls: self.tls.clone(),
@@ -323,205 +326,6 @@ impl App {
             task.abort();
         }
         flushed
-    }
-}
-
-/// HTTP/1.1 request heads must arrive within this (or `--idle-timeout`, if shorter).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Streams one HTTP/2 connection may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 100;
-/// After asking an idle connection to close (HTTP/2: GOAWAY), how long before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Log lines a client can trigger at will are written at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(1);
-
-struct ConnTask {
-    metrics: Arc<metrics::Metrics>,
-    proxy: Arc<Proxy>,
-    tls: TlsStore,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
-    limits: Arc<limits::ConnLimits>,
-    refused: Arc<limits::RateLimited>,
-    stop: watch::Receiver<bool>,
-}
-
-impl ConnTask {
-    /// One client connection, from TCP accept to close. `held` lives as long as the
-    /// connection: its place under `--max-connections`, and the shutdown drain.
-    async fn run(self, tcp: TcpStream, remote: SocketAddr, held: (limits::Slot, mpsc::Sender<()>)) {
-        let _ = tcp.set_nodelay(true);
-        let local_addr = match tcp.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
-        };
-        // Load the TLS state per handshake: a reload applies to the next connection.
-        let state = self.tls.load_full();
-        let acceptor = TlsAcceptor::from(state.server_config.clone());
-        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let reason = handshake_failure(&e);
-                self.metrics.handshake_failed(reason);
-                tracing::info!(client.addr = %remote, reason, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.handshake_failed("timeout");
-                tracing::info!(client.addr = %remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        self.metrics.handshake_ok();
-        let (_, session) = stream.get_ref();
-        // rustls verified the chain; without a certificate the handshake could not finish.
-        let Some(chain) = session.peer_certificates().map(<[_]>::to_vec) else {
-            return;
-        };
-        let Some(leaf) = chain.first() else {
-            return;
-        };
-        let peer = match PeerIdentity::from_der(leaf) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(client.addr = %remote, error = %e, "peer certificate unreadable");
-                return;
-            }
-        };
-        // One certificate cannot hold every connection: a client the policy denies outright
-        // could otherwise sit on silent connections until nobody else gets one.
-        let Some(identity_slot) = self.limits.admit_identity(&peer.fingerprint_sha256) else {
-            self.metrics.connection_refused("per_identity");
-            if let Some(held_back) = self.refused.check() {
-                tracing::warn!(
-                    client.addr = %remote,
-                    peer.serial = %peer.serial,
-                    held_back,
-                    "connection refused: the certificate holds --max-connections-per-identity"
-                );
-            }
-            return;
-        };
-        let open = self.metrics.connection();
-        let conn = Arc::new(Connection::new(
-            &self.proxy,
-            chain,
-            peer,
-            &state,
-            remote,
-            local_addr,
-            Box::new((held, identity_slot, open)),
-        ));
-        drop(state);
-        let span = tracing::info_span!(
-            "conn",
-            peer.id = %conn.peer.spiffe_id.as_ref().map_or(conn.peer.subject.as_str(), |s| s.id.as_str()),
-            client.addr = %remote,
-        );
-        let proxy = self.proxy.clone();
-        let conn_span = span.clone();
-        let served = conn.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let conn = served.clone();
-            // HTTP/2 streams run as tasks of their own: name the connection as parent. At debug
-            // level, so the default (info) pays nothing per request; the info-level events a
-            // request logs carry request.id themselves.
-            let span = tracing::debug_span!(parent: &conn_span, "request", request.id = tracing::field::Empty);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(&conn, req).await) }
-                .instrument(span)
-        });
-        let serving = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        self.close_when_done(serving, &conn).instrument(span).await;
-    }
-
-    /// Serve the connection until it ends, asking it to close once it has been idle for
-    /// `--idle-timeout` (from the handshake on, so a client that never sends a byte is
-    /// closed too) or when shutdown begins. A connection asked to close for idleness that has
-    /// not closed after [`CLOSE_GRACE`] is dropped.
-    async fn close_when_done<C>(mut self, serving: C, conn: &Connection)
-    where
-        C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Graceful,
-    {
-        tokio::pin!(serving);
-        let mut closing: Option<tokio::time::Instant> = None;
-        let mut draining = *self.stop.borrow();
-        if draining {
-            serving.as_mut().graceful();
-        }
-        loop {
-            let idle =
-                tokio::time::Instant::from_std(conn.activity.idle_deadline(self.idle_timeout));
-            tokio::select! {
-                result = serving.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = tokio::time::sleep_until(idle), if closing.is_none() && !draining => {
-                    if conn.activity.idle_for(self.idle_timeout) {
-                        tracing::debug!("closing an idle connection");
-                        self.metrics.idle_closed();
-                        serving.as_mut().graceful();
-                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-                    }
-                }
-                () = sleep_until_some(closing) => return,
-                () = proxy::tunnel::stopped(&mut self.stop), if !draining => {
-                    draining = true;
-                    serving.as_mut().graceful();
-                }
-            }
-        }
-    }
-}
-
-/// A served connection that can be asked to finish what it is doing and close.
-trait Graceful {
-    fn graceful(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A bounded name for why a handshake failed, for metrics.
-fn handshake_failure(e: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError, Error};
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(Error::NoCertificatesPresented) => "no_certificate",
-        Some(Error::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        )) => "certificate_expired",
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_issuer",
-        Some(Error::InvalidCertificate(_)) => "bad_certificate",
-        Some(Error::NoApplicationProtocol | Error::PeerIncompatible(_)) => "incompatible",
-        Some(_) => "tls_error",
-        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
-        None => "io_error",
     }
 }
 

@@ -144,6 +144,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(regate::worker_threads())
         .enable_all()
         .build()
     {

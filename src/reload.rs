@@ -63,6 +63,7 @@ pub enum Outcome {
 pub struct Reloader {
     pub policies_dir: PathBuf,
     pub query: String,
+    pub policy_timeout: std::time::Duration,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
@@ -96,6 +97,7 @@ impl Reloader {
         let reloader = Reloader {
             policies_dir: config.policies.clone(),
             query: config.query.clone(),
+            policy_timeout: config.policy_timeout,
             cert: config.cert.clone(),
             key: config.key.clone(),
             client_ca: config.client_ca.clone(),
@@ -144,7 +146,7 @@ impl Reloader {
             return Outcome::Unchanged;
         }
         let revision = sources.revision.clone();
-        match PolicySet::compile(sources, &self.query) {
+        match PolicySet::compile(sources, &self.query, self.policy_timeout) {
             Ok(set) => {
                 self.policies.store(Arc::new(set));
                 self.changes.send_modify(|n| *n += 1);

@@ -1,17 +1,27 @@
-//! Where policy evaluation runs for the proxy: on a bounded set of blocking threads, never on
-//! the async workers that move every connection's bytes.
+//! Where policy evaluation runs for the proxy, so that it can never starve the threads that
+//! move every connection's bytes.
 //!
-//! An evaluation is CPU work that cannot yield. Run inline, a slow branch hit by a few
-//! clients would hold every worker, and every other request on every connection would wait
-//! behind it. Here each evaluation takes a slot (at most [`slots`] at once) and runs with
-//! `spawn_blocking`; the request awaits its result.
+//! An evaluation is CPU work that cannot yield. Two ways to run it:
 //!
-//! `--policy-timeout` is kept from the client's side: it covers waiting for a slot and the
-//! evaluation. At the deadline the request is denied (`policy_timeout`) whether or not the
-//! evaluation has finished. regorus' own timer stops a Rego evaluation near the same
-//! deadline, but it is checked between steps: a single builtin call (a regex over a huge
-//! string, say) cannot be interrupted, and its thread stays busy until that call returns.
-//! The request is still answered on time, and the slot comes back when the thread does.
+//! - **Inline**, on the async worker that handles the request: no hand-off, so the common case
+//!   costs nothing extra. At most one worker fewer than the runtime has may be inside an
+//!   evaluation at once ([`Evaluator::new`]), so one worker is always free to serve I/O and to
+//!   take over the others' queued tasks. regate's runtime has one worker more than cores for
+//!   this ([`crate::worker_threads`]).
+//! - **On the evaluation threads** (`spawn_blocking`, at most [`slots`] at once), while the
+//!   request awaits the answer: when no worker may evaluate inline, and for good once any
+//!   evaluation of the policy set has used more than [`SLOW`] of CPU (a slow branch, reached
+//!   by accident or on purpose, then holds an evaluation thread, never a worker). CPU time,
+//!   not wall time, so that a busy machine descheduling a thread does not count.
+//!
+//! `--policy-timeout` covers waiting for a slot and the evaluation. On the evaluation threads
+//! it is kept from the client's side: at the deadline the request is denied
+//! (`policy_timeout`) whether or not the evaluation has finished. regorus' own timer stops a
+//! Rego evaluation near the same deadline, but it is checked between steps: a single builtin
+//! call (a regex over a huge string, say) cannot be interrupted, and its thread stays busy
+//! until the call returns. Inline, an evaluation is answered when it ends, so the first slow
+//! one of a policy set (the one that reveals it) can overrun the timeout by what a builtin
+//! takes; every later one of that set runs on the evaluation threads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,24 +32,41 @@ use tokio::sync::Semaphore;
 
 use super::{Decision, PolicySet};
 
-/// How many evaluations may run at once: four per core, at least eight, so that a few slow
-/// evaluations leave room for fast ones and the scheduler shares the cores among them.
+/// An evaluation using more CPU than this sends every later one of its policy set to the
+/// evaluation threads. A worker blocked this long delays only the few tasks queued behind it.
+pub const SLOW: Duration = Duration::from_millis(1);
+
+/// How many evaluations may run on the evaluation threads at once: four per core, at least
+/// eight, so that a few slow evaluations leave room for fast ones and the scheduler shares the
+/// cores among them.
 pub fn slots() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).max(8)
 }
 
-/// Runs policy evaluations off the async workers, bounded in number and in time.
+/// Runs policy evaluations inline or off the async workers, bounded in number and in time.
 pub struct Evaluator {
+    /// Workers that may be inside an evaluation at once: the runtime's workers but one.
+    inline: Semaphore,
     slots: Arc<Semaphore>,
     timeout: Duration,
-    /// Evaluations running now (`regate_policy_evaluations_running`).
+    /// Evaluations running on the evaluation threads now (`regate_policy_evaluations_running`).
     running: Gauge,
 }
 
 impl Evaluator {
+    /// For the runtime this is called on: with one worker (a current-thread runtime), nothing
+    /// is evaluated inline.
     pub fn new(timeout: Duration, running: Gauge) -> Evaluator {
+        let workers =
+            tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+        Evaluator::with_inline(workers.saturating_sub(1), timeout, running)
+    }
+
+    /// At most `inline` evaluations on the async workers at once (0: none).
+    pub fn with_inline(inline: usize, timeout: Duration, running: Gauge) -> Evaluator {
         Evaluator {
+            inline: Semaphore::new(inline),
             slots: Arc::new(Semaphore::new(slots())),
             timeout,
             running,
@@ -48,6 +75,11 @@ impl Evaluator {
 
     /// Decide `input` with `set`. Never fails: a full queue, an overrun, a panic are denies.
     pub async fn decide(&self, set: Arc<PolicySet>, input: Value) -> Decision {
+        if !set.slow_seen() {
+            if let Ok(_worker) = self.inline.try_acquire() {
+                return set.decide(input);
+            }
+        }
         let start = Instant::now();
         let deadline = tokio::time::Instant::from_std(start + self.timeout);
         let timed_out = |what: &str| Decision {

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -59,6 +59,9 @@ pub struct PolicySet {
     /// `sha256:` + the first 16 hex digits of a hash over every loaded file's path and bytes.
     pub revision: Arc<str>,
     pub query: Arc<str>,
+    /// Set once an evaluation of this set has taken longer than [`evaluator::SLOW`]; from then
+    /// on the proxy evaluates it only on its evaluation threads.
+    slow_seen: std::sync::atomic::AtomicBool,
 }
 
 /// What the policy decided for one request, already checked for shape.
@@ -108,16 +111,24 @@ impl Decision {
 
 impl PolicySet {
     /// Read, compile and smoke-evaluate everything under `dir`. Nothing is published here.
-    /// Every broken file is reported, not just the first.
-    pub fn load(dir: &Path, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
-        PolicySet::compile(Sources::read(dir)?, query)
+    /// Every broken file is reported, not just the first. Each evaluation of the set is
+    /// bounded by `timeout` (`--policy-timeout`).
+    pub fn load(dir: &Path, query: &str, timeout: Duration) -> Result<PolicySet, Vec<PolicyError>> {
+        PolicySet::compile(Sources::read(dir)?, query, timeout)
     }
 
     /// Compile and smoke-evaluate sources already read.
-    pub fn compile(sources: Sources, query: &str) -> Result<PolicySet, Vec<PolicyError>> {
+    pub fn compile(
+        sources: Sources,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<PolicySet, Vec<PolicyError>> {
         let Sources { files, revision } = sources;
         let mut engine = build_engine(files)?;
         let fail = |e: PolicyError| vec![e];
+        // A runaway evaluation is an error (a deny), not a stuck thread. Set on the engine,
+        // so each clone carries it and sets with different limits can live side by side.
+        engine.set_execution_timer_config(execution_limit(timeout));
         // Compiling prepares the engine (rule analysis, data, imports) once; every request
         // then evaluates on a cheap clone. Gathered, a policy's print() output stays in the
         // clone and never reaches stderr with request values in it.
@@ -132,6 +143,7 @@ impl PolicySet {
             engine,
             revision,
             query: query.into(),
+            slow_seen: Default::default(),
         };
         // The static check cannot see everything: evaluate once now, not first on a request.
         set.eval(input::sample()).map_err(|e| {
@@ -149,11 +161,23 @@ impl PolicySet {
         engine.eval_rule(self.query.to_string())
     }
 
+    /// Whether an evaluation of this set has ever been slow (see [`Evaluator`]).
+    pub fn slow_seen(&self) -> bool {
+        self.slow_seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Evaluate the query for one request. Never fails: every failure is a deny.
     pub fn decide(&self, input: Value) -> Decision {
         let start = Instant::now();
+        let cpu_start = thread_cpu_ns();
         let result = self.eval(input);
         let eval_ns = start.elapsed().as_nanos() as u64;
+        // CPU time, not wall time: a thread the scheduler set aside mid-evaluation on a busy
+        // machine has not evaluated slowly.
+        if thread_cpu_ns().saturating_sub(cpu_start) > evaluator::SLOW.as_nanos() as u64 {
+            self.slow_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut decision = match result {
             Ok(value) => interpret(&value),
             Err(e) => {
@@ -172,6 +196,22 @@ impl PolicySet {
         };
         decision.eval_ns = eval_ns;
         decision
+    }
+}
+
+/// CPU time this thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// regorus' execution timer for `limit`, checked every hundred steps.
+pub fn execution_limit(limit: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig {
+        limit,
+        check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
     }
 }
 

@@ -1,5 +1,7 @@
 use super::*;
 
+const TIMEOUT: Duration = Duration::from_millis(100);
+
 fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, body) in files {
@@ -11,7 +13,7 @@ fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn load_error(dir: &tempfile::TempDir, query: &str) -> String {
-    let errors = PolicySet::load(dir.path(), query).err().unwrap();
+    let errors = PolicySet::load(dir.path(), query, TIMEOUT).err().unwrap();
     errors
         .iter()
         .map(|e| e.to_string())
@@ -21,7 +23,7 @@ fn load_error(dir: &tempfile::TempDir, query: &str) -> String {
 
 fn decide(files: &[(&str, &str)], query: &str) -> Decision {
     let dir = dir_with(files);
-    PolicySet::load(dir.path(), query)
+    PolicySet::load(dir.path(), query, TIMEOUT)
         .unwrap()
         .decide(input::sample())
 }
@@ -138,7 +140,7 @@ fn hidden_entries_are_skipped_like_kubernetes_volumes() {
     let dir = dir_with(&[("..2026_11_23/p.rego", "package t\nallow := true\n")]);
     std::os::unix::fs::symlink("..2026_11_23", dir.path().join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/p.rego", dir.path().join("p.rego")).unwrap();
-    let set = PolicySet::load(dir.path(), "data.t.allow").unwrap();
+    let set = PolicySet::load(dir.path(), "data.t.allow", TIMEOUT).unwrap();
     assert!(set.decide(input::sample()).allowed);
 }
 
@@ -194,9 +196,15 @@ fn unsupported_calls_are_found_outside_comments_and_strings() {
 fn revision_follows_content() {
     let a = dir_with(&[("p.rego", "package t\nallow := true\n")]);
     let b = dir_with(&[("p.rego", "package t\nallow := false\n")]);
-    let ra = PolicySet::load(a.path(), "data.t.allow").unwrap().revision;
-    let ra2 = PolicySet::load(a.path(), "data.t.allow").unwrap().revision;
-    let rb = PolicySet::load(b.path(), "data.t.allow").unwrap().revision;
+    let ra = PolicySet::load(a.path(), "data.t.allow", TIMEOUT)
+        .unwrap()
+        .revision;
+    let ra2 = PolicySet::load(a.path(), "data.t.allow", TIMEOUT)
+        .unwrap()
+        .revision;
+    let rb = PolicySet::load(b.path(), "data.t.allow", TIMEOUT)
+        .unwrap()
+        .revision;
     assert_eq!(ra, ra2);
     assert_ne!(ra, rb);
 }

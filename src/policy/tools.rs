@@ -35,16 +35,6 @@ pub fn run(command: PolicyCommand) -> ExitCode {
     }
 }
 
-/// Bound every evaluation in this process, as `regate run` does with `--policy-timeout`.
-fn set_time_limit(limit: Duration) {
-    regorus::utils::limits::set_fallback_execution_timer_config(Some(
-        regorus::utils::limits::ExecutionTimerConfig {
-            limit,
-            check_interval: std::num::NonZeroU32::MIN.saturating_add(99),
-        },
-    ));
-}
-
 /// A clap value parser for `500ms`, `10s`, `5m`, `1h`: the durations `regate run` accepts.
 fn duration(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)

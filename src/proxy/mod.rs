@@ -6,7 +6,7 @@
 //! current policy set at its start, so a reload applies to the next request on an open
 //! connection. Responses for anything but a forwarded request are built in [`error`]. A
 //! request that got as far as a decision is recorded whatever happens next, the client
-//! going away included ([`Pending`]).
+//! going away included (`Pending`).
 
 pub mod connection;
 pub mod error;

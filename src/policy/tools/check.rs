@@ -28,7 +28,6 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
-    super::set_time_limit(args.policy_timeout);
     let dir = args.dir.display().to_string();
     let outcome = Sources::read(&args.dir).and_then(|sources| {
         let rego = count(&sources, |k| k == FileKind::Rego);
@@ -36,9 +35,10 @@ pub fn run(args: CheckArgs) -> ExitCode {
         let revision = sources.revision.clone();
         if args.no_query {
             let mut engine = build_engine(sources.files)?;
+            engine.set_execution_timer_config(crate::policy::execution_limit(args.policy_timeout));
             prepare(&mut engine).map_err(|e| vec![e])?;
         } else {
-            PolicySet::compile(sources, &args.query)?;
+            PolicySet::compile(sources, &args.query, args.policy_timeout)?;
         }
         Ok((rego, data, revision))
     });

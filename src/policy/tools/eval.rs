@@ -133,12 +133,11 @@ enum Prepared {
 }
 
 fn eval(args: &EvalArgs) -> Result<String, Vec<String>> {
-    super::set_time_limit(args.policy_timeout);
     let prepared = match &args.input {
         Some(source) => Prepared::Input(read_input(source).map_err(|e| vec![e])?),
         None => describe(&args.request).map_err(|e| vec![e])?,
     };
-    let set = PolicySet::load(&args.policies, &args.query)
+    let set = PolicySet::load(&args.policies, &args.query, args.policy_timeout)
         .map_err(|es| es.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let (decision, input, timings) = match prepared {
         Prepared::Refused(decision) => (decision, None, Vec::new()),

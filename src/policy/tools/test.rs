@@ -149,11 +149,10 @@ impl Run {
 }
 
 pub fn run(args: TestArgs) -> ExitCode {
-    super::set_time_limit(args.timeout);
     let mut run = Run::default();
     for dir in &args.dirs {
         let name = dir.display().to_string();
-        match load(dir) {
+        match load(dir, args.timeout) {
             Ok(engine) => run_dir(&name, &engine, &args, &mut run),
             Err(errors) => run
                 .load_errors
@@ -179,12 +178,13 @@ pub fn run(args: TestArgs) -> ExitCode {
 
 /// The directory's engine, loaded through the proxy's own path and analysed once, so each
 /// test's copy starts prepared and a broken module is reported once, not once per test.
-fn load(dir: &std::path::Path) -> Result<Engine, Vec<String>> {
+fn load(dir: &std::path::Path, timeout: std::time::Duration) -> Result<Engine, Vec<String>> {
     let strings = |es: Vec<crate::policy::PolicyError>| -> Vec<String> {
         es.iter().map(|e| e.to_string()).collect()
     };
     let sources = Sources::read(dir).map_err(strings)?;
     let mut engine = build_engine(sources.files).map_err(strings)?;
+    engine.set_execution_timer_config(crate::policy::execution_limit(timeout));
     engine.set_gather_prints(true);
     super::check::prepare(&mut engine).map_err(|e| vec![e.to_string()])?;
     Ok(engine)
