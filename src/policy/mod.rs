@@ -416,22 +416,26 @@ fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), Polic
 /// anything a policy author wrote, secrets included; it is left out, and the location says
 /// where to look.
 pub fn summary(raw: &str) -> String {
-    let location = raw
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("--> "));
-    let message = raw
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("error: "));
-    match (location, message) {
-        (Some(loc), Some(msg)) => format!("{}: {}", loc.trim(), msg.trim()),
-        _ => raw
-            .lines()
+    located(raw).unwrap_or_else(|| {
+        raw.lines()
             .filter(|l| !is_excerpt_line(l))
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
-            .join(" "),
-    }
+            .join(" ")
+    })
+}
+
+/// regorus reports `--> file:line:col`, a source excerpt, then `error: message`: as
+/// `file:line:col: message`, when the message has both.
+fn located(raw: &str) -> Option<String> {
+    let location = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let message = raw
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("error: "))?;
+    Some(format!("{}: {}", location.trim(), message.trim()))
 }
 
 /// `  |`, `5 | source`, `  | ^^^`: the lines of an excerpt.
@@ -442,20 +446,13 @@ fn is_excerpt_line(line: &str) -> bool {
     }
 }
 
-/// For the authoring tools (`regate policy test`): regorus reports `--> file:line:col`, a
-/// source excerpt, then `error: message`. Put `file:line:col: message` first, where a reader
-/// (and an editor) looks for it, and keep the excerpt after it: a policy author running the
-/// tool on their own files wants to see the line.
+/// For the authoring tools (`regate policy test`): `file:line:col: message` first, where a
+/// reader (and an editor) looks for it, then regorus' whole message with its excerpt: a policy
+/// author running the tool on their own files wants to see the line.
 fn compile_message(raw: &str) -> String {
-    let location = raw
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("--> "));
-    let message = raw
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("error: "));
-    match (location, message) {
-        (Some(loc), Some(msg)) => format!("{loc}: {msg}\n{}", raw.trim_matches('\n')),
-        _ => raw.trim().to_string(),
+    match located(raw) {
+        Some(first) => format!("{first}\n{}", raw.trim_matches('\n')),
+        None => raw.trim().to_string(),
     }
 }
 
