@@ -209,6 +209,7 @@ impl App {
             },
             changes: self.reloader.changes(),
             shutdown: stop.clone(),
+            failure_log: limits::RateLimited::new(listener::LOG_EVERY),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()

@@ -9,6 +9,12 @@ use regate::config::{Config, LogFormat, RunArgs, Upstream};
 use regate::App;
 use tokio::net::TcpListener;
 
+/// glibc's allocator was a sixth of regate's CPU under load (BENCHMARKS.md); mimalloc's
+/// per-thread free lists serve the request path's many small, short-lived allocations
+/// faster. Without transparent huge pages, so idle memory stays small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "regate",

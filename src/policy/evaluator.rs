@@ -3,26 +3,30 @@
 //!
 //! An evaluation is CPU work that cannot yield. Two ways to run it:
 //!
-//! - **Inline**, on the async worker that handles the request: no hand-off, so the common case
-//!   costs nothing extra. At most one worker fewer than the runtime has may be inside an
-//!   evaluation at once ([`Evaluator::new`]), so one worker is always free to serve I/O and to
-//!   take over the others' queued tasks. regate's runtime has one worker more than cores for
-//!   this ([`crate::worker_threads`]).
+//! - **Inline**, on the async worker that handles the request: no hand-off between threads,
+//!   so the common case costs nothing extra. At most all the runtime's workers but one are
+//!   inside an evaluation at once; a request finding them all busy waits its turn as an async
+//!   task, so the remaining worker stays free to serve I/O and to take over the others'
+//!   queued tasks. regate's runtime has one worker more than cores for this
+//!   ([`crate::worker_threads`]).
 //! - **On the evaluation threads** (`spawn_blocking`, at most [`slots`] at once), while the
-//!   request awaits the answer: when no worker may evaluate inline, and for good once any
-//!   evaluation of the policy set has used more than [`SLOW`] of CPU (a slow branch, reached
-//!   by accident or on purpose, then holds an evaluation thread, never a worker). CPU time,
-//!   not wall time, so that a busy machine descheduling a thread does not count.
+//!   request awaits the answer: when no inline turn was given back for [`INLINE_WAIT`]; for
+//!   good once any evaluation of the policy set has used more than [`SLOW`] of CPU (a slow
+//!   branch, reached by accident or on purpose, then holds an evaluation thread, never a
+//!   worker; CPU time, so that a busy machine descheduling a thread does not count); and on
+//!   a runtime with a single worker.
 //!
-//! `--policy-timeout` covers waiting for a slot and the evaluation. On the evaluation threads
-//! it is kept from the client's side: at the deadline the request is denied
-//! (`policy_timeout`) whether or not the evaluation has finished. regorus' own timer stops a
-//! Rego evaluation near the same deadline, but it is checked between steps: a single builtin
-//! call (a regex over a huge string, say) cannot be interrupted, and its thread stays busy
-//! until the call returns. Inline, an evaluation is answered when it ends, so the first slow
-//! one of a policy set (the one that reveals it) can overrun the timeout by what a builtin
-//! takes; every later one of that set runs on the evaluation threads.
+//! `--policy-timeout` bounds the evaluation. On the evaluation threads it also covers waiting
+//! for a slot (not the wait for an inline turn before), and it is kept from the client's
+//! side: at the deadline the request is denied (`policy_timeout`) whether or not the
+//! evaluation has finished. regorus' own timer stops a Rego evaluation near the same
+//! deadline, but it is checked between steps: a single builtin call (a regex over a huge
+//! string, say) cannot be interrupted, and its thread stays busy until the call returns.
+//! Inline, an evaluation is answered when it ends, so the first slow one of a policy set (the
+//! one that reveals it) can overrun the timeout by what a builtin takes; every later one of
+//! that set runs on the evaluation threads.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +37,15 @@ use tokio::sync::Semaphore;
 use super::{Decision, PolicySet};
 
 /// An evaluation using more CPU than this sends every later one of its policy set to the
-/// evaluation threads. A worker blocked this long delays only the few tasks queued behind it.
-pub const SLOW: Duration = Duration::from_millis(1);
+/// evaluation threads. Typical evaluations use microseconds; this is far past any of them,
+/// cold caches included, and still far below any `--policy-timeout` worth having.
+pub const SLOW: Duration = Duration::from_millis(10);
+
+/// How long a request waits for an inline turn while none is given back before it goes to the
+/// evaluation threads. Fast evaluations give turns back in microseconds; none in this long
+/// means slow ones (of a set not yet known to be slow) hold them all, which a fast request
+/// must not wait for.
+pub const INLINE_WAIT: Duration = Duration::from_millis(10);
 
 /// How many evaluations may run on the evaluation threads at once: four per core, at least
 /// eight, so that a few slow evaluations leave room for fast ones and the scheduler shares the
@@ -48,6 +59,10 @@ pub fn slots() -> usize {
 pub struct Evaluator {
     /// Workers that may be inside an evaluation at once: the runtime's workers but one.
     inline: Semaphore,
+    /// Whether anything may be evaluated inline (a single-worker runtime: no).
+    inline_allowed: bool,
+    /// Inline evaluations finished, to tell a busy proxy from inline turns held by slow ones.
+    inline_done: AtomicU64,
     slots: Arc<Semaphore>,
     timeout: Duration,
     /// Evaluations running on the evaluation threads now (`regate_policy_evaluations_running`).
@@ -67,17 +82,48 @@ impl Evaluator {
     pub fn with_inline(inline: usize, timeout: Duration, running: Gauge) -> Evaluator {
         Evaluator {
             inline: Semaphore::new(inline),
+            inline_allowed: inline > 0,
+            inline_done: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(slots())),
             timeout,
             running,
         }
     }
 
+    /// Evaluate on this worker once it is one of the inline ones; `None` to go to the
+    /// evaluation threads instead. Waiting yields the worker. A busy proxy keeps inline turns
+    /// coming, and the request keeps waiting for one (it would gain nothing elsewhere); no turn
+    /// for a whole [`INLINE_WAIT`] means slow evaluations hold them all.
+    async fn inline(&self, set: &PolicySet, input: &Value) -> Option<Decision> {
+        let mut done = self.inline_done.load(Ordering::Relaxed);
+        loop {
+            match tokio::time::timeout(INLINE_WAIT, self.inline.acquire()).await {
+                Ok(Ok(_worker)) => {
+                    // The set may have shown itself slow while this request waited.
+                    if set.slow_seen() {
+                        return None;
+                    }
+                    let decision = set.decide(input.clone());
+                    self.inline_done.fetch_add(1, Ordering::Relaxed);
+                    return Some(decision);
+                }
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    let now = self.inline_done.load(Ordering::Relaxed);
+                    if now == done || set.slow_seen() {
+                        return None;
+                    }
+                    done = now;
+                }
+            }
+        }
+    }
+
     /// Decide `input` with `set`. Never fails: a full queue, an overrun, a panic are denies.
     pub async fn decide(&self, set: Arc<PolicySet>, input: Value) -> Decision {
-        if !set.slow_seen() {
-            if let Ok(_worker) = self.inline.try_acquire() {
-                return set.decide(input);
+        if self.inline_allowed && !set.slow_seen() {
+            if let Some(decision) = self.inline(&set, &input).await {
+                return decision;
             }
         }
         let start = Instant::now();

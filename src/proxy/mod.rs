@@ -57,6 +57,8 @@ pub struct Proxy {
     pub changes: watch::Receiver<u64>,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
+    /// Policy failures are logged at most once a second.
+    pub failure_log: crate::limits::RateLimited,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -278,13 +280,18 @@ impl Proxy {
             self.evaluator.decide(policies.clone(), input).await
         };
         if let Some(e) = &decision.error {
-            tracing::error!(
-                request.id = %seen.request_id,
-                policy.revision = %policies.revision,
-                reason = %decision.reason,
-                error = %redact(e, &parts.headers),
-                "policy evaluation failed; denying",
-            );
+            // A client can make every one of its requests fail the policy: a line per second,
+            // with the count held back; the records and the metric have every one.
+            if let Some(held_back) = self.failure_log.check() {
+                tracing::error!(
+                    request.id = %seen.request_id,
+                    policy.revision = %policies.revision,
+                    reason = %decision.reason,
+                    error = %redact(e, &parts.headers),
+                    held_back,
+                    "policy evaluation failed; denying",
+                );
+            }
         }
         if !decision.allowed {
             return Err(ProxyError::Denied(Box::new(decision)));
