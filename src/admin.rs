@@ -157,6 +157,31 @@ fn kind(status: &std::sync::Mutex<KindStatus>) -> serde_json::Value {
     })
 }
 
+/// Whether the set's answers are kept, by what, and how often they served.
+fn decision_cache(policy: &crate::policy::PolicySet) -> serde_json::Value {
+    use crate::policy::analysis::Reads;
+    let keys = match &policy.reads {
+        Reads::Paths(paths) => paths
+            .iter()
+            .map(|p| format!("input.{}", p.join(".")))
+            .collect::<Vec<_>>(),
+        Reads::Uncacheable(_) => Vec::new(),
+    };
+    match (policy.cache(), &policy.reads) {
+        (Some(cache), _) => json!({
+            "enabled": true,
+            "keys": keys,
+            "entries": cache.entries(),
+            "hits": cache.hits(),
+            "misses": cache.misses(),
+        }),
+        (None, Reads::Uncacheable(why)) => json!({"enabled": false, "reason": why}),
+        (None, Reads::Paths(_)) => {
+            json!({"enabled": false, "reason": "--decision-cache-entries is 0"})
+        }
+    }
+}
+
 fn status(state: &AdminState) -> serde_json::Value {
     let policy = state.policies.load();
     let tls = state.tls.load();
@@ -172,6 +197,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             "query": &*policy.query,
             // Once true, this revision is evaluated only on the evaluation threads.
             "slow_evaluation_seen": policy.slow_seen(),
+            "decision_cache": decision_cache(&policy),
         },
         "certificate": {
             "serial": local.serial,

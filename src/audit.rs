@@ -42,6 +42,9 @@ pub struct DecisionRecord<'a> {
     pub reason: &'a str,
     pub policy_revision: &'a str,
     pub eval_ns: u64,
+    /// True when the decision came from the decision cache, not from an evaluation.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
     pub upstream_status: Option<u16>,
     /// From sending the request upstream to its response head.
     pub upstream_ns: Option<u64>,
@@ -236,6 +239,7 @@ mod tests {
             reason: "allowed",
             policy_revision: "sha256:0",
             eval_ns: i as u64,
+            cached: false,
             upstream_status: None,
             upstream_ns: None,
             duration_ns: 0,

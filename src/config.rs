@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// a slot, up to --upstream-timeout [default: 32].
     #[arg(long, value_name = "N")]
     pub max_upstream_requests_per_connection: Option<usize>,
+    /// Policy answers kept, by what the policy reads, per policy revision; 0 turns the
+    /// decision cache off [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub decision_cache_entries: Option<usize>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -158,6 +162,7 @@ struct FileSettings {
     max_connections_per_identity: Option<usize>,
     max_upstream_requests: Option<usize>,
     max_upstream_requests_per_connection: Option<usize>,
+    decision_cache_entries: Option<usize>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -192,6 +197,8 @@ pub struct Config {
     pub max_connections_per_identity: usize,
     pub max_upstream_requests: usize,
     pub max_upstream_requests_per_connection: usize,
+    /// Zero: no decision cache.
+    pub decision_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -497,6 +504,10 @@ impl Config {
                 .or(file.max_upstream_requests_per_connection),
             32,
         );
+        let decision_cache_entries = args
+            .decision_cache_entries
+            .or(file.decision_cache_entries)
+            .unwrap_or(10_000);
         let max_connections_per_identity = args
             .max_connections_per_identity
             .or(file.max_connections_per_identity)
@@ -529,6 +540,7 @@ impl Config {
             max_connections_per_identity,
             max_upstream_requests,
             max_upstream_requests_per_connection,
+            decision_cache_entries,
         };
         Checked { config, errors }
     }

@@ -116,6 +116,7 @@ impl App {
         };
         let policies = if config.policies.is_dir() {
             PolicySet::load(&config.policies, &config.query, config.policy_timeout)
+                .map(|set| set.with_decision_cache(config.decision_cache_entries))
                 .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
                 .ok()
         } else {

@@ -113,6 +113,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     tunnels_closed: Family<ReasonLabels, Counter>,
     evaluations_running: Gauge,
+    decision_cache: Family<ResultLabels, Counter>,
     policy_reasons: RwLock<HashSet<String>>,
 }
 
@@ -244,6 +245,12 @@ impl Metrics {
             "Policy evaluations running now, on regate's evaluation threads",
             evaluations_running.clone(),
         );
+        let decision_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_decision_cache",
+            "Policy decisions asked of a policy set with a decision cache, by result (hit, miss)",
+            decision_cache.clone(),
+        );
         // Series that exist from the start read 0 instead of missing, so rates and alerts
         // work before the first event of each kind.
         for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
@@ -270,6 +277,9 @@ impl Metrics {
         for reason in TUNNEL_ENDS {
             let _ = tunnels_closed.get_or_create(&ReasonLabels { reason });
         }
+        for result in ["hit", "miss"] {
+            let _ = decision_cache.get_or_create(&ResultLabels { result });
+        }
         Metrics {
             registry,
             requests,
@@ -288,6 +298,7 @@ impl Metrics {
             tunnels_open,
             tunnels_closed,
             evaluations_running,
+            decision_cache,
             policy_reasons: RwLock::default(),
         }
     }
@@ -356,6 +367,14 @@ impl Metrics {
     pub fn tunnel_closed(&self, reason: &'static str) {
         self.tunnels_closed
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A decision asked of a set with a cache: answered from it or not.
+    pub fn decision_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.decision_cache
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

@@ -64,6 +64,7 @@ pub struct Reloader {
     pub policies_dir: PathBuf,
     pub query: String,
     pub policy_timeout: std::time::Duration,
+    pub decision_cache_entries: usize,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
@@ -98,6 +99,7 @@ impl Reloader {
             policies_dir: config.policies.clone(),
             query: config.query.clone(),
             policy_timeout: config.policy_timeout,
+            decision_cache_entries: config.decision_cache_entries,
             cert: config.cert.clone(),
             key: config.key.clone(),
             client_ca: config.client_ca.clone(),
@@ -148,6 +150,8 @@ impl Reloader {
         let revision = sources.revision.clone();
         match PolicySet::compile(sources, &self.query, self.policy_timeout) {
             Ok(set) => {
+                // A new set starts with an empty cache: no answer outlives its policy.
+                let set = set.with_decision_cache(self.decision_cache_entries);
                 self.policies.store(Arc::new(set));
                 self.changes.send_modify(|n| *n += 1);
                 self.refused().policy = None;

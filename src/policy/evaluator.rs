@@ -119,8 +119,29 @@ impl Evaluator {
         }
     }
 
-    /// Decide `input` with `set`. Never fails: a full queue, an overrun, a panic are denies.
+    /// Decide `input` with `set`: from its decision cache when the same request (to the
+    /// policy) was decided before, else by evaluating it. Never fails: a full queue, an
+    /// overrun, a panic are denies.
     pub async fn decide(&self, set: Arc<PolicySet>, input: Value) -> Decision {
+        let Some(cache) = set.cache() else {
+            return self.evaluate(set, input).await;
+        };
+        let start = Instant::now();
+        let key = cache.key(&input);
+        if let Some(mut decision) = cache.get(&key) {
+            decision.eval_ns = start.elapsed().as_nanos() as u64;
+            return decision;
+        }
+        let cached = set.clone();
+        let decision = self.evaluate(set, input).await;
+        if let Some(cache) = cached.cache() {
+            cache.put(key, &decision);
+        }
+        decision
+    }
+
+    /// Evaluate `input` with `set`, inline or on the evaluation threads.
+    async fn evaluate(&self, set: Arc<PolicySet>, input: Value) -> Decision {
         if self.inline_allowed && !set.slow_seen() {
             if let Some(decision) = self.inline(&set, &input).await {
                 return decision;

@@ -6,6 +6,8 @@
 //! applies to the next request even on an open connection. Building the `input` document is
 //! [`input`]'s job; what happens with a decision is the proxy's.
 
+pub mod analysis;
+pub mod cache;
 pub mod evaluator;
 pub mod input;
 pub mod tools;
@@ -62,6 +64,10 @@ pub struct PolicySet {
     /// Set once an evaluation of this set has taken longer than [`evaluator::SLOW`]; from then
     /// on the proxy evaluates it only on its evaluation threads.
     slow_seen: std::sync::atomic::AtomicBool,
+    /// What the set can read from `input`, or why its answers cannot be kept.
+    pub reads: analysis::Reads,
+    /// Its answers, kept by what it reads ([`PolicySet::with_decision_cache`]).
+    cache: Option<cache::DecisionCache>,
 }
 
 /// What the policy decided for one request, already checked for shape.
@@ -88,6 +94,8 @@ pub struct Decision {
     /// Set when evaluation failed; for the diagnostic log only, never sent to the client.
     pub error: Option<String>,
     pub eval_ns: u64,
+    /// Answered from the decision cache rather than by an evaluation.
+    pub cached: bool,
 }
 
 impl Decision {
@@ -105,6 +113,7 @@ impl Decision {
             query_remove: Vec::new(),
             error: None,
             eval_ns: 0,
+            cached: false,
         }
     }
 }
@@ -139,11 +148,14 @@ impl PolicySet {
                 message: summary(&e.to_string()),
             })
         })?;
+        let reads = analysis::reads(engine.get_modules(), query);
         let set = PolicySet {
             engine,
             revision,
             query: query.into(),
             slow_seen: Default::default(),
+            reads,
+            cache: None,
         };
         // The static check cannot see everything: evaluate once now, not first on a request.
         set.eval(input::sample()).map_err(|e| {
@@ -159,6 +171,19 @@ impl PolicySet {
         let mut engine = self.engine.clone();
         engine.set_input(input);
         engine.eval_rule(self.query.to_string())
+    }
+
+    /// Keep up to `entries` of this set's answers (0: none), when its analysis allows.
+    pub fn with_decision_cache(mut self, entries: usize) -> PolicySet {
+        if let analysis::Reads::Paths(paths) = &self.reads {
+            self.cache = cache::DecisionCache::new(paths, entries);
+        }
+        self
+    }
+
+    /// The decision cache, when this set has one.
+    pub fn cache(&self) -> Option<&cache::DecisionCache> {
+        self.cache.as_ref()
     }
 
     /// Whether an evaluation of this set has ever been slow (see [`Evaluator`]).
@@ -569,6 +594,7 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         query_remove,
         error: None,
         eval_ns: 0,
+        cached: false,
     })
 }
 

@@ -277,7 +277,11 @@ impl Proxy {
             if prepared.upgrade.is_some() {
                 kept_input = Some(input.clone());
             }
-            self.evaluator.decide(policies.clone(), input).await
+            let decision = self.evaluator.decide(policies.clone(), input).await;
+            if policies.cache().is_some() {
+                self.metrics.decision_cache(decision.cached);
+            }
+            decision
         };
         if let Some(e) = &decision.error {
             // A client can make every one of its requests fail the policy: a line per second,
@@ -436,6 +440,7 @@ struct Pending<'a> {
     allowed: bool,
     reason: Cow<'static, str>,
     eval_ns: u64,
+    cached: bool,
     upstream: Option<(u16, u64)>,
     done: bool,
 }
@@ -454,6 +459,7 @@ impl<'a> Pending<'a> {
             allowed: false,
             reason: Cow::Borrowed("client_cancelled"),
             eval_ns: 0,
+            cached: false,
             upstream: None,
             done: false,
         }
@@ -462,6 +468,7 @@ impl<'a> Pending<'a> {
     fn denied(&mut self, err: &ProxyError) {
         if let ProxyError::Denied(d) = err {
             self.eval_ns = d.eval_ns;
+            self.cached = d.cached;
         }
         self.reason = err.reason();
     }
@@ -470,6 +477,7 @@ impl<'a> Pending<'a> {
         self.allowed = true;
         self.reason = decision.reason.clone();
         self.eval_ns = decision.eval_ns;
+        self.cached = decision.cached;
     }
 
     fn finish(mut self, status: StatusCode) {
@@ -494,6 +502,7 @@ impl<'a> Pending<'a> {
             reason: &self.reason,
             policy_revision: &self.revision,
             eval_ns: self.eval_ns,
+            cached: self.cached,
             upstream_status: self.upstream.map(|(status, _)| status),
             upstream_ns: self.upstream.map(|(_, ns)| ns),
             duration_ns: duration.as_nanos() as u64,

@@ -1,0 +1,178 @@
+//! The decision cache: a policy set's answers, kept by exactly what the policy can read.
+//!
+//! [`analysis`](super::analysis) finds the parts of `input` a set can read; the key of a
+//! request is the JSON of `input` at each of them (or "undefined"), so two requests with the
+//! same key are, to the policy, the same request, and its answer is the same. A cache belongs
+//! to one policy set: a reload builds a new set with an empty cache, so no answer outlives the
+//! policy or data that gave it. Only clean answers are kept: an evaluation that erred or timed
+//! out is asked again next time.
+//!
+//! Bounded: at most `--decision-cache-entries` answers, in shards each evicting its least
+//! recently used.
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use lru::LruCache;
+use regorus::Value;
+
+use super::Decision;
+
+const SHARDS: usize = 16;
+
+/// A separator no JSON text contains unescaped.
+const SEPARATOR: u8 = 0;
+/// What a key holds for a part of `input` that is not there.
+const UNDEFINED: u8 = 1;
+
+pub struct DecisionCache {
+    /// The parts of `input` the key is made of, as object keys to follow.
+    paths: Vec<Vec<Value>>,
+    shards: Vec<Mutex<LruCache<Box<[u8]>, Decision>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl DecisionCache {
+    /// A cache keyed on `paths` holding up to `entries` answers; `None` for no cache.
+    pub fn new(paths: &[Vec<String>], entries: usize) -> Option<DecisionCache> {
+        let per_shard = NonZeroUsize::new(entries.div_ceil(SHARDS))?;
+        Some(DecisionCache {
+            paths: paths
+                .iter()
+                .map(|p| p.iter().map(|k| Value::from(k.as_str())).collect())
+                .collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The key of `input`: the JSON of each part the policy can read.
+    pub fn key(&self, input: &Value) -> Box<[u8]> {
+        let mut key = Vec::with_capacity(64);
+        for path in &self.paths {
+            match at(input, path) {
+                Some(value) => {
+                    // Serializing a Value to memory cannot fail; if it did, the key would
+                    // still be distinct from every other input's.
+                    let _ = serde_json::to_writer(&mut key, value);
+                }
+                None => key.push(UNDEFINED),
+            }
+            key.push(SEPARATOR);
+        }
+        key.into_boxed_slice()
+    }
+
+    /// The answer kept for `key`, marked as cached.
+    pub fn get(&self, key: &[u8]) -> Option<Decision> {
+        let found = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key)
+            .cloned();
+        match found {
+            Some(mut decision) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                decision.cached = true;
+                Some(decision)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Keep a fresh answer, unless its evaluation failed.
+    pub fn put(&self, key: Box<[u8]>, decision: &Decision) {
+        if decision.error.is_some() {
+            return;
+        }
+        self.shard(&key)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .put(key, decision.clone());
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub fn entries(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<LruCache<Box<[u8]>, Decision>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.shards[(hasher.finish() as usize) % SHARDS]
+    }
+}
+
+/// The value of `input` at `path`, following object keys.
+fn at<'a>(input: &'a Value, path: &[Value]) -> Option<&'a Value> {
+    let mut current = input;
+    for key in path {
+        current = match current {
+            Value::Object(map) => map.get(key)?,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> Value {
+        Value::from_json_str(json).unwrap()
+    }
+
+    #[test]
+    fn keys_tell_apart_exactly_what_the_policy_reads() {
+        let cache =
+            DecisionCache::new(&[vec!["a".into()], vec!["b".into(), "c".into()]], 100).unwrap();
+        let k1 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 1}"#));
+        let k2 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 2}"#));
+        let k3 = cache.key(&input(r#"{"a": 1, "b": {"c": "y"}}"#));
+        let k4 = cache.key(&input(r#"{"a": 1, "b": {}}"#));
+        let k5 = cache.key(&input(r#"{"a": 1, "b": {"c": null}}"#));
+        assert_eq!(k1, k2, "a part the policy never reads changes nothing");
+        assert_ne!(k1, k3);
+        assert_ne!(k4, k5, "undefined is not null");
+        assert_ne!(k3, k4);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_no_failure() {
+        let cache = DecisionCache::new(&[vec!["a".into()]], SHARDS).unwrap();
+        for i in 0..1000 {
+            let key = cache.key(&input(&format!(r#"{{"a": {i}}}"#)));
+            cache.put(key, &Decision::deny("denied"));
+        }
+        assert!(cache.entries() <= SHARDS);
+        let key = cache.key(&input(r#"{"a": "failed"}"#));
+        let failed = Decision {
+            error: Some("boom".into()),
+            ..Decision::deny("policy_error")
+        };
+        cache.put(key.clone(), &failed);
+        assert!(cache.get(&key).is_none());
+        assert!(DecisionCache::new(&[], 0).is_none());
+    }
+}
