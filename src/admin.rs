@@ -163,7 +163,7 @@ fn decision_cache(policy: &crate::policy::PolicySet) -> serde_json::Value {
     let keys = match &policy.reads {
         Reads::Paths(paths) => paths
             .iter()
-            .map(|p| format!("input.{}", p.join(".")))
+            .map(|p| crate::policy::analysis::display(p))
             .collect::<Vec<_>>(),
         Reads::Uncacheable(_) => Vec::new(),
     };

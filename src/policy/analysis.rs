@@ -35,11 +35,33 @@ const UNIQUE_PER_REQUEST: &[&[&str]] = &[
     &["attributes", "request", "time"],
 ];
 
+/// One step into a document: an object key, or an array index (`input.parsed_path[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `input.parsed_path[0]`, `input.attributes.request.http.method`.
+pub fn display(path: &[Step]) -> String {
+    let mut out = String::from("input");
+    for step in path {
+        match step {
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
 /// What the cache may key on, or why there is no cache for this set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reads {
     /// The answer depends only on these parts of `input` (and on the set itself).
-    Paths(Vec<Vec<String>>),
+    Paths(Vec<Vec<Step>>),
     /// No cache, and why, for `/status`.
     Uncacheable(String),
 }
@@ -94,19 +116,23 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
         }
     }
     for path in &facts.paths {
-        if let Some(unique) = UNIQUE_PER_REQUEST
-            .iter()
-            .find(|u| u.starts_with(&path.iter().map(String::as_str).collect::<Vec<_>>()))
-        {
+        let holds = |unique: &&&[&str]| {
+            path.len() <= unique.len()
+                && path
+                    .iter()
+                    .zip(unique.iter())
+                    .all(|(step, key)| matches!(step, Step::Key(k) if k == key))
+        };
+        if let Some(unique) = UNIQUE_PER_REQUEST.iter().find(holds) {
             return Reads::Uncacheable(format!(
-                "the policy reads input.{}, which holds input.{}, unique to each request",
-                path.join("."),
+                "the policy reads {}, which holds input.{}, unique to each request",
+                display(path),
                 unique.join(".")
             ));
         }
     }
     // A prefix inside another adds nothing to the key.
-    let paths: Vec<Vec<String>> = facts
+    let paths: Vec<Vec<Step>> = facts
         .paths
         .iter()
         .filter(|p| {
@@ -123,13 +149,13 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
 #[derive(Default)]
 struct Facts {
     /// Static prefixes of every reference rooted at `input`; `[]` is `input` itself.
-    paths: BTreeSet<Vec<String>>,
+    paths: BTreeSet<Vec<Step>>,
     /// Every function called, spelt as written (`net.cidr_contains`, `data.lib.f`, `f`).
     calls: BTreeSet<String>,
     /// Names in `with` modifiers that are not documents: functions replaced or replacing.
     replacing: BTreeSet<String>,
     /// Static prefixes of every reference rooted at `data` (`[]` is `data` itself).
-    data: BTreeSet<Vec<String>>,
+    data: BTreeSet<Vec<Step>>,
 }
 
 /// The names of the functions the modules define, as `name` and as `package.name`.
@@ -193,7 +219,14 @@ fn reachable(per_module: &[(String, Facts)], query: &str) -> Facts {
                 continue;
             }
             for data in &per_module[i].1.data {
-                let data = data.join(".");
+                let data = data
+                    .iter()
+                    .map(|s| match s {
+                        Step::Key(k) => k.clone(),
+                        Step::Index(i) => i.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
                 for (j, (pkg, _)) in per_module.iter().enumerate() {
                     let touches = data.is_empty()
                         || data == *pkg
@@ -222,14 +255,15 @@ fn reachable(per_module: &[(String, Facts)], query: &str) -> Facts {
 /// A module's import aliases: `import input.attributes.request.http as http` makes `http`
 /// stand for `input.attributes.request.http`, `import data.lib` makes `lib` stand for
 /// `data.lib`. Each alias maps to its root (`input` or `data`) and path.
-fn aliases(module: &Module) -> BTreeMap<String, (&'static str, Vec<String>)> {
+fn aliases(module: &Module) -> BTreeMap<String, (&'static str, Vec<Step>)> {
     let mut aliases = BTreeMap::new();
     for import in &module.imports {
         for root in ["input", "data"] {
             if let Some(path) = rooted(&import.refr, root, &BTreeMap::new()) {
-                let alias = match &import.r#as {
-                    Some(span) => span.text().to_string(),
-                    None => path.last().cloned().unwrap_or_else(|| root.into()),
+                let alias = match (&import.r#as, path.last()) {
+                    (Some(span), _) => span.text().to_string(),
+                    (None, Some(Step::Key(last))) => last.clone(),
+                    (None, _) => root.to_string(),
                 };
                 aliases.insert(alias, (root, path));
             }
@@ -243,8 +277,8 @@ fn aliases(module: &Module) -> BTreeMap<String, (&'static str, Vec<String>)> {
 fn rooted(
     expr: &Ref<Expr>,
     root: &str,
-    aliases: &BTreeMap<String, (&'static str, Vec<String>)>,
-) -> Option<Vec<String>> {
+    aliases: &BTreeMap<String, (&'static str, Vec<Step>)>,
+) -> Option<Vec<Step>> {
     let mut chain = vec![expr];
     let mut current = expr;
     while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = current.as_ref() {
@@ -262,15 +296,19 @@ fn rooted(
     };
     for link in &chain[1..] {
         match link.as_ref() {
-            Expr::RefDot { field, .. } => path.push(field.0.text().to_string()),
+            Expr::RefDot { field, .. } => path.push(Step::Key(field.0.text().to_string())),
             Expr::RefBrack { index, .. } => match index.as_ref() {
                 Expr::String { value, .. } | Expr::RawString { value, .. } => {
                     match value.as_string() {
-                        Ok(key) => path.push(key.to_string()),
+                        Ok(key) => path.push(Step::Key(key.to_string())),
                         Err(_) => break,
                     }
                 }
-                // A variable, a number or anything computed: the whole subtree is read.
+                Expr::Number { value, .. } => match value.as_u64() {
+                    Ok(i) if i <= u32::MAX as u64 => path.push(Step::Index(i as usize)),
+                    _ => break,
+                },
+                // A variable or anything computed: the whole subtree is read.
                 _ => break,
             },
             _ => break,
@@ -281,7 +319,7 @@ fn rooted(
 
 struct Walker<'a> {
     facts: &'a mut Facts,
-    aliases: &'a BTreeMap<String, (&'static str, Vec<String>)>,
+    aliases: &'a BTreeMap<String, (&'static str, Vec<Step>)>,
 }
 
 impl Walker<'_> {
@@ -479,10 +517,18 @@ mod tests {
         reads(&engine.get_modules().clone(), "data.t.allow")
     }
 
+    /// `"parsed_path.0"`-style paths: a number is an index.
     fn paths(list: &[&[&str]]) -> Reads {
         Reads::Paths(
             list.iter()
-                .map(|p| p.iter().map(|s| s.to_string()).collect())
+                .map(|p| {
+                    p.iter()
+                        .map(|s| match s.parse::<usize>() {
+                            Ok(i) => Step::Index(i),
+                            Err(_) => Step::Key(s.to_string()),
+                        })
+                        .collect()
+                })
                 .collect(),
         )
     }
@@ -507,7 +553,7 @@ helper(env) := env == "prod"
                 &["attributes", "request", "http", "headers", "x-path"],
                 &["attributes", "request", "http", "method"],
                 &["context", "env"],
-                &["parsed_path"],
+                &["parsed_path", "0"],
                 &["peer", "spiffe_id"],
             ])
         );

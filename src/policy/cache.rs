@@ -18,7 +18,14 @@ use std::sync::Mutex;
 use lru::LruCache;
 use regorus::Value;
 
+use super::analysis::Step;
 use super::Decision;
+
+/// A step of a key path, with the object key made a `Value` once.
+enum Part {
+    Key(Value),
+    Index(usize),
+}
 
 const SHARDS: usize = 16;
 
@@ -28,8 +35,8 @@ const SEPARATOR: u8 = 0;
 const UNDEFINED: u8 = 1;
 
 pub struct DecisionCache {
-    /// The parts of `input` the key is made of, as object keys to follow.
-    paths: Vec<Vec<Value>>,
+    /// The parts of `input` the key is made of.
+    paths: Vec<Vec<Part>>,
     shards: Vec<Mutex<LruCache<Box<[u8]>, Decision>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -37,12 +44,19 @@ pub struct DecisionCache {
 
 impl DecisionCache {
     /// A cache keyed on `paths` holding up to `entries` answers; `None` for no cache.
-    pub fn new(paths: &[Vec<String>], entries: usize) -> Option<DecisionCache> {
+    pub fn new(paths: &[Vec<Step>], entries: usize) -> Option<DecisionCache> {
         let per_shard = NonZeroUsize::new(entries.div_ceil(SHARDS))?;
         Some(DecisionCache {
             paths: paths
                 .iter()
-                .map(|p| p.iter().map(|k| Value::from(k.as_str())).collect())
+                .map(|p| {
+                    p.iter()
+                        .map(|s| match s {
+                            Step::Key(k) => Part::Key(Value::from(k.as_str())),
+                            Step::Index(i) => Part::Index(*i),
+                        })
+                        .collect()
+                })
                 .collect(),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::new(per_shard)))
@@ -123,12 +137,15 @@ impl DecisionCache {
     }
 }
 
-/// The value of `input` at `path`, following object keys.
-fn at<'a>(input: &'a Value, path: &[Value]) -> Option<&'a Value> {
+/// The value of `input` at `path`, as Rego reads it: keys into objects, indexes into arrays
+/// (a number index into an object looks for a number key).
+fn at<'a>(input: &'a Value, path: &[Part]) -> Option<&'a Value> {
     let mut current = input;
-    for key in path {
-        current = match current {
-            Value::Object(map) => map.get(key)?,
+    for part in path {
+        current = match (current, part) {
+            (Value::Object(map), Part::Key(key)) => map.get(key)?,
+            (Value::Object(map), Part::Index(i)) => map.get(&Value::from(*i as u64))?,
+            (Value::Array(items), Part::Index(i)) => items.get(*i)?,
             _ => return None,
         };
     }
@@ -145,8 +162,8 @@ mod tests {
 
     #[test]
     fn keys_tell_apart_exactly_what_the_policy_reads() {
-        let cache =
-            DecisionCache::new(&[vec!["a".into()], vec!["b".into(), "c".into()]], 100).unwrap();
+        let key = |k: &str| Step::Key(k.into());
+        let cache = DecisionCache::new(&[vec![key("a")], vec![key("b"), key("c")]], 100).unwrap();
         let k1 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 1}"#));
         let k2 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 2}"#));
         let k3 = cache.key(&input(r#"{"a": 1, "b": {"c": "y"}}"#));
@@ -160,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_and_keeps_no_failure() {
-        let cache = DecisionCache::new(&[vec!["a".into()]], SHARDS).unwrap();
+        let cache = DecisionCache::new(&[vec![Step::Key("a".into())]], SHARDS).unwrap();
         for i in 0..1000 {
             let key = cache.key(&input(&format!(r#"{{"a": {i}}}"#)));
             cache.put(key, &Decision::deny("denied"));
@@ -174,5 +191,18 @@ mod tests {
         cache.put(key.clone(), &failed);
         assert!(cache.get(&key).is_none());
         assert!(DecisionCache::new(&[], 0).is_none());
+    }
+
+    #[test]
+    fn an_index_reads_one_element() {
+        let cache = DecisionCache::new(&[vec![Step::Key("p".into()), Step::Index(0)]], 10).unwrap();
+        assert_eq!(
+            cache.key(&input(r#"{"p": ["api", "1"]}"#)),
+            cache.key(&input(r#"{"p": ["api", "2", "3"]}"#))
+        );
+        assert_ne!(
+            cache.key(&input(r#"{"p": ["api"]}"#)),
+            cache.key(&input(r#"{"p": []}"#))
+        );
     }
 }
