@@ -21,7 +21,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use regate::policy::analysis::Reads;
-use regate::policy::input::{context_value, ConnInput, RequestInput};
+use regate::policy::analysis::Step;
+use regate::policy::input::{context_value, walk, ConnInput, InputView, RequestInput};
 use regate::policy::{Decision, Evaluator, PolicySet};
 use regate::tls::identity::{PeerIdentity, SpiffeId};
 
@@ -163,8 +164,42 @@ fn spec() -> impl Strategy<Value = Spec> {
         )
 }
 
-/// The input the proxy would build for `spec`.
-fn input(spec: &Spec) -> regorus::Value {
+/// A generated request: its connection's part of `input`, and the request's own pieces.
+struct Request {
+    conn: ConnInput,
+    id: String,
+    method: &'static str,
+    headers: HeaderMap,
+    target: String,
+    segments: Vec<String>,
+    query: BTreeMap<String, Vec<String>>,
+    upgrade: Option<&'static str>,
+    now: SystemTime,
+}
+
+impl Request {
+    fn input(&self) -> RequestInput<'_> {
+        RequestInput {
+            id: &self.id,
+            method: self.method,
+            headers: &self.headers,
+            path: &self.target,
+            host: "localhost",
+            protocol: "HTTP/1.1",
+            parsed_path: &self.segments,
+            parsed_query: &self.query,
+            upgrade: self.upgrade,
+            now: self.now,
+        }
+    }
+
+    /// The input the proxy would build.
+    fn build(&self) -> regorus::Value {
+        self.conn.build(&self.input())
+    }
+}
+
+fn request(spec: &Spec) -> Request {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + spec.clock);
     let now_unix = 1_800_000_000 + spec.clock as i64;
     let caller = CALLERS[spec.caller];
@@ -226,18 +261,17 @@ fn input(spec: &Spec) -> regorus::Value {
         .split('/')
         .map(str::to_string)
         .collect();
-    conn.build(&RequestInput {
-        id: &id,
+    Request {
+        conn,
+        id,
         method: METHODS[spec.method],
-        headers: &headers,
-        path: &target,
-        host: "localhost",
-        protocol: "HTTP/1.1",
-        parsed_path: &segments,
-        parsed_query: &query,
-        upgrade: None,
+        headers,
+        target,
+        segments,
+        query,
+        upgrade: (spec.clock % 7 == 0).then_some("websocket"),
         now,
-    })
+    }
 }
 
 /// Everything a decision tells the proxy to do; not how long it took or where it came from.
@@ -292,9 +326,14 @@ fn the_cache_answers_exactly_what_a_fresh_evaluation_would() {
                         let mut spec = population[pick % population.len()].clone();
                         spec.clock += later;
                         let spec = &spec;
-                        let input = input(spec);
-                        let fresh = set.decide(input.clone());
-                        let through = runtime.block_on(evaluator.decide(set.clone(), input));
+                        let request = request(spec);
+                        let fresh = set.decide(request.build());
+                        // As the proxy asks: the cache key read part by part, the whole input
+                        // built only on a miss.
+                        let asked = request.input();
+                        let view = InputView::new(&request.conn, &asked);
+                        let (through, _) =
+                            runtime.block_on(evaluator.decide_view(set.clone(), view));
                         prop_assert_eq!(
                             outcome(&through),
                             outcome(&fresh),
@@ -321,4 +360,96 @@ fn the_cache_answers_exactly_what_a_fresh_evaluation_would() {
         cacheable >= 9,
         "only {cacheable} of the example sets are cacheable"
     );
+}
+
+/// Every part of `input` a policy may read, as the cache key reads them: the paths the example
+/// policies read, and more, each also one step too far.
+fn probe_paths(sets: &[(String, PolicySet)]) -> Vec<Vec<Step>> {
+    let key = |k: &str| Step::Key(k.to_string());
+    let mut paths: Vec<Vec<Step>> = Vec::new();
+    for (_, set) in sets {
+        if let Reads::Paths(p) = &set.reads {
+            paths.extend(p.iter().cloned());
+        }
+    }
+    let http = ["attributes", "request", "http"];
+    for field in [
+        "method", "path", "host", "scheme", "protocol", "id", "headers",
+    ] {
+        paths.push(http.iter().map(|k| key(k)).chain([key(field)]).collect());
+    }
+    for header in HEADERS.iter().chain(&[
+        ":authority",
+        ":method",
+        ":path",
+        ":scheme",
+        "host",
+        "x-request-id",
+        "absent",
+    ]) {
+        paths.push(
+            http.iter()
+                .map(|k| key(k))
+                .chain([key("headers"), key(header)])
+                .collect(),
+        );
+    }
+    for p in [
+        vec![key("peer")],
+        vec![key("peer"), key("expires_in_seconds")],
+        vec![key("peer"), key("age_seconds")],
+        vec![key("peer"), key("uri_sans"), Step::Index(0)],
+        vec![key("parsed_path")],
+        vec![key("parsed_path"), Step::Index(1)],
+        vec![key("parsed_path"), Step::Index(9)],
+        vec![key("parsed_query")],
+        vec![key("parsed_query"), key("lang"), Step::Index(0)],
+        vec![key("parsed_query"), key("absent")],
+        vec![key("context")],
+        vec![key("context"), key("env")],
+        vec![key("upgrade")],
+        vec![key("version"), key("encoding")],
+        vec![key("attributes"), key("source"), key("address")],
+        vec![key("attributes"), key("destination"), key("principal")],
+        vec![key("attributes"), key("request"), key("time")],
+        vec![key("absent")],
+    ] {
+        paths.push(p);
+    }
+    let deeper: Vec<Vec<Step>> = paths
+        .iter()
+        .map(|p| p.iter().cloned().chain([key("x")]).collect())
+        .collect();
+    paths.extend(deeper);
+    paths
+}
+
+#[test]
+fn the_cache_key_reads_what_the_whole_input_holds() {
+    let awkward = tempfile::tempdir().unwrap();
+    std::fs::write(awkward.path().join("awkward.rego"), AWKWARD).unwrap();
+    let paths = probe_paths(&sets(awkward.path()));
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&spec(), |spec| {
+            let request = request(&spec);
+            let whole = request.build();
+            let asked = request.input();
+            let view = InputView::new(&request.conn, &asked);
+            for path in &paths {
+                prop_assert_eq!(
+                    view.at(path),
+                    walk(&whole, path),
+                    "{} for {:?}",
+                    regate::policy::analysis::display(path),
+                    spec
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
 }

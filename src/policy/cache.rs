@@ -21,12 +21,6 @@ use regorus::Value;
 use super::analysis::Step;
 use super::Decision;
 
-/// A step of a key path, with the object key made a `Value` once.
-enum Part {
-    Key(Value),
-    Index(usize),
-}
-
 const SHARDS: usize = 16;
 
 /// A separator no JSON text contains unescaped.
@@ -36,7 +30,7 @@ const UNDEFINED: u8 = 1;
 
 pub struct DecisionCache {
     /// The parts of `input` the key is made of.
-    paths: Vec<Vec<Part>>,
+    paths: Vec<Vec<Step>>,
     shards: Vec<Mutex<LruCache<Box<[u8]>, Decision>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -47,17 +41,7 @@ impl DecisionCache {
     pub fn new(paths: &[Vec<Step>], entries: usize) -> Option<DecisionCache> {
         let per_shard = NonZeroUsize::new(entries.div_ceil(SHARDS))?;
         Some(DecisionCache {
-            paths: paths
-                .iter()
-                .map(|p| {
-                    p.iter()
-                        .map(|s| match s {
-                            Step::Key(k) => Part::Key(Value::from(k.as_str())),
-                            Step::Index(i) => Part::Index(*i),
-                        })
-                        .collect()
-                })
-                .collect(),
+            paths: paths.to_vec(),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::new(per_shard)))
                 .collect(),
@@ -66,15 +50,16 @@ impl DecisionCache {
         })
     }
 
-    /// The key of `input`: the JSON of each part the policy can read.
-    pub fn key(&self, input: &Value) -> Box<[u8]> {
+    /// The key of a request: the JSON of each part of its `input` the policy can read, as
+    /// `at` gives them (`input::walk` over a whole document, or `InputView::at`).
+    pub fn key(&self, at: impl Fn(&[Step]) -> Option<Value>) -> Box<[u8]> {
         let mut key = Vec::with_capacity(64);
         for path in &self.paths {
-            match at(input, path) {
+            match at(path) {
                 Some(value) => {
                     // Serializing a Value to memory cannot fail; if it did, the key would
                     // still be distinct from every other input's.
-                    let _ = serde_json::to_writer(&mut key, value);
+                    let _ = serde_json::to_writer(&mut key, &value);
                 }
                 None => key.push(UNDEFINED),
             }
@@ -137,38 +122,29 @@ impl DecisionCache {
     }
 }
 
-/// The value of `input` at `path`, as Rego reads it: keys into objects, indexes into arrays
-/// (a number index into an object looks for a number key).
-fn at<'a>(input: &'a Value, path: &[Part]) -> Option<&'a Value> {
-    let mut current = input;
-    for part in path {
-        current = match (current, part) {
-            (Value::Object(map), Part::Key(key)) => map.get(key)?,
-            (Value::Object(map), Part::Index(i)) => map.get(&Value::from(*i as u64))?,
-            (Value::Array(items), Part::Index(i)) => items.get(*i)?,
-            _ => return None,
-        };
-    }
-    Some(current)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::input::walk;
 
     fn input(json: &str) -> Value {
         Value::from_json_str(json).unwrap()
+    }
+
+    fn key_of(cache: &DecisionCache, json: &str) -> Box<[u8]> {
+        let v = input(json);
+        cache.key(|p| walk(&v, p))
     }
 
     #[test]
     fn keys_tell_apart_exactly_what_the_policy_reads() {
         let key = |k: &str| Step::Key(k.into());
         let cache = DecisionCache::new(&[vec![key("a")], vec![key("b"), key("c")]], 100).unwrap();
-        let k1 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 1}"#));
-        let k2 = cache.key(&input(r#"{"a": 1, "b": {"c": "x"}, "other": 2}"#));
-        let k3 = cache.key(&input(r#"{"a": 1, "b": {"c": "y"}}"#));
-        let k4 = cache.key(&input(r#"{"a": 1, "b": {}}"#));
-        let k5 = cache.key(&input(r#"{"a": 1, "b": {"c": null}}"#));
+        let k1 = key_of(&cache, r#"{"a": 1, "b": {"c": "x"}, "other": 1}"#);
+        let k2 = key_of(&cache, r#"{"a": 1, "b": {"c": "x"}, "other": 2}"#);
+        let k3 = key_of(&cache, r#"{"a": 1, "b": {"c": "y"}}"#);
+        let k4 = key_of(&cache, r#"{"a": 1, "b": {}}"#);
+        let k5 = key_of(&cache, r#"{"a": 1, "b": {"c": null}}"#);
         assert_eq!(k1, k2, "a part the policy never reads changes nothing");
         assert_ne!(k1, k3);
         assert_ne!(k4, k5, "undefined is not null");
@@ -179,11 +155,11 @@ mod tests {
     fn the_cache_is_bounded_and_keeps_no_failure() {
         let cache = DecisionCache::new(&[vec![Step::Key("a".into())]], SHARDS).unwrap();
         for i in 0..1000 {
-            let key = cache.key(&input(&format!(r#"{{"a": {i}}}"#)));
+            let key = key_of(&cache, &format!(r#"{{"a": {i}}}"#));
             cache.put(key, &Decision::deny("denied"));
         }
         assert!(cache.entries() <= SHARDS);
-        let key = cache.key(&input(r#"{"a": "failed"}"#));
+        let key = key_of(&cache, r#"{"a": "failed"}"#);
         let failed = Decision {
             error: Some("boom".into()),
             ..Decision::deny("policy_error")
@@ -197,12 +173,12 @@ mod tests {
     fn an_index_reads_one_element() {
         let cache = DecisionCache::new(&[vec![Step::Key("p".into()), Step::Index(0)]], 10).unwrap();
         assert_eq!(
-            cache.key(&input(r#"{"p": ["api", "1"]}"#)),
-            cache.key(&input(r#"{"p": ["api", "2", "3"]}"#))
+            key_of(&cache, r#"{"p": ["api", "1"]}"#),
+            key_of(&cache, r#"{"p": ["api", "2", "3"]}"#)
         );
         assert_ne!(
-            cache.key(&input(r#"{"p": ["api"]}"#)),
-            cache.key(&input(r#"{"p": []}"#))
+            key_of(&cache, r#"{"p": ["api"]}"#),
+            key_of(&cache, r#"{"p": []}"#)
         );
     }
 }

@@ -34,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use regorus::Value;
 use tokio::sync::Semaphore;
 
+use super::input::{walk, InputView};
 use super::{Decision, PolicySet};
 
 /// An evaluation using more CPU than this sends every later one of its policy set to the
@@ -123,18 +124,57 @@ impl Evaluator {
     /// policy) was decided before, else by evaluating it. Never fails: a full queue, an
     /// overrun, a panic are denies.
     pub async fn decide(&self, set: Arc<PolicySet>, input: Value) -> Decision {
-        let Some(cache) = set.cache() else {
-            return self.evaluate(set, input).await;
-        };
+        let key = set.cache().map(|c| c.key(|p| walk(&input, p)));
+        self.decide_keyed(set, key, input).await
+    }
+
+    /// As [`Evaluator::decide`], for a request seen through an [`InputView`]: the whole input
+    /// is built only when the cache does not answer. The view's document is handed back for
+    /// whoever must keep it (a tunnel).
+    pub async fn decide_view(
+        &self,
+        set: Arc<PolicySet>,
+        view: InputView<'_>,
+    ) -> (Decision, Option<Value>) {
         let start = Instant::now();
-        let key = cache.key(&input);
-        if let Some(mut decision) = cache.get(&key) {
-            decision.eval_ns = start.elapsed().as_nanos() as u64;
-            return decision;
+        let key = set.cache().map(|c| c.key(|p| view.at(p)));
+        if let (Some(cache), Some(key)) = (set.cache(), &key) {
+            if let Some(mut decision) = cache.get(key) {
+                decision.eval_ns = start.elapsed().as_nanos() as u64;
+                return (decision, None);
+            }
         }
-        let cached = set.clone();
+        let input = view.into_value();
+        let decision = self.evaluate_and_keep(set, key, input.clone()).await;
+        (decision, Some(input))
+    }
+
+    async fn decide_keyed(
+        &self,
+        set: Arc<PolicySet>,
+        key: Option<Box<[u8]>>,
+        input: Value,
+    ) -> Decision {
+        let start = Instant::now();
+        if let (Some(cache), Some(key)) = (set.cache(), &key) {
+            if let Some(mut decision) = cache.get(key) {
+                decision.eval_ns = start.elapsed().as_nanos() as u64;
+                return decision;
+            }
+        }
+        self.evaluate_and_keep(set, key, input).await
+    }
+
+    /// Evaluate, and keep the answer under `key` when the set has a cache.
+    async fn evaluate_and_keep(
+        &self,
+        set: Arc<PolicySet>,
+        key: Option<Box<[u8]>>,
+        input: Value,
+    ) -> Decision {
+        let kept = set.clone();
         let decision = self.evaluate(set, input).await;
-        if let Some(cache) = cached.cache() {
+        if let (Some(cache), Some(key)) = (kept.cache(), key) {
             cache.put(key, &decision);
         }
         decision

@@ -14,6 +14,7 @@ use regorus::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::analysis::Step;
 use crate::tls::identity::PeerIdentity;
 
 /// The parts of `input` fixed for a connection.
@@ -201,20 +202,138 @@ impl ConnInput {
 fn headers_value(req: &RequestInput<'_>) -> Value {
     let mut map = BTreeMap::new();
     for name in req.headers.keys() {
-        let mut joined = String::new();
-        for (i, v) in req.headers.get_all(name).iter().enumerate() {
-            if i > 0 {
-                joined.push_str(", ");
-            }
-            joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
-        }
-        map.insert(Value::from(name.as_str()), Value::from(joined));
+        map.insert(
+            Value::from(name.as_str()),
+            joined(req.headers, name.as_str()),
+        );
     }
-    map.insert(Value::from(":authority"), Value::from(req.host));
-    map.insert(Value::from(":method"), Value::from(req.method));
-    map.insert(Value::from(":path"), Value::from(req.path));
-    map.insert(Value::from(":scheme"), Value::from("https"));
+    for pseudo in [":authority", ":method", ":path", ":scheme"] {
+        if let Some(v) = pseudo_header(req, pseudo) {
+            map.insert(Value::from(pseudo), v);
+        }
+    }
     Value::from(map)
+}
+
+/// Every value of one header, joined with ", ".
+fn joined(headers: &HeaderMap, name: &str) -> Value {
+    let mut joined = String::new();
+    for (i, v) in headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            joined.push_str(", ");
+        }
+        joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    Value::from(joined)
+}
+
+fn pseudo_header(req: &RequestInput<'_>, name: &str) -> Option<Value> {
+    Some(match name {
+        ":authority" => Value::from(req.host),
+        ":method" => Value::from(req.method),
+        ":path" => Value::from(req.path),
+        ":scheme" => Value::from("https"),
+        _ => return None,
+    })
+}
+
+/// One request's `input`, read part by part, for the decision cache's key: the parts a policy
+/// reads most are made on their own, without building the whole document; anything else
+/// comes from the whole document, built once. Always the value [`ConnInput::build`] has
+/// there (a property test holds the two together).
+pub struct InputView<'a> {
+    conn: &'a ConnInput,
+    req: &'a RequestInput<'a>,
+    whole: std::cell::OnceCell<Value>,
+}
+
+impl<'a> InputView<'a> {
+    pub fn new(conn: &'a ConnInput, req: &'a RequestInput<'a>) -> InputView<'a> {
+        InputView {
+            conn,
+            req,
+            whole: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The whole document, built at most once.
+    pub fn whole(&self) -> &Value {
+        self.whole.get_or_init(|| self.conn.build(self.req))
+    }
+
+    /// The whole document, to keep.
+    pub fn into_value(self) -> Value {
+        match self.whole.into_inner() {
+            Some(v) => v,
+            None => self.conn.build(self.req),
+        }
+    }
+
+    /// The value at `path`, or `None` where `input` has nothing.
+    pub fn at(&self, path: &[Step]) -> Option<Value> {
+        use Step::{Index, Key};
+        let key = |i: usize| match path.get(i) {
+            Some(Key(k)) => Some(k.as_str()),
+            _ => None,
+        };
+        let req = self.req;
+        match (key(0), key(1), key(2), key(3)) {
+            (Some("attributes"), Some("request"), Some("http"), Some(field)) => {
+                let value = match field {
+                    "method" => Value::from(req.method),
+                    "path" => Value::from(req.path),
+                    "host" => Value::from(req.host),
+                    "headers" => match path.get(4) {
+                        Some(Key(name)) => {
+                            let v = match pseudo_header(req, name) {
+                                Some(v) => v,
+                                None if req.headers.contains_key(name.as_str()) => {
+                                    joined(req.headers, name)
+                                }
+                                None => return None,
+                            };
+                            return walk(&v, &path[5..]);
+                        }
+                        _ => return walk(self.whole(), path),
+                    },
+                    _ => return walk(self.whole(), path),
+                };
+                walk(&value, &path[4..])
+            }
+            (Some("attributes"), Some("source"), ..) => walk(&self.conn.source, &path[2..]),
+            (Some("attributes"), Some("destination"), ..) => {
+                walk(&self.conn.destination, &path[2..])
+            }
+            (Some("peer"), Some("expires_in_seconds" | "age_seconds"), ..)
+            | (Some("peer"), None, ..) => walk(self.whole(), path),
+            (Some("peer"), Some(_), ..) => walk(&self.conn.peer, &path[1..]),
+            (Some("context"), ..) => walk(&self.conn.context, &path[1..]),
+            (Some("parsed_path"), ..) => match path.get(1) {
+                Some(Index(i)) => walk(&Value::from(req.parsed_path.get(*i)?.as_str()), &path[2..]),
+                _ => walk(&strings(req.parsed_path), &path[1..]),
+            },
+            (Some("parsed_query"), Some(name), ..) => {
+                walk(&strings(req.parsed_query.get(name)?), &path[2..])
+            }
+            (Some("upgrade"), ..) => walk(&Value::from(req.upgrade?), &path[1..]),
+            _ => walk(self.whole(), path),
+        }
+    }
+}
+
+/// The value under `value` at `path`, as Rego reads it: keys into objects, indexes into
+/// arrays (a number index into an object looks for a number key).
+pub fn walk(value: &Value, path: &[Step]) -> Option<Value> {
+    let mut current = value;
+    for step in path {
+        current = match (current, step) {
+            (Value::Object(map), Step::Key(k)) => map.get(&Value::from(k.as_str()))?,
+            (Value::Object(map), Step::Index(i)) => map.get(&Value::from(*i as u64))?,
+            (Value::Array(items), Step::Index(i)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(current.clone())
 }
 
 /// A representative input, used to smoke-evaluate a policy set before it is published.

@@ -30,7 +30,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{Audit, DecisionRecord};
 use crate::metrics::Metrics;
-use crate::policy::input::RequestInput;
+use crate::policy::input::{InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
 use crate::request::{self, headers::X_REQUEST_ID, Forwarded};
 use crate::tls::TlsStore;
@@ -262,7 +262,7 @@ impl Proxy {
         } else if !conn.trusted_domain {
             Decision::deny("untrusted_trust_domain")
         } else {
-            let input = conn.input.build(&RequestInput {
+            let request = RequestInput {
                 id: &seen.request_id,
                 method: seen.method.as_str(),
                 headers: &parts.headers,
@@ -273,11 +273,13 @@ impl Proxy {
                 parsed_query: &prepared.target.query,
                 upgrade: prepared.upgrade.as_deref(),
                 now,
-            });
+            };
+            // The whole input is built only if the decision cache does not answer.
+            let view = InputView::new(&conn.input, &request);
+            let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
             if prepared.upgrade.is_some() {
-                kept_input = Some(input.clone());
+                kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
             }
-            let decision = self.evaluator.decide(policies.clone(), input).await;
             if policies.cache().is_some() {
                 self.metrics.decision_cache(decision.cached);
             }
@@ -370,13 +372,17 @@ impl Proxy {
         } = allowed;
         // An HTTP/2 client can have many streams in flight on one connection; they queue for
         // the connection's share rather than fan out into as many upstream connections.
-        let per_connection = tokio::time::timeout(
-            self.upstream.timeout(),
-            conn.upstream_slots.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| ProxyError::UpstreamOverloaded)?
-        .map_err(|_| ProxyError::UpstreamOverloaded)?;
+        let per_connection = match conn.upstream_slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            // Only a busy connection pays for a timer.
+            Err(_) => tokio::time::timeout(
+                self.upstream.timeout(),
+                conn.upstream_slots.clone().acquire_owned(),
+            )
+            .await
+            .map_err(|_| ProxyError::UpstreamOverloaded)?
+            .map_err(|_| ProxyError::UpstreamOverloaded)?,
+        };
         let total = self
             .limits
             .upstream_total
