@@ -18,6 +18,9 @@ use super::error::ProxyError;
 use crate::config::UpstreamProtocol;
 use crate::request::headers::strip_hop_by_hop;
 
+/// Idle connections to the application kept open for reuse.
+const MAX_IDLE_UPSTREAM: usize = 256;
+
 /// The pooled connections to the application.
 pub struct Upstream {
     authority: Authority,
@@ -68,6 +71,10 @@ impl Upstream {
         let client = |http2_only: bool| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                // A burst opens as many upstream connections as it has requests in flight;
+                // afterwards, keep only as many idle as nginx's `keepalive 256` would, so the
+                // memory of the rest comes back at once.
+                .pool_max_idle_per_host(MAX_IDLE_UPSTREAM)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .http2_only(http2_only)
