@@ -63,11 +63,13 @@ use policy::{PolicySet, PolicyStore};
 use proxy::Proxy;
 use tls::{TlsState, TlsStore};
 
-/// Worker threads for regate's runtime: one more than the cores, so that while policy
-/// evaluations run inline on the others, one worker is always free to serve connections
-/// (see [`policy::evaluator`]).
+/// Worker threads for regate's runtime: one per core. Policy evaluations run inline on all of
+/// them but one, so one is always free to serve connections (see [`policy::evaluator`]); on a
+/// single core, evaluations the decision cache cannot answer go to the evaluation threads. A
+/// worker more than cores would keep one free everywhere, but doubles the tail latency of a
+/// one-core sidecar (BENCHMARKS.md).
 pub fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Everything loaded and checked, not yet listening.

@@ -7,14 +7,14 @@
 //!   so the common case costs nothing extra. At most all the runtime's workers but one are
 //!   inside an evaluation at once; a request finding them all busy waits its turn as an async
 //!   task, so the remaining worker stays free to serve I/O and to take over the others'
-//!   queued tasks. regate's runtime has one worker more than cores for this
-//!   ([`crate::worker_threads`]).
+//!   queued tasks. regate's runtime has one worker per core ([`crate::worker_threads`]); on a
+//!   single core nothing is evaluated inline.
 //! - **On the evaluation threads** (`spawn_blocking`, at most [`slots`] at once), while the
 //!   request awaits the answer: when no inline turn was given back for [`INLINE_WAIT`]; for
 //!   good once any evaluation of the policy set has used more than [`SLOW`] of CPU (a slow
 //!   branch, reached by accident or on purpose, then holds an evaluation thread, never a
-//!   worker; CPU time, so that a busy machine descheduling a thread does not count); and on
-//!   a runtime with a single worker.
+//!   worker; CPU time, so that a busy machine descheduling a thread does not count); and
+//!   always on a runtime with a single worker.
 //!
 //! `--policy-timeout` bounds the evaluation. On the evaluation threads it also covers waiting
 //! for a slot (not the wait for an inline turn before), and it is kept from the client's
