@@ -6,7 +6,8 @@
 //! running.
 //!
 //! The in-process tests run regate on the test's runtime: a current-thread one has a single
-//! worker, so nothing is evaluated inline there.
+//! worker, so nothing is evaluated inline there. The decision cache is off: these requests are
+//! the same to the policy, and a cached answer would need no evaluation at all.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,7 +50,10 @@ async fn a_fast_request_is_answered_while_slow_evaluations_run() {
     let setup = Setup::new(&[("authz.rego", POLICY)]);
     let upstream = Upstream::start().await;
     let regate = setup
-        .start(&upstream.url(), &["--policy-timeout", "60s"])
+        .start(
+            &upstream.url(),
+            &["--policy-timeout", "60s", "--decision-cache-entries", "0"],
+        )
         .await;
     let mut slow = Vec::new();
     for _ in 0..4 {
@@ -82,7 +86,10 @@ async fn the_policy_timeout_answers_the_client_even_while_a_builtin_runs_on() {
     let setup = Setup::new(&[("authz.rego", POLICY)]);
     let upstream = Upstream::start().await;
     let regate = setup
-        .start(&upstream.url(), &["--policy-timeout", "50ms"])
+        .start(
+            &upstream.url(),
+            &["--policy-timeout", "50ms", "--decision-cache-entries", "0"],
+        )
         .await;
     let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     let (status, _, body) = get(&mut client, "/stuck/z").await;
@@ -101,7 +108,10 @@ async fn one_worker_stays_free_while_others_evaluate_and_a_slow_set_leaves_them(
     let setup = Setup::new(&[("authz.rego", POLICY)]);
     let upstream = Upstream::start().await;
     let regate = setup
-        .start(&upstream.url(), &["--policy-timeout", "60s"])
+        .start(
+            &upstream.url(),
+            &["--policy-timeout", "60s", "--decision-cache-entries", "0"],
+        )
         .await;
     let mut fast = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     assert_eq!(get(&mut fast, "/fast/warm").await.0, 200);
