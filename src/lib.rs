@@ -16,7 +16,9 @@
 //! - `listener`: one client connection from accept to close (handshake, identity, idle and
 //!   shutdown closing); [`limits`]: how many connections, in all and per certificate.
 //! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates.
-//! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract.
+//! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract;
+//!   [`policy::evaluator`] places evaluations; [`policy::cache`] keeps answers by what
+//!   [`policy::analysis`] finds the policy can read.
 //! - [`request`]: what a request may carry before policy, and the headers it is forwarded
 //!   with; shared with `regate policy eval`.
 //! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
