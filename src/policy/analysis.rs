@@ -403,13 +403,7 @@ impl Walker<'_> {
                     value,
                     collection,
                     ..
-                } => {
-                    if let Some(k) = key {
-                        self.expr(k);
-                    }
-                    self.expr(value);
-                    self.expr(collection);
-                }
+                } => self.membership(key.as_ref(), value, collection),
                 Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => self.expr(expr),
                 Literal::Every { domain, query, .. } => {
                     self.expr(domain);
@@ -417,6 +411,15 @@ impl Walker<'_> {
                 }
             }
         }
+    }
+
+    /// `some k, v in c` and `k, v in c`.
+    fn membership(&mut self, key: Option<&Ref<Expr>>, value: &Ref<Expr>, collection: &Ref<Expr>) {
+        if let Some(k) = key {
+            self.expr(k);
+        }
+        self.expr(value);
+        self.expr(collection);
     }
 
     fn expr(&mut self, expr: &Ref<Expr>) {
@@ -496,13 +499,7 @@ impl Walker<'_> {
                 value,
                 collection,
                 ..
-            } => {
-                if let Some(k) = key {
-                    self.expr(k);
-                }
-                self.expr(value);
-                self.expr(collection);
-            }
+            } => self.membership(key.as_ref(), value, collection),
         }
     }
 }
