@@ -368,6 +368,11 @@ impl Walker<'_> {
 
     /// A rule head's reference names the rule; only its computed keys are read.
     fn head(&mut self, refr: &Ref<Expr>) {
+        self.indexes(refr);
+    }
+
+    /// Walk the computed keys along a reference chain; return the chain's root.
+    fn indexes<'e>(&mut self, refr: &'e Ref<Expr>) -> &'e Ref<Expr> {
         let mut current = refr;
         loop {
             match current.as_ref() {
@@ -376,7 +381,7 @@ impl Walker<'_> {
                     self.expr(index);
                     current = refr;
                 }
-                _ => break,
+                _ => return current,
             }
         }
     }
@@ -430,21 +435,11 @@ impl Walker<'_> {
                 } else if let Some(path) = rooted(expr, "data", self.aliases) {
                     self.facts.data.insert(path);
                 }
-                // The computed keys along the chain can read input too.
-                let mut current = expr;
-                loop {
-                    match current.as_ref() {
-                        Expr::RefDot { refr, .. } => current = refr,
-                        Expr::RefBrack { refr, index, .. } => {
-                            self.expr(index);
-                            current = refr;
-                        }
-                        Expr::Var { .. } => break,
-                        _ => {
-                            self.expr(current);
-                            break;
-                        }
-                    }
+                // The computed keys along the chain can read input too, and so can a root
+                // that is not a variable (a call, a comprehension).
+                let root = self.indexes(expr);
+                if !matches!(root.as_ref(), Expr::Var { .. }) {
+                    self.expr(root);
                 }
             }
             Expr::String { .. }
