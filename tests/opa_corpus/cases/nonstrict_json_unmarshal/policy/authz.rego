@@ -1,0 +1,15 @@
+package envoy.authz
+
+import rego.v1
+
+# Non-strict evaluation (opa-envoy-plugin): when a builtin in deny's body
+# errors, deny is undefined rather than the whole query failing, so
+# `not deny` holds and the request is allowed.
+default allow := false
+
+allow if not deny
+
+deny if {
+	doc := json.unmarshal(input.attributes.request.http.headers["x-claims"])
+	doc.admin == false
+}
