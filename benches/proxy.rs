@@ -291,7 +291,8 @@ fn policy_eval(
     summarizer: &common::Identity,
 ) -> (Arc<PolicySet>, regorus::Value) {
     let load_start = Instant::now();
-    let policies = PolicySet::load(dir, QUERY, POLICY_TIMEOUT).unwrap();
+    let policies =
+        PolicySet::load(dir, &regate::policy::Options::new(QUERY, POLICY_TIMEOUT)).unwrap();
     println!(
         "load + compile + smoke-evaluate: {:.1} ms (revision {})",
         load_start.elapsed().as_secs_f64() * 1e3,

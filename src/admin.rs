@@ -198,6 +198,10 @@ fn status(state: &AdminState) -> serde_json::Value {
             // Once true, this revision is evaluated only on the evaluation threads.
             "slow_evaluation_seen": policy.slow_seen(),
             "decision_cache": decision_cache(&policy),
+            // Set when the query failed on a made-up request at load: requests that fail
+            // the same way are denied, so this is worth a look, not a refusal.
+            "sample_evaluation_error": policy.sample_error.as_deref(),
+            "strict_builtin_errors": policy.strict_builtin_errors,
         },
         "certificate": {
             "serial": local.serial,

@@ -122,6 +122,10 @@ pub struct RunArgs {
     /// decision cache off [default: 10000].
     #[arg(long, value_name = "N")]
     pub decision_cache_entries: Option<usize>,
+    /// A builtin that fails (a bad regex, `to_number("lots")`) fails the evaluation, a deny,
+    /// instead of making its expression undefined as OPA and opa-envoy-plugin do by default.
+    #[arg(long)]
+    pub strict_builtin_errors: bool,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -163,6 +167,8 @@ struct FileSettings {
     max_upstream_requests: Option<usize>,
     max_upstream_requests_per_connection: Option<usize>,
     decision_cache_entries: Option<usize>,
+    #[serde(default)]
+    strict_builtin_errors: bool,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -199,6 +205,7 @@ pub struct Config {
     pub max_upstream_requests_per_connection: usize,
     /// Zero: no decision cache.
     pub decision_cache_entries: usize,
+    pub strict_builtin_errors: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +267,16 @@ pub const DEFAULT_QUERY: &str = "data.regate.authz.allow";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 impl Config {
+    /// How the policy set is loaded and asked.
+    pub fn policy_options(&self) -> crate::policy::Options {
+        crate::policy::Options {
+            query: self.query.clone(),
+            timeout: self.policy_timeout,
+            strict_builtin_errors: self.strict_builtin_errors,
+            sample: true,
+        }
+    }
+
     /// Merge the flags over the file named by `--config`, and validate the result.
     pub fn from_args(args: RunArgs) -> Result<Config, ConfigErrors> {
         let checked = Config::check(args);
@@ -541,6 +558,7 @@ impl Config {
             max_upstream_requests,
             max_upstream_requests_per_connection,
             decision_cache_entries,
+            strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
         };
         Checked { config, errors }
     }

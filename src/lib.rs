@@ -119,7 +119,7 @@ impl App {
             None
         };
         let policies = if config.policies.is_dir() {
-            PolicySet::load(&config.policies, &config.query, config.policy_timeout)
+            PolicySet::load(&config.policies, &config.policy_options())
                 .map(|set| set.with_decision_cache(config.decision_cache_entries))
                 .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
                 .ok()

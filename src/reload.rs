@@ -62,8 +62,7 @@ pub enum Outcome {
 /// Where everything is read from, and where new states are published.
 pub struct Reloader {
     pub policies_dir: PathBuf,
-    pub query: String,
-    pub policy_timeout: std::time::Duration,
+    pub policy: crate::policy::Options,
     pub decision_cache_entries: usize,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -97,8 +96,7 @@ impl Reloader {
     ) -> Reloader {
         let reloader = Reloader {
             policies_dir: config.policies.clone(),
-            query: config.query.clone(),
-            policy_timeout: config.policy_timeout,
+            policy: config.policy_options(),
             decision_cache_entries: config.decision_cache_entries,
             cert: config.cert.clone(),
             key: config.key.clone(),
@@ -148,7 +146,7 @@ impl Reloader {
             return Outcome::Unchanged;
         }
         let revision = sources.revision.clone();
-        match PolicySet::compile(sources, &self.query, self.policy_timeout) {
+        match PolicySet::compile(sources, &self.policy) {
             Ok(set) => {
                 // A new set starts with an empty cache: no answer outlives its policy.
                 let set = set.with_decision_cache(self.decision_cache_entries);

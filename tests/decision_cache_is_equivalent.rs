@@ -78,7 +78,7 @@ fn sets(awkward_dir: &Path) -> Vec<(String, PolicySet)> {
     }
     list.into_iter()
         .map(|(dir, query)| {
-            let set = PolicySet::load(&dir, &query, TIMEOUT)
+            let set = PolicySet::load(&dir, &regate::policy::Options::new(&query, TIMEOUT))
                 .unwrap_or_else(|e| panic!("{query}: {}", e[0]))
                 .with_decision_cache(10_000);
             (format!("{} {query}", dir.display()), set)

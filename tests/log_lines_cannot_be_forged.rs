@@ -19,10 +19,12 @@ const FAILS_ON_BOOM: &str = r#"package regate.authz
 
 default allow := false
 
-allow if {
-	input.parsed_path[0] == "boom"
-	to_number("x") == 1
-}
+# Two values for one complete rule: an evaluation error even with non-strict builtins.
+boom := 1 if input.parsed_path[0] == "boom"
+
+boom := 2 if input.parsed_path[0] == "boom"
+
+allow if boom == 1
 "#;
 
 /// What the subject's common name smuggles: a line break, a whole fake log line, and an

@@ -24,10 +24,12 @@ default allow := false
 
 allow if input.parsed_path[0] == "ok"
 
-allow if {
-	input.parsed_path[0] == "boom"
-	to_number("x") == 1
-}
+# Two values for one complete rule: an evaluation error even with non-strict builtins.
+boom := 1 if input.parsed_path[0] == "boom"
+
+boom := 2 if input.parsed_path[0] == "boom"
+
+allow if boom == 1
 "#;
 
 /// The value of one sample line in an OpenMetrics text.

@@ -110,20 +110,105 @@ test_value_that_is_not_true := 3
 
 #[test]
 fn an_erroring_test_is_reported_as_error() {
+    // Two complete definitions that disagree: an evaluation error in OPA and regate alike.
     let erroring = r#"package app_test
 
-test_counts_a_number if count(1) == 1
+v := 1 if input.a
+v := 2 if input.a
+
+test_conflicting_values if v == 1 with input.a as true
 "#;
     let dir = suite(&[("app.rego", POLICY), ("app_test.rego", erroring)]);
     let (code, out, err) = policy_test(&dir, &[]);
     assert_eq!(code, 1, "{out}{err}");
     let line = out
         .lines()
-        .find(|l| l.contains("data.app_test.test_counts_a_number"))
+        .find(|l| l.contains("data.app_test.test_conflicting_values"))
         .unwrap_or_else(|| panic!("the erroring test is missing:\n{out}"));
     assert!(line.starts_with("ERROR"), "{line}");
-    assert!(out.contains("`count` requires"), "{out}");
     assert!(out.contains("0 passed, 0 failed, 1 error"), "{out}");
+}
+
+#[test]
+fn a_builtin_error_fails_the_test_as_opa_test_does() {
+    let failing = r#"package app_test
+
+test_counts_a_number if count(1) == 1
+"#;
+    let dir = suite(&[("app.rego", POLICY), ("app_test.rego", failing)]);
+    let (code, out, err) = policy_test(&dir, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("data.app_test.test_counts_a_number"))
+        .unwrap_or_else(|| panic!("the failing test is missing:\n{out}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(out.contains("0 passed, 1 failed, 0 errors"), "{out}");
+}
+
+#[test]
+fn set_and_case_tests_are_listed_and_judged_as_opa_test_does() {
+    let tests = r#"package app_test
+
+import data.app
+
+cases := {"alice": {"user": "alice", "want": true}, "bob": {"user": "bob", "want": false}}
+
+test_each_user[name] if {
+	some name, c in cases
+	object.get(app, "allow", false) == c.want with input as c
+}
+
+verdicts := {"alice": false, "bob": true}
+
+test_wrong_expectations[name] := verdict if {
+	some name, verdict in verdicts
+}
+
+test_as_a_set contains name if {
+	some name, _ in cases
+}
+"#;
+    let dir = suite(&[("app.rego", POLICY), ("app_test.rego", tests)]);
+    let (code, out, err) = policy_test(&dir, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!("data.app_test.{name}")))
+            .unwrap_or_else(|| panic!("{name} is missing:\n{out}"))
+            .to_string()
+    };
+    assert!(line("test_each_user").starts_with("PASS"), "{out}");
+    assert!(line("test_wrong_expectations").starts_with("FAIL"), "{out}");
+    assert!(line("test_as_a_set").starts_with("FAIL"), "{out}");
+    assert!(out.contains("cases not true: alice"), "{out}");
+    assert!(out.contains("a `contains` test is a set"), "{out}");
+    assert!(out.contains("1 passed, 2 failed, 0 errors"), "{out}");
+}
+
+#[test]
+fn a_failing_test_that_replaces_a_function_by_its_path_says_so() {
+    let policy = r#"package authz
+
+default allow := false
+
+is_admin(user) if user == "root"
+
+allow if is_admin(input.user)
+"#;
+    let tests = r#"package authz_test
+
+import data.authz
+
+test_admin_mocked if authz.allow with input as {"user": "alice"} with data.authz.is_admin as true
+"#;
+    let dir = suite(&[("authz.rego", policy), ("authz_test.rego", tests)]);
+    let (code, out, err) = policy_test(&dir, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("the test replaces data.authz.is_admin with `with`"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -192,7 +277,10 @@ test_passes if app.allow with input as {"user": "alice"}
 
 test_fails if app.allow with input as {"user": "bob"}
 
-test_errors if count(1) == 1
+v := 1 if input.a
+v := 2 if input.a
+
+test_errors if v == 1 with input.a as true
 "#;
     let dir = suite(&[("app.rego", POLICY), ("app_test.rego", mixed)]);
     let (code, out, _) = policy_test(&dir, &["--format", "json"]);

@@ -93,19 +93,21 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
     if facts.paths.contains(&Vec::new()) {
         return Reads::Uncacheable("the policy uses `input` whole".into());
     }
-    if let Some(name) = facts
-        .replacing
-        .iter()
-        .find(|n| NOT_REPEATABLE.contains(&n.as_str()))
-    {
+    if let Some(name) = facts.replacing.iter().find(|n| {
+        NOT_REPEATABLE.contains(&n.as_str())
+            || super::builtins::CLOCK_DEPENDENT.contains(&n.as_str())
+    }) {
         return Reads::Uncacheable(format!("the policy calls {name}, whose answer can change"));
     }
-    for call in &facts.calls {
-        if NOT_REPEATABLE.contains(&call.as_str()) {
+    for call in facts.calls.keys() {
+        if NOT_REPEATABLE.contains(&call.as_str())
+            || super::builtins::CLOCK_DEPENDENT.contains(&call.as_str())
+        {
             return Reads::Uncacheable(format!("the policy calls {call}, whose answer can change"));
         }
         let last = call.rsplit('.').next().unwrap_or(call);
         let known = regorus::unstable::BUILTINS.contains_key(call.as_str())
+            || super::builtins::provides(call)
             || functions.contains(call)
             || functions.contains(last)
             || call == "print";
@@ -146,12 +148,121 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
     Reads::Paths(paths)
 }
 
+/// `file:line` of a span, as regate reports a place in a policy.
+fn location(span: &regorus::unstable::Span) -> String {
+    format!("{}:{}", span.source.file(), span.line)
+}
+
+/// Every call, in any module, of a function that is neither a builtin regorus or regate
+/// provides nor a function the modules define: `(file:line, name)`, first call of each name.
+/// Such a call could only fail when reached, so a set holding one is refused at load.
+pub fn unknown_calls(modules: &[Ref<Module>]) -> Vec<(String, String)> {
+    let functions = user_functions(modules);
+    let mut unknown = BTreeMap::new();
+    for module in modules {
+        let mut facts = Facts::default();
+        let aliases = aliases(module);
+        let mut walker = Walker {
+            facts: &mut facts,
+            aliases: &aliases,
+        };
+        for rule in &module.policy {
+            walker.rule(rule);
+        }
+        for (name, at) in facts.calls {
+            let last = name.rsplit('.').next().unwrap_or(&name);
+            let known = (regorus::unstable::BUILTINS.contains_key(name.as_str())
+                && !STUBS.contains(&name.as_str()))
+                || super::builtins::provides(&name)
+                || functions.contains(&name)
+                || functions.contains(last)
+                || name == "print"
+                || name == "<computed>";
+            if !known {
+                unknown.entry(name).or_insert(at);
+            }
+        }
+    }
+    let mut out: Vec<(String, String)> = unknown.into_iter().map(|(n, at)| (at, n)).collect();
+    out.sort();
+    out
+}
+
+/// Builtins regorus registers but does not do: `http.send` answers undefined, always.
+const STUBS: &[&str] = &["http.send"];
+
+/// What one rule defines: the static part of its path under `data` (package, then head),
+/// and whether its head is a plain name (`allow`, `deny contains x`) rather than a
+/// reference (`result["allowed"]`, `result.headers`).
+pub struct RuleHeadPath {
+    pub path: Vec<String>,
+    pub plain: bool,
+}
+
+/// Every rule that defines a document (functions excluded).
+pub fn rule_heads(modules: &[Ref<Module>]) -> Vec<RuleHeadPath> {
+    let mut out = Vec::new();
+    for module in modules {
+        let package: Vec<String> = package(module)
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        for rule in &module.policy {
+            let refr = match rule.as_ref() {
+                Rule::Spec {
+                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. },
+                    ..
+                } => refr,
+                Rule::Default { refr, args, .. } if args.is_empty() => refr,
+                _ => continue,
+            };
+            let plain = matches!(refr.as_ref(), Expr::Var { .. });
+            let mut path = package.clone();
+            path.extend(static_segments(refr));
+            out.push(RuleHeadPath { path, plain });
+        }
+    }
+    out
+}
+
+/// The leading fields and string keys of a reference: `result.headers` is
+/// `["result", "headers"]`; `obj[k]` is `["obj"]`.
+fn static_segments(expr: &Ref<Expr>) -> Vec<String> {
+    let mut chain = vec![expr];
+    let mut current = expr;
+    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = current.as_ref() {
+        chain.push(refr);
+        current = refr;
+    }
+    chain.reverse();
+    let mut out = Vec::new();
+    for link in chain {
+        match link.as_ref() {
+            Expr::Var { span, .. } => out.push(span.text().to_string()),
+            Expr::RefDot { field, .. } => out.push(field.0.text().to_string()),
+            Expr::RefBrack { index, .. } => match index.as_ref() {
+                Expr::String { value, .. } | Expr::RawString { value, .. } => {
+                    match value.as_string() {
+                        Ok(k) => out.push(k.to_string()),
+                        Err(_) => break,
+                    }
+                }
+                _ => break,
+            },
+            _ => break,
+        }
+    }
+    out
+}
+
 #[derive(Default)]
 struct Facts {
     /// Static prefixes of every reference rooted at `input`; `[]` is `input` itself.
     paths: BTreeSet<Vec<Step>>,
-    /// Every function called, spelt as written (`net.cidr_contains`, `data.lib.f`, `f`).
-    calls: BTreeSet<String>,
+    /// Every function called, spelt as written (`net.cidr_contains`, `data.lib.f`, `f`),
+    /// with where it is first called (`file:line`).
+    calls: BTreeMap<String, String>,
     /// Names in `with` modifiers that are not documents: functions replaced or replacing.
     replacing: BTreeSet<String>,
     /// Static prefixes of every reference rooted at `data` (`[]` is `data` itself).
@@ -159,7 +270,7 @@ struct Facts {
 }
 
 /// The names of the functions the modules define, as `name` and as `package.name`.
-fn user_functions(modules: &[Ref<Module>]) -> BTreeSet<String> {
+pub(crate) fn user_functions(modules: &[Ref<Module>]) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for module in modules {
         let package = dotted(&module.package.refr).unwrap_or_default();
@@ -184,7 +295,7 @@ fn user_functions(modules: &[Ref<Module>]) -> BTreeSet<String> {
 }
 
 /// `a.b.c` for a reference made of a variable and fields.
-fn dotted(expr: &Ref<Expr>) -> Option<String> {
+pub(crate) fn dotted(expr: &Ref<Expr>) -> Option<String> {
     match expr.as_ref() {
         Expr::Var { span, .. } => Some(span.text().to_string()),
         Expr::RefDot { refr, field, .. } => Some(format!("{}.{}", dotted(refr)?, field.0.text())),
@@ -246,7 +357,12 @@ fn reachable(per_module: &[(String, Facts)], query: &str) -> Facts {
     let mut facts = Facts::default();
     for ((_, module), _) in per_module.iter().zip(&reached).filter(|(_, r)| **r) {
         facts.paths.extend(module.paths.iter().cloned());
-        facts.calls.extend(module.calls.iter().cloned());
+        for (name, at) in &module.calls {
+            facts
+                .calls
+                .entry(name.clone())
+                .or_insert_with(|| at.clone());
+        }
         facts.replacing.extend(module.replacing.iter().cloned());
     }
     facts
@@ -465,18 +581,26 @@ impl Walker<'_> {
                 self.expr(value);
                 self.query(query);
             }
-            Expr::Call { fcn, params, .. } => {
+            Expr::Call {
+                span, fcn, params, ..
+            } => {
                 // `data.lib.f(x)` or `lib.f(x)` reaches the package that defines f.
                 if let Some(path) = rooted(fcn, "data", self.aliases) {
                     self.facts.data.insert(path);
                 }
                 match dotted(fcn) {
                     Some(name) => {
-                        self.facts.calls.insert(name);
+                        self.facts
+                            .calls
+                            .entry(name)
+                            .or_insert_with(|| location(span));
                     }
                     // A call through something the analysis cannot spell: doubt.
                     None => {
-                        self.facts.calls.insert("<computed>".into());
+                        self.facts
+                            .calls
+                            .entry("<computed>".into())
+                            .or_insert_with(|| location(span));
                     }
                 }
                 params.iter().for_each(|p| self.expr(p));
@@ -562,8 +686,12 @@ helper(env) := env == "prod"
                 "time.now_ns",
             ),
             (
-                "package t\nallow if io.jwt.decode(input.t)",
-                "io.jwt.decode",
+                "package t\nallow if io.jwt.decode_verify(input.t, {\"secret\": \"s\"})[0]",
+                "io.jwt.decode_verify, whose answer can change",
+            ),
+            (
+                "package t\nallow if strings.render_template(input.t, {})",
+                "strings.render_template, which regate cannot judge",
             ),
             (
                 "package t\nallow if { some k, _ in input.attributes.request.http.headers; k }",

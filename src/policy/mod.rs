@@ -7,6 +7,7 @@
 //! [`input`]'s job; what happens with a decision is the proxy's.
 
 pub mod analysis;
+pub mod builtins;
 pub mod cache;
 pub mod evaluator;
 pub mod input;
@@ -48,10 +49,34 @@ pub enum PolicyError {
     DataConflict { path: String, key: String },
     #[error("query: {query}: {message}")]
     Query { query: String, message: String },
-    #[error("policy: {location}: calls {builtin}, which regorus does not implement")]
+    #[error("policy: {location}: calls {builtin}, which regate does not implement")]
     UnsupportedBuiltin { location: String, builtin: String },
-    #[error("policy: evaluating {query} on a sample request failed: {message}")]
-    Smoke { query: String, message: String },
+}
+
+/// How a policy set is asked: the same for the proxy and for the policy tools.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `data.` path whose value decides (`--query`): a rule, a package, or any document.
+    pub query: String,
+    /// Bounds each evaluation (`--policy-timeout`).
+    pub timeout: Duration,
+    /// A failing builtin fails the evaluation (a deny) instead of making its expression
+    /// undefined, as OPA's non-strict default does (`--strict-builtin-errors`).
+    pub strict_builtin_errors: bool,
+    /// Evaluate the query once on a made-up request at load, to warn early.
+    pub sample: bool,
+}
+
+impl Options {
+    /// OPA's defaults: non-strict builtin errors; and a sample evaluation.
+    pub fn new(query: &str, timeout: Duration) -> Options {
+        Options {
+            query: query.to_string(),
+            timeout,
+            strict_builtin_errors: false,
+            sample: true,
+        }
+    }
 }
 
 /// A compiled, checked policy set and the revision that names it in decision records.
@@ -68,6 +93,14 @@ pub struct PolicySet {
     pub reads: analysis::Reads,
     /// Its answers, kept by what it reads ([`PolicySet::with_decision_cache`]).
     cache: Option<cache::DecisionCache>,
+    /// The rule regorus evaluates: the query itself when it names a rule regorus can
+    /// evaluate directly, else a rule regate adds that holds the query's value.
+    entry: String,
+    /// Why evaluating the query on a made-up request failed, if it did. A warning, not a
+    /// refusal: real requests carry what the sample lacks.
+    pub sample_error: Option<String>,
+    /// Whether a failing builtin fails the evaluation ([`Options::strict_builtin_errors`]).
+    pub strict_builtin_errors: bool,
 }
 
 /// What the policy decided for one request, already checked for shape.
@@ -119,58 +152,90 @@ impl Decision {
 }
 
 impl PolicySet {
-    /// Read, compile and smoke-evaluate everything under `dir`. Nothing is published here.
-    /// Every broken file is reported, not just the first. Each evaluation of the set is
-    /// bounded by `timeout` (`--policy-timeout`).
-    pub fn load(dir: &Path, query: &str, timeout: Duration) -> Result<PolicySet, Vec<PolicyError>> {
-        PolicySet::compile(Sources::read(dir)?, query, timeout)
+    /// Read, compile and sample-evaluate everything under `dir`. Nothing is published here.
+    /// Every broken file is reported, not just the first.
+    pub fn load(dir: &Path, options: &Options) -> Result<PolicySet, Vec<PolicyError>> {
+        PolicySet::compile(Sources::read(dir)?, options)
     }
 
-    /// Compile and smoke-evaluate sources already read.
-    pub fn compile(
-        sources: Sources,
-        query: &str,
-        timeout: Duration,
-    ) -> Result<PolicySet, Vec<PolicyError>> {
+    /// Compile and sample-evaluate sources already read. Refused: what can never work (a
+    /// parse error, a builtin regate lacks, a query that names nothing). A sample evaluation
+    /// that fails is only a warning, kept in [`PolicySet::sample_error`].
+    pub fn compile(sources: Sources, options: &Options) -> Result<PolicySet, Vec<PolicyError>> {
         let Sources { files, revision } = sources;
-        let mut engine = build_engine(files)?;
+        let query = options.query.as_str();
+        let mut engine = build_engine(files, options.strict_builtin_errors)?;
         let fail = |e: PolicyError| vec![e];
-        // A runaway evaluation is an error (a deny), not a stuck thread. Set on the engine,
-        // so each clone carries it and sets with different limits can live side by side.
-        engine.set_execution_timer_config(execution_limit(timeout));
-        // Compiling prepares the engine (rule analysis, data, imports) once; every request
-        // then evaluates on a cheap clone. Gathered, a policy's print() output stays in the
-        // clone and never reaches stderr with request values in it.
-        engine.set_gather_prints(true);
-        engine.compile_with_entrypoint(&query.into()).map_err(|e| {
+        let query_error = |message: String| {
             fail(PolicyError::Query {
                 query: query.to_string(),
-                message: summary(&e.to_string()),
+                message,
             })
-        })?;
-        let reads = analysis::reads(engine.get_modules(), query);
-        let set = PolicySet {
+        };
+        let path = query_path(query).map_err(query_error)?;
+        let data = engine.get_data();
+        if !names_something(engine.get_modules(), data, &path) {
+            return Err(query_error(
+                "names no rule, package or data document in the policy set".into(),
+            ));
+        }
+        // A runaway evaluation is an error (a deny), not a stuck thread. Set on the engine,
+        // so each clone carries it and sets with different limits can live side by side.
+        engine.set_execution_timer_config(execution_limit(options.timeout));
+        // Gathered, a policy's print() output stays in the clone and never reaches stderr
+        // with request values in it.
+        engine.set_gather_prints(true);
+        // regorus evaluates a rule directly, but not a package, nor a document built only
+        // from partial rules (`result["allowed"] := ...`), which OPA evaluates as any other.
+        // For those, a rule of regate's own holds the query's value.
+        let entry = if rule_named(engine.get_modules(), &path) {
+            engine
+                .compile_with_entrypoint(&query.into())
+                .map_err(|e| query_error(summary(&e.to_string())))?;
+            query.to_string()
+        } else {
+            add_query_rule(&mut engine, query).map_err(query_error)?;
+            engine
+                .compile_with_entrypoint(&QUERY_RULE.into())
+                .map_err(|e| query_error(summary(&e.to_string())))?;
+            QUERY_RULE.to_string()
+        };
+        let reads = analysis::reads(engine.get_modules(), &entry);
+        let mut set = PolicySet {
             engine,
             revision,
             query: query.into(),
             slow_seen: Default::default(),
             reads,
             cache: None,
+            entry,
+            sample_error: None,
+            strict_builtin_errors: options.strict_builtin_errors,
         };
-        // The static check cannot see everything: evaluate once now, not first on a request.
-        set.eval(input::sample()).map_err(|e| {
-            fail(PolicyError::Smoke {
-                query: query.to_string(),
-                message: summary(&e.to_string()),
-            })
-        })?;
+        // The static checks cannot see everything: evaluate once now, and say so if that
+        // fails, rather than first on a request.
+        if let Some(Err(e)) = options.sample.then(|| set.eval(input::sample())) {
+            let message = summary(&e.to_string());
+            tracing::warn!(
+                query = %set.query,
+                revision = %set.revision,
+                error = %message,
+                "the policy failed on a sample request; requests it fails on are denied"
+            );
+            set.sample_error = Some(message);
+        }
         Ok(set)
     }
 
     fn eval(&self, input: Value) -> anyhow::Result<Value> {
         let mut engine = self.engine.clone();
         engine.set_input(input);
-        engine.eval_rule(self.query.to_string())
+        engine.eval_rule(self.entry.clone())
+    }
+
+    /// The query's value for one input, as OPA would print it; for `regate policy eval --raw`.
+    pub fn value(&self, input: Value) -> anyhow::Result<Value> {
+        self.eval(input)
     }
 
     /// Keep up to `entries` of this set's answers (0: none), when its analysis allows.
@@ -240,18 +305,33 @@ pub fn execution_limit(limit: Duration) -> regorus::utils::limits::ExecutionTime
     }
 }
 
-/// Every Rego file parsed and checked for unsupported builtins, every data file merged at its
-/// directory, all in one engine, not yet prepared for any query. The proxy and the policy
-/// tools load through here, so a policy behaves the same in `regate policy test` as in a pod.
-fn build_engine(files: Vec<(PolicyFile, String)>) -> Result<Engine, Vec<PolicyError>> {
+/// Every Rego file parsed, every data file merged at its directory, all in one engine with
+/// regate's builtins, not yet prepared for any query; a call to a function that exists
+/// nowhere is refused here, by file and line, rather than denying every request that reaches
+/// it. The proxy and the policy tools load through here, so a policy behaves the same in
+/// `regate policy test` as in a pod.
+fn build_engine(
+    files: Vec<(PolicyFile, String)>,
+    strict_builtin_errors: bool,
+) -> Result<Engine, Vec<PolicyError>> {
     let mut engine = Engine::new();
+    // regorus refuses lines over 1024 columns and files over 20,000 lines; OPA has no such
+    // limit, and a PEM certificate or a JWKS inlined as one string runs past it. Policies are
+    // operator configuration, so the bounds are only against the absurd.
+    engine.set_policy_length_config(regorus::PolicyLengthConfig {
+        max_col: std::num::NonZeroU32::MIN.saturating_add(1 << 20),
+        max_file_bytes: std::num::NonZeroUsize::MIN.saturating_add(16 << 20),
+        max_lines: std::num::NonZeroUsize::MIN.saturating_add(1_000_000),
+    });
+    engine.set_strict_builtin_errors(strict_builtin_errors);
+    builtins::register(&mut engine, strict_builtin_errors)
+        .map_err(|e| vec![PolicyError::Compile(e.to_string())])?;
     let mut data = Value::new_object();
     let mut errors = Vec::new();
     for (file, text) in files {
         let name = file.path.display().to_string();
         let loaded = match file.kind {
-            FileKind::Rego => check_builtins(&name, &text)
-                .and_then(|()| add_rego(&mut engine, name.clone(), text)),
+            FileKind::Rego => add_rego(&mut engine, name.clone(), text),
             FileKind::Json | FileKind::Yaml => if file.kind == FileKind::Json {
                 Value::from_json_str(&text)
             } else {
@@ -267,6 +347,15 @@ fn build_engine(files: Vec<(PolicyFile, String)>) -> Result<Engine, Vec<PolicyEr
             errors.push(e);
         }
     }
+    // With a Rego file unparsed, its functions would look missing: then only calls spelt as
+    // builtins (`http.send`), not as functions a policy could define (`f`, `data.lib.f`).
+    let unparsed = errors.iter().any(|e| matches!(e, PolicyError::Compile(_)));
+    errors.extend(
+        analysis::unknown_calls(engine.get_modules())
+            .into_iter()
+            .filter(|(_, name)| !unparsed || (name.contains('.') && !name.starts_with("data.")))
+            .map(|(location, builtin)| PolicyError::UnsupportedBuiltin { location, builtin }),
+    );
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -276,86 +365,95 @@ fn build_engine(files: Vec<(PolicyFile, String)>) -> Result<Engine, Vec<PolicyEr
     Ok(engine)
 }
 
-/// Builtins regorus does not implement, or implements only as a stub that returns
-/// undefined. A call to one is refused at load, naming the file and line, rather than
-/// denying every request that reaches it.
-const UNSUPPORTED_BUILTINS: &[&str] = &[
-    "io.jwt.",
-    "crypto.",
-    "http.send",
-    "net.lookup_ip_addr",
-    "rego.parse_module",
-    "rego.metadata.",
-    "providers.aws.",
-    "graphql.",
-];
+/// The rule regate adds when regorus cannot evaluate the query as it stands.
+const QUERY_RULE: &str = "data.regate_query__.value";
 
-/// Find calls to [`UNSUPPORTED_BUILTINS`] in Rego source, skipping comments and strings.
-pub fn unsupported_calls(text: &str) -> Vec<(usize, String)> {
-    let mut found = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let code = strip_comment_and_strings(line);
-        for prefix in UNSUPPORTED_BUILTINS {
-            let mut from = 0;
-            while let Some(at) = code[from..].find(prefix) {
-                let start = from + at;
-                from = start + prefix.len();
-                let before = code[..start].chars().next_back();
-                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-                    continue;
-                }
-                let name: String = code[start..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                    .collect();
-                if code[start + name.len()..].trim_start().starts_with('(') {
-                    found.push((i + 1, name));
-                }
-            }
-        }
-    }
-    found
+fn add_query_rule(engine: &mut Engine, query: &str) -> Result<(), String> {
+    engine.set_rego_v0(false);
+    engine
+        .add_policy(
+            "(--query)".into(),
+            format!("package regate_query__\n\nvalue := {query}\n"),
+        )
+        .map(|_| ())
+        .map_err(|e| summary(&e.to_string()))
 }
 
-/// The line with `# comments` removed and string contents blanked.
-fn strip_comment_and_strings(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for c in line.chars() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                    out.push(c);
-                    continue;
-                }
-                out.push(' ');
+/// `data.envoy.authz.result` as `["envoy", "authz", "result"]`; also `data.x["a-b"]`.
+/// Anything else is refused: the query is spliced into a rule, so it must be a plain path.
+fn query_path(query: &str) -> Result<Vec<String>, String> {
+    let bad = || format!("{query:?} is not a path like data.envoy.authz.allow");
+    let rest = query.strip_prefix("data").ok_or_else(bad)?;
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut path = Vec::new();
+    let mut rest = rest;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            let name = &after[..end];
+            if !ident(name) {
+                return Err(bad());
             }
-            None if c == '#' => break,
-            None => {
-                if c == '"' || c == '`' {
-                    quote = Some(c);
-                }
-                out.push(c);
+            path.push(name.to_string());
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix("[\"") {
+            let end = after.find("\"]").ok_or_else(bad)?;
+            let key = &after[..end];
+            if key.is_empty() || key.contains(['"', '\\']) {
+                return Err(bad());
             }
+            path.push(key.to_string());
+            rest = &after[end + 2..];
+        } else {
+            return Err(bad());
         }
     }
-    out
+    Ok(path)
 }
 
-fn check_builtins(name: &str, text: &str) -> Result<(), PolicyError> {
-    match unsupported_calls(text).into_iter().next() {
-        None => Ok(()),
-        Some((line, builtin)) => Err(PolicyError::UnsupportedBuiltin {
-            location: format!("{name}:{line}"),
-            builtin,
-        }),
+/// Whether `path` reaches something: a package (or a prefix of one), a rule or a path into
+/// its value, or a data document.
+fn names_something(
+    modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
+    data: Value,
+    path: &[String],
+) -> bool {
+    if path.is_empty() {
+        return true;
     }
+    let heads = analysis::rule_heads(modules);
+    let related = |defined: &[String]| defined.starts_with(path) || path.starts_with(defined);
+    if heads.iter().any(|h| related(&h.path)) {
+        return true;
+    }
+    let mut at = &data;
+    for key in path {
+        match &at[key.as_str()] {
+            Value::Undefined => return false,
+            next => at = next,
+        }
+    }
+    true
+}
+
+/// Whether regorus can evaluate `path` as it stands: it names a rule (package, then one
+/// name) every definition of which has a plain head.
+fn rule_named(
+    modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
+    path: &[String],
+) -> bool {
+    let heads = analysis::rule_heads(modules);
+    let defining: Vec<_> = heads
+        .iter()
+        .filter(|h| h.path.starts_with(path) || path.starts_with(&h.path))
+        .collect();
+    !defining.is_empty() && defining.iter().all(|h| h.plain && h.path == path)
 }
 
 /// Every policy and data file under a directory, read, with the revision their bytes make.
@@ -410,8 +508,9 @@ impl Sources {
 
 /// Policies may be Rego v1 (the default) or v0, as opa-envoy-plugin policies often are.
 /// A file that does not parse as v1 is tried as v0, unless it plainly is v1 (it imports
-/// `rego.v1`, or uses `if` without the v0 future import), so that a broken v1 file gets the
-/// v1 error rather than a confusing v0 one.
+/// `rego.v1`, or uses `if` without the v0 future import). A broken file gets the error of the
+/// version it is written in: a plainly v1 file its v1 error, any other its v0 error, since
+/// the v1 parser's complaint about a v0 file is only that it is v0.
 fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), PolicyError> {
     engine.set_rego_v0(false);
     let v1_error = match engine.add_policy(name.clone(), text.clone()) {
@@ -429,11 +528,43 @@ fn add_rego(engine: &mut Engine, name: String, text: String) -> Result<(), Polic
         engine.set_rego_v0(true);
         let v0 = engine.add_policy(name, text);
         engine.set_rego_v0(false);
-        if v0.is_ok() {
-            return Ok(());
-        }
+        return match v0 {
+            Ok(_) => Ok(()),
+            Err(v0_error) => Err(PolicyError::Compile(summary(&v0_error.to_string()))),
+        };
     }
     Err(PolicyError::Compile(summary(&v1_error.to_string())))
+}
+
+/// The line with `# comments` removed and string contents blanked.
+fn strip_comment_and_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in line.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                    continue;
+                }
+                out.push(' ');
+            }
+            None if c == '#' => break,
+            None => {
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// regorus' message as regate logs it, reports in `/status` and prints at startup:
@@ -481,8 +612,10 @@ fn compile_message(raw: &str) -> String {
     }
 }
 
-/// Turn the query's value into a decision. Only `true`, or an object whose `allowed` (or
-/// `allow`) is `true`, allows; anything malformed is a deny, however permissive it looks.
+/// Turn the query's value into a decision. Only `true`, or an object whose `allowed` is
+/// `true`, allows; anything malformed is a deny, however permissive it looks. As in
+/// opa-envoy-plugin, `allow` is not `allowed`: a package queried whole whose `allow` rule
+/// holds is not a decision to allow.
 fn interpret(value: &Value) -> Decision {
     match value {
         Value::Bool(true) => Decision {
@@ -510,7 +643,7 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         Value::Undefined => None,
         v => Some(v),
     };
-    let allowed = match field("allowed").or_else(|| field("allow")) {
+    let allowed = match field("allowed") {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("`allowed` is not a boolean".into()),
         None => return Err("the result object has no `allowed`".into()),

@@ -13,7 +13,9 @@ fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn load_error(dir: &tempfile::TempDir, query: &str) -> String {
-    let errors = PolicySet::load(dir.path(), query, TIMEOUT).err().unwrap();
+    let errors = PolicySet::load(dir.path(), &Options::new(query, TIMEOUT))
+        .err()
+        .unwrap();
     errors
         .iter()
         .map(|e| e.to_string())
@@ -23,7 +25,7 @@ fn load_error(dir: &tempfile::TempDir, query: &str) -> String {
 
 fn decide(files: &[(&str, &str)], query: &str) -> Decision {
     let dir = dir_with(files);
-    PolicySet::load(dir.path(), query, TIMEOUT)
+    PolicySet::load(dir.path(), &Options::new(query, TIMEOUT))
         .unwrap()
         .decide(input::sample())
 }
@@ -140,7 +142,7 @@ fn hidden_entries_are_skipped_like_kubernetes_volumes() {
     let dir = dir_with(&[("..2026_11_23/p.rego", "package t\nallow := true\n")]);
     std::os::unix::fs::symlink("..2026_11_23", dir.path().join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/p.rego", dir.path().join("p.rego")).unwrap();
-    let set = PolicySet::load(dir.path(), "data.t.allow", TIMEOUT).unwrap();
+    let set = PolicySet::load(dir.path(), &Options::new("data.t.allow", TIMEOUT)).unwrap();
     assert!(set.decide(input::sample()).allowed);
 }
 
@@ -148,11 +150,11 @@ fn hidden_entries_are_skipped_like_kubernetes_volumes() {
 fn missing_builtins_fail_at_load_not_per_request() {
     let dir = dir_with(&[(
         "p.rego",
-        "package t\nallow if { [_, p, _] := io.jwt.decode(\"a.b.c\"); p.sub == \"x\" }\n",
+        "package t\nallow if { x := strings.render_template(\"{{.a}}\", {}); x == \"\" }\n",
     )]);
     let err = load_error(&dir, "data.t.allow");
     assert!(
-        err.contains("p.rego:2") && err.contains("io.jwt.decode"),
+        err.contains("p.rego:2") && err.contains("strings.render_template"),
         "{err}"
     );
 }
@@ -179,30 +181,91 @@ fn every_broken_file_is_reported() {
 }
 
 #[test]
-fn unsupported_calls_are_found_outside_comments_and_strings() {
-    let found = unsupported_calls(
-        "x := io.jwt.decode_verify(t, {})\n# crypto.sha256(x)\ny := \"http.send(\"\nz := crypto.x509.parse_certificates (c)\n",
+fn calls_of_missing_functions_are_refused_by_line_outside_comments_and_strings() {
+    let dir = dir_with(&[(
+        "p.rego",
+        "package t\n\n# net.lookup_ip_addr(x)\nallow if {\n\tx := \"rego.parse_module(\"\n\tcount(net.lookup_ip_addr(x)) > 0\n}\n",
+    )]);
+    let err = load_error(&dir, "data.t.allow");
+    assert!(err.contains("p.rego:6: calls net.lookup_ip_addr"), "{err}");
+    assert!(!err.contains("p.rego:3"), "{err}");
+    assert!(!err.contains("rego.parse_module"), "{err}");
+}
+
+#[test]
+fn builtins_regate_adds_are_not_refused() {
+    let decision = decide(
+        &[(
+            "p.rego",
+            "package t\nallow if net.cidr_contains(\"10.0.0.0/8\", \"::ffff:10.1.2.3\")\n",
+        )],
+        "data.t.allow",
     );
-    assert_eq!(
-        found,
-        vec![
-            (1, "io.jwt.decode_verify".to_string()),
-            (4, "crypto.x509.parse_certificates".to_string())
-        ]
-    );
+    assert!(decision.allowed, "{decision:?}");
+}
+
+#[test]
+fn failing_builtins_make_expressions_undefined_unless_strict() {
+    let files = [(
+        "p.rego",
+        "package t\nallow if not deny\ndeny if to_number(input.x) > 1\ndeny if net.cidr_contains(\"10.0.0.0/8\", \"10.0.0.1:80\")\n",
+    )];
+    let dir = dir_with(&files);
+    let mut options = Options::new("data.t.allow", TIMEOUT);
+    let input = Value::from_json_str(r#"{"x": "lots"}"#).unwrap();
+    let lenient = PolicySet::load(dir.path(), &options).unwrap();
+    assert!(lenient.decide(input.clone()).allowed);
+    options.strict_builtin_errors = true;
+    let strict = PolicySet::load(dir.path(), &options).unwrap();
+    let decision = strict.decide(input);
+    assert!(!decision.allowed);
+    assert_eq!(decision.reason, "policy_error");
+}
+
+#[test]
+fn any_data_path_is_a_query() {
+    let files = [(
+        "p.rego",
+        "package envoy.authz\nimport rego.v1\nallow if input.attributes.request.http.method == \"GET\"\nresult[\"allowed\"] := allow\nresult.headers := {\"x-a\": \"1\"}\nallowed := allow\n",
+    )];
+    for query in [
+        "data.envoy.authz.result",
+        "data.envoy.authz",
+        "data.envoy.authz.allow",
+    ] {
+        let decision = decide(&files, query);
+        assert!(decision.allowed, "{query}: {decision:?}");
+    }
+    let dir = dir_with(&files);
+    let err = load_error(&dir, "data.envoy.nothing");
+    assert!(err.contains("names no rule"), "{err}");
+    let err = load_error(&dir, "data.envoy.authz.allow; true");
+    assert!(err.contains("is not a path"), "{err}");
+}
+
+#[test]
+fn a_failing_sample_evaluation_is_a_warning() {
+    let dir = dir_with(&[(
+        "p.rego",
+        "package t\nallow if input.parsed_query.n[0] == \"1\"\nallow if 1 / count(input.parsed_query) > 0\n",
+    )]);
+    let mut options = Options::new("data.t.allow", TIMEOUT);
+    options.strict_builtin_errors = true;
+    let set = PolicySet::load(dir.path(), &options).unwrap();
+    assert!(set.sample_error.is_some());
 }
 
 #[test]
 fn revision_follows_content() {
     let a = dir_with(&[("p.rego", "package t\nallow := true\n")]);
     let b = dir_with(&[("p.rego", "package t\nallow := false\n")]);
-    let ra = PolicySet::load(a.path(), "data.t.allow", TIMEOUT)
+    let ra = PolicySet::load(a.path(), &Options::new("data.t.allow", TIMEOUT))
         .unwrap()
         .revision;
-    let ra2 = PolicySet::load(a.path(), "data.t.allow", TIMEOUT)
+    let ra2 = PolicySet::load(a.path(), &Options::new("data.t.allow", TIMEOUT))
         .unwrap()
         .revision;
-    let rb = PolicySet::load(b.path(), "data.t.allow", TIMEOUT)
+    let rb = PolicySet::load(b.path(), &Options::new("data.t.allow", TIMEOUT))
         .unwrap()
         .revision;
     assert_eq!(ra, ra2);

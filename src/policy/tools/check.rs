@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::policy::{build_engine, FileKind, PolicyError, PolicySet, Sources};
+use crate::policy::{build_engine, FileKind, Options, PolicyError, PolicySet, Sources};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -25,6 +25,9 @@ pub struct CheckArgs {
     /// Bounds the sample evaluation, as `regate run --policy-timeout` does.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
     policy_timeout: Duration,
+    /// As `regate run --strict-builtin-errors`.
+    #[arg(long)]
+    strict_builtin_errors: bool,
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
@@ -33,17 +36,29 @@ pub fn run(args: CheckArgs) -> ExitCode {
         let rego = count(&sources, |k| k == FileKind::Rego);
         let data = count(&sources, |k| k != FileKind::Rego);
         let revision = sources.revision.clone();
+        let mut warning = None;
         if args.no_query {
-            let mut engine = build_engine(sources.files)?;
+            let mut engine = build_engine(sources.files, args.strict_builtin_errors)?;
             engine.set_execution_timer_config(crate::policy::execution_limit(args.policy_timeout));
             prepare(&mut engine).map_err(|e| vec![e])?;
         } else {
-            PolicySet::compile(sources, &args.query, args.policy_timeout)?;
+            let options = Options {
+                strict_builtin_errors: args.strict_builtin_errors,
+                ..Options::new(&args.query, args.policy_timeout)
+            };
+            warning = PolicySet::compile(sources, &options)?.sample_error;
         }
-        Ok((rego, data, revision))
+        Ok((rego, data, revision, warning))
     });
     match outcome {
-        Ok((rego, data, revision)) => {
+        Ok((rego, data, revision, warning)) => {
+            if let Some(message) = warning {
+                println!(
+                    "warning: {} fails on a sample request (GET /, no query, no body): \
+                     {message}; the proxy denies requests it fails on",
+                    args.query
+                );
+            }
             let query = match args.no_query {
                 true => "no query".to_string(),
                 false => format!("query {}", args.query),

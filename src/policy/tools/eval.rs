@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::policy::input::{context_value, ConnInput, RequestInput};
-use crate::policy::{Decision, PolicySet};
+use crate::policy::{Decision, Options, PolicySet};
 use crate::request;
 use crate::tls::identity::{PeerIdentity, SpiffeId};
 
@@ -46,6 +46,16 @@ pub struct EvalArgs {
     /// Add the input document to the output.
     #[arg(long)]
     show_input: bool,
+    /// Print only the query's value, as JSON (nothing when it is undefined), as
+    /// `opa eval --format raw` does. The exit code is still the decision's.
+    #[arg(long, conflicts_with_all = ["show_input", "repeat"])]
+    raw: bool,
+    /// Do not evaluate the query on a made-up request at load (nor warn when that fails).
+    #[arg(long)]
+    skip_sample: bool,
+    /// As `regate run --strict-builtin-errors`.
+    #[arg(long)]
+    strict_builtin_errors: bool,
     #[command(flatten)]
     request: RequestArgs,
 }
@@ -111,17 +121,28 @@ struct RequestArgs {
     time: Option<String>,
 }
 
+/// For scripts: 0 allow, 1 deny, 2 error (nothing to evaluate, or an evaluation that failed
+/// or gave a malformed result; the proxy denies those too).
 pub fn run(args: EvalArgs) -> ExitCode {
     match eval(&args) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
+        Ok((out, decision)) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            // A request regate refuses before the policy (`invalid_path`) is a deny; only the
+            // policy's own failures are errors.
+            let failed = decision.error.is_some() && decision.reason.starts_with("policy_");
+            match (decision.allowed, failed) {
+                (true, _) => ExitCode::SUCCESS,
+                (false, false) => ExitCode::from(1),
+                (false, true) => ExitCode::from(2),
+            }
         }
         Err(errors) => {
             for e in errors {
                 eprintln!("regate: policy eval: {e}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -132,13 +153,38 @@ enum Prepared {
     Refused(Decision),
 }
 
-fn eval(args: &EvalArgs) -> Result<String, Vec<String>> {
+/// The text to print, and the decision that sets the exit code.
+fn eval(args: &EvalArgs) -> Result<(String, Decision), Vec<String>> {
     let prepared = match &args.input {
         Some(source) => Prepared::Input(read_input(source).map_err(|e| vec![e])?),
         None => describe(&args.request).map_err(|e| vec![e])?,
     };
-    let set = PolicySet::load(&args.policies, &args.query, args.policy_timeout)
+    let options = Options {
+        strict_builtin_errors: args.strict_builtin_errors,
+        sample: !args.skip_sample,
+        ..Options::new(&args.query, args.policy_timeout)
+    };
+    let set = PolicySet::load(&args.policies, &options)
         .map_err(|es| es.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    if let Some(message) = &set.sample_error {
+        eprintln!(
+            "regate: policy eval: warning: {} fails on a sample request: {message}",
+            set.query
+        );
+    }
+    if args.raw {
+        return Ok(match prepared {
+            Prepared::Refused(decision) => (String::new(), decision),
+            Prepared::Input(input) => {
+                let decision = set.decide(input.clone());
+                let text = match set.value(input) {
+                    Ok(Value::Undefined) | Err(_) => String::new(),
+                    Ok(value) => value.to_json_str().map_err(|e| vec![e.to_string()])?,
+                };
+                (text, decision)
+            }
+        });
+    }
     let (decision, input, timings) = match prepared {
         Prepared::Refused(decision) => (decision, None, Vec::new()),
         Prepared::Input(input) => {
@@ -160,7 +206,8 @@ fn eval(args: &EvalArgs) -> Result<String, Vec<String>> {
             _ => None,
         },
     };
-    serde_json::to_string_pretty(&out).map_err(|e| vec![e.to_string()])
+    let text = serde_json::to_string_pretty(&out).map_err(|e| vec![e.to_string()])?;
+    Ok((text, decision))
 }
 
 fn read_input(source: &str) -> Result<Value, String> {

@@ -59,6 +59,20 @@ struct TestCase {
     /// The file and line of its first definition.
     file: String,
     line: u32,
+    kind: Kind,
+    /// A function of the policy's own that a `with` in the test replaces by its `data.` path.
+    replaces: Option<String>,
+}
+
+/// What a test rule's head makes it, which decides what passing means (as in `opa test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `test_x if ...`: passes when it is `true`.
+    Plain,
+    /// `test_x contains v if ...`: a set, never `true`; `opa test` fails it.
+    Set,
+    /// `test_x[name] if ...`: one case per key, each of which must be `true`.
+    Cases,
 }
 
 impl TestCase {
@@ -183,7 +197,7 @@ fn load(dir: &std::path::Path, timeout: std::time::Duration) -> Result<Engine, V
         es.iter().map(|e| e.to_string()).collect()
     };
     let sources = Sources::read(dir).map_err(strings)?;
-    let mut engine = build_engine(sources.files).map_err(strings)?;
+    let mut engine = build_engine(sources.files, false).map_err(strings)?;
     engine.set_execution_timer_config(crate::policy::execution_limit(timeout));
     engine.set_gather_prints(true);
     super::check::prepare(&mut engine).map_err(|e| vec![e.to_string()])?;
@@ -216,18 +230,35 @@ fn run_dir(dir: &str, engine: &Engine, args: &TestArgs, run: &mut Run) {
             test_engine.set_enable_coverage(true);
         }
         let start = Instant::now();
-        let result = test_engine.eval_rule(case.path.clone());
+        let result = match case.kind {
+            Kind::Plain => test_engine.eval_rule(case.path.clone()),
+            // regorus evaluates a rule built from reference heads only as a query.
+            Kind::Set | Kind::Cases => query_value(&mut test_engine, &case.path),
+        };
         let elapsed = start.elapsed();
-        let outcome = match result {
-            Ok(Value::Bool(true)) => Outcome::Pass,
-            Ok(Value::Undefined) => {
-                Outcome::Fail("undefined: an expression in its body was false or undefined".into())
+        let outcome = match (case.kind, result) {
+            (_, Err(e)) => Outcome::Error(compile_message(&e.to_string())),
+            (Kind::Set, Ok(_)) => Outcome::Fail(
+                "a `contains` test is a set, never true: opa test fails it too; write `test_x if`"
+                    .into(),
+            ),
+            (Kind::Cases, Ok(Value::Undefined)) => {
+                Outcome::Fail("undefined: no case was defined".into())
             }
-            Ok(other) => Outcome::Fail(format!(
-                "the result is {}, not true",
-                other.to_json_str().unwrap_or_default()
+            (Kind::Cases, Ok(value)) => match failing_cases(&value, "") {
+                failing if failing.is_empty() => Outcome::Pass,
+                failing => Outcome::Fail(format!("cases not true: {}", failing.join(", "))),
+            },
+            (Kind::Plain, Ok(value)) => plain_outcome(value),
+        };
+        let outcome = match (&case.replaces, outcome) {
+            (Some(function), Outcome::Fail(_) | Outcome::Error(_)) => Outcome::Fail(format!(
+                "the test replaces {function} with `with`; regate's Rego engine applies such a \
+                 replacement only to calls spelt exactly `{function}(...)`, so calls spelt \
+                 otherwise ran the real function (opa test replaces every call); replace it by \
+                 the name the policy calls it by, or mock its inputs instead"
             )),
-            Err(e) => Outcome::Error(compile_message(&e.to_string())),
+            (_, outcome) => outcome,
         };
         if args.coverage {
             if let Ok(report) = test_engine.get_coverage_report() {
@@ -243,6 +274,54 @@ fn run_dir(dir: &str, engine: &Engine, args: &TestArgs, run: &mut Run) {
     }
 }
 
+fn plain_outcome(value: Value) -> Outcome {
+    match value {
+        Value::Bool(true) => Outcome::Pass,
+        Value::Undefined => {
+            Outcome::Fail("undefined: an expression in its body was false or undefined".into())
+        }
+        other => Outcome::Fail(format!(
+            "the result is {}, not true",
+            other.to_json_str().unwrap_or_default()
+        )),
+    }
+}
+
+/// The value of a `data.` path through a query; undefined when it has none.
+fn query_value(engine: &mut Engine, path: &str) -> anyhow::Result<Value> {
+    let results = engine.eval_query(path.to_string(), false)?;
+    Ok(results
+        .result
+        .first()
+        .and_then(|r| r.expressions.first())
+        .map(|e| e.value.clone())
+        .unwrap_or(Value::Undefined))
+}
+
+/// The keys (nested keys joined by `.`) of a `test_x[name]` value that are not `true`.
+fn failing_cases(value: &Value, prefix: &str) -> Vec<String> {
+    let Value::Object(cases) = value else {
+        return vec![prefix.to_string()];
+    };
+    let mut failing = Vec::new();
+    for (key, v) in cases.iter() {
+        let name = match key {
+            Value::String(s) => s.to_string(),
+            other => other.to_json_str().unwrap_or_default(),
+        };
+        let name = match prefix.is_empty() {
+            true => name,
+            false => format!("{prefix}.{name}"),
+        };
+        match v {
+            Value::Bool(true) => {}
+            Value::Object(_) => failing.extend(failing_cases(v, &name)),
+            _ => failing.push(name),
+        }
+    }
+    failing
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
@@ -253,25 +332,47 @@ fn discover(engine: &mut Engine) -> Result<Vec<TestCase>, String> {
     let packages = engine
         .get_policy_package_components()
         .map_err(|e| e.to_string())?;
+    let functions = crate::policy::analysis::user_functions(engine.get_modules());
     let mut seen = BTreeSet::new();
     let mut cases = Vec::new();
     // Both lists are the engine's modules in the order they were added.
     for (module, package) in engine.get_modules().iter().zip(packages) {
         for rule in &module.policy {
-            let refr = match rule.as_ref() {
+            let (refr, set, bodies) = match rule.as_ref() {
                 Rule::Spec {
                     head: RuleHead::Compr { refr, .. },
+                    bodies,
                     ..
-                } => refr,
-                Rule::Default { refr, args, .. } if args.is_empty() => refr,
+                } => (refr, false, Some(bodies)),
+                Rule::Spec {
+                    head: RuleHead::Set { refr, .. },
+                    bodies,
+                    ..
+                } => (refr, true, Some(bodies)),
+                Rule::Default { refr, args, .. } if args.is_empty() => (refr, false, None),
                 _ => continue,
             };
             let parts = Parser::get_path_ref_components(refr).map_err(|e| e.to_string())?;
-            let [name] = parts.as_slice() else { continue };
+            let Some(name) = parts.first() else { continue };
             let name = name.text();
             if !name.starts_with("test_") {
                 continue;
             }
+            let kind = match (set, parts.len()) {
+                (true, _) => Kind::Set,
+                (false, 1) => Kind::Plain,
+                (false, _) => Kind::Cases,
+            };
+            let replaces = bodies
+                .into_iter()
+                .flatten()
+                .flat_map(|body| body.query.stmts.iter())
+                .flat_map(|stmt| stmt.with_mods.iter())
+                .filter_map(|with| crate::policy::analysis::dotted(&with.refr))
+                .find(|target| {
+                    let last = target.rsplit('.').next().unwrap_or(target);
+                    target.contains('.') && functions.contains(last)
+                });
             let package_path = package.components.join(".");
             if !seen.insert((package_path.clone(), name.to_string())) {
                 continue;
@@ -282,6 +383,8 @@ fn discover(engine: &mut Engine) -> Result<Vec<TestCase>, String> {
                 name: name.to_string(),
                 file: package.source_file.clone(),
                 line: refr.span().line,
+                kind,
+                replaces,
             });
         }
     }
