@@ -31,9 +31,6 @@ pub const BUILTINS: &[(&str, u8, super::Builtin)] = &[
     ("io.jwt.verify_hs512", 2, verify_hs512),
 ];
 
-/// Builtins whose answer depends on the current time (when the constraints give no `time`).
-pub const CLOCK_DEPENDENT: &[&str] = &["io.jwt.decode_verify"];
-
 /// The algorithms OPA knows; a JWK naming another is skipped.
 const ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256",

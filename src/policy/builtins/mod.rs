@@ -11,8 +11,11 @@
 //! Neither can allow by itself: an undefined expression makes its rule body fail.
 
 pub mod crypto;
+pub mod globs;
 pub mod jwt;
 pub mod net;
+pub mod schema;
+pub mod template;
 pub mod values;
 
 use regorus::{Engine, Value};
@@ -26,6 +29,9 @@ pub fn all() -> impl Iterator<Item = &'static (&'static str, u8, Builtin)> {
         jwt::BUILTINS,
         crypto::BUILTINS,
         net::BUILTINS,
+        globs::BUILTINS,
+        schema::BUILTINS,
+        template::BUILTINS,
         values::BUILTINS,
     ]
     .into_iter()
@@ -37,8 +43,14 @@ pub fn provides(name: &str) -> bool {
     all().any(|(n, _, _)| *n == name)
 }
 
-/// Builtins whose answer depends on the clock, though their arguments are the same.
-pub const CLOCK_DEPENDENT: &[&str] = jwt::CLOCK_DEPENDENT;
+/// Builtins whose answer depends on the clock, though their arguments are the same: the
+/// decision cache never keeps an answer that called one.
+pub const CLOCK_DEPENDENT: &[&str] = &[
+    // Checks `exp` and `nbf` against now when the constraints give no `time`.
+    "io.jwt.decode_verify",
+    // Checks each certificate's validity period against now.
+    "crypto.x509.parse_and_verify_certificates",
+];
 
 /// Add every builtin of [`all`] to `engine`, failing as `strict` says.
 pub fn register(engine: &mut Engine, strict: bool) -> anyhow::Result<()> {

@@ -18,7 +18,16 @@ pub const BUILTINS: &[(&str, u8, Builtin)] = &[
     ("net.cidr_intersects", 2, cidr_intersects),
     ("net.cidr_contains_matches", 2, cidr_contains_matches),
     ("net.cidr_merge", 1, cidr_merge),
+    ("net.cidr_is_valid", 1, cidr_is_valid),
 ];
+
+/// `net.cidr_is_valid(x)`: false, never an error, for anything that is not a CIDR string.
+fn cidr_is_valid(args: &[Value]) -> Result<Value, String> {
+    Ok(Value::from(matches!(
+        args.first(),
+        Some(Value::String(s)) if Net::parse(s).is_some()
+    )))
+}
 
 /// An address as Go compares it: IPv4, including IPv4-mapped IPv6, or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

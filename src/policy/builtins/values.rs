@@ -8,25 +8,24 @@ use super::{string_arg, type_name, Builtin};
 
 pub const BUILTINS: &[(&str, u8, Builtin)] = &[
     ("array.flatten", 1, array_flatten),
+    ("urlquery.decode", 1, urlquery_decode),
     ("glob.quote_meta", 1, glob_quote_meta),
     ("time.parse_rfc3339_ns", 1, parse_rfc3339_ns),
     ("to_number", 1, to_number),
 ];
 
-/// `array.flatten(arr)`: nested arrays, at any depth, spliced in place.
+/// `array.flatten(arr)`: the arrays directly inside spliced in place, one level deep as in
+/// OPA (`[1, [2, [3]]]` is `[1, 2, [3]]`).
 fn array_flatten(args: &[Value]) -> Result<Value, String> {
-    fn splice<'a>(items: impl Iterator<Item = &'a Value>, out: &mut Vec<Value>) {
-        for item in items {
-            match item {
-                Value::Array(inner) => splice(inner.iter(), out),
-                other => out.push(other.clone()),
-            }
-        }
-    }
     match args.first() {
         Some(Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
-            splice(items.iter(), &mut out);
+            for item in items.iter() {
+                match item {
+                    Value::Array(inner) => out.extend(inner.iter().cloned()),
+                    other => out.push(other.clone()),
+                }
+            }
             Ok(Value::from(out))
         }
         Some(other) => Err(format!(
@@ -35,6 +34,38 @@ fn array_flatten(args: &[Value]) -> Result<Value, String> {
         )),
         None => Err("operand 1 is missing".into()),
     }
+}
+
+/// `urlquery.decode(s)`: `+` is a space and every `%` starts two hex digits, as Go's
+/// `url.QueryUnescape` has it (regorus passes `%zz` through). Bytes that are not UTF-8 are an
+/// error: a Rego string here cannot hold them.
+fn urlquery_decode(args: &[Value]) -> Result<Value, String> {
+    let s = string_arg(args, 0)?;
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .filter(|_| {
+                        bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit()
+                    })
+                    .ok_or_else(|| "invalid URL escape".to_string())?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map(Value::from)
+        .map_err(|_| "the decoded text is not UTF-8".to_string())
 }
 
 /// `glob.quote_meta(s)`: every glob metacharacter escaped, as OPA's glob library does
@@ -245,6 +276,24 @@ mod tests {
         assert_eq!(rfc3339_ns("1970-01-01T00:00:01z"), None);
         assert_eq!(rfc3339_ns("1970-02-30T00:00:01Z"), None);
         assert_eq!(rfc3339_ns("1970-01-01T24:00:00Z"), None);
+    }
+
+    #[test]
+    fn urlquery_decode_refuses_what_go_refuses() {
+        let decode = |s: &str| urlquery_decode(&[Value::from(s)]);
+        assert_eq!(decode("a+b%2Fc"), Ok(Value::from("a b/c")));
+        assert!(decode("%zz").is_err());
+        assert!(decode("%+f").is_err());
+        assert!(decode("%é").is_err());
+        assert!(decode("%2").is_err());
+        assert!(decode("%ff").is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn flatten_is_one_level_deep() {
+        let v = Value::from_json_str("[1, [2, [3, [4]]], []]").map_err(|e| e.to_string());
+        let want = Value::from_json_str("[1, 2, [3, [4]]]").map_err(|e| e.to_string());
+        assert_eq!(array_flatten(&[v.unwrap_or(Value::Null)]), want);
     }
 
     #[test]
