@@ -331,6 +331,11 @@ fn build_engine(
     for (file, text) in files {
         let name = file.path.display().to_string();
         let loaded = match file.kind {
+            // The package regate adds to evaluate a query: a module of the same name could
+            // define its answer.
+            FileKind::Rego if declares_package(&text, QUERY_PACKAGE) => Err(PolicyError::Compile(
+                format!("{name}: the package {QUERY_PACKAGE} is regate's own"),
+            )),
             FileKind::Rego => add_rego(&mut engine, name.clone(), text),
             FileKind::Json | FileKind::Yaml => if file.kind == FileKind::Json {
                 Value::from_json_str(&text)
@@ -365,15 +370,31 @@ fn build_engine(
     Ok(engine)
 }
 
-/// The rule regate adds when regorus cannot evaluate the query as it stands.
+/// The rule regate adds when regorus cannot evaluate the query as it stands, and its package.
 const QUERY_RULE: &str = "data.regate_query__.value";
+const QUERY_PACKAGE: &str = "regate_query__";
+
+/// Whether a Rego file's `package` line names `package` or a package inside it.
+fn declares_package(text: &str, package: &str) -> bool {
+    text.lines().any(|line| {
+        let code = strip_comment_and_strings(line);
+        let mut words = code.split_whitespace();
+        words.next() == Some("package")
+            && words.next().is_some_and(|p| {
+                let p = p.strip_prefix("data.").unwrap_or(p);
+                p == package
+                    || p.starts_with(&format!("{package}."))
+                    || p.starts_with(&format!("{package}["))
+            })
+    })
+}
 
 fn add_query_rule(engine: &mut Engine, query: &str) -> Result<(), String> {
     engine.set_rego_v0(false);
     engine
         .add_policy(
             "(--query)".into(),
-            format!("package regate_query__\n\nvalue := {query}\n"),
+            format!("package {QUERY_PACKAGE}\n\nvalue := {query}\n"),
         )
         .map(|_| ())
         .map_err(|e| summary(&e.to_string()))
@@ -391,6 +412,11 @@ fn query_path(query: &str) -> Result<Vec<String>, String> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
+    if rest.is_empty() {
+        return Err(format!(
+            "{query:?} names all of data; name a rule or a package"
+        ));
+    }
     let mut path = Vec::new();
     let mut rest = rest;
     while !rest.is_empty() {

@@ -241,6 +241,24 @@ fn any_data_path_is_a_query() {
     assert!(err.contains("names no rule"), "{err}");
     let err = load_error(&dir, "data.envoy.authz.allow; true");
     assert!(err.contains("is not a path"), "{err}");
+    let err = load_error(&dir, "data");
+    assert!(err.contains("names all of data"), "{err}");
+}
+
+#[test]
+fn regates_own_query_package_cannot_be_defined_by_a_policy() {
+    let dir = dir_with(&[
+        (
+            "p.rego",
+            "package envoy.authz\nresult[\"allowed\"] := false\n",
+        ),
+        (
+            "q.rego",
+            "package regate_query__\nvalue := {\"allowed\": true}\n",
+        ),
+    ]);
+    let err = load_error(&dir, "data.envoy.authz.result");
+    assert!(err.contains("regate_query__ is regate's own"), "{err}");
 }
 
 #[test]

@@ -794,66 +794,122 @@ fn verify_chain<'c, 'a>(
         return None;
     }
     let mut chain = vec![leaf];
-    // Depth-first, as Go: try the root, then each unused intermediate.
-    fn extend<'c, 'a>(
-        chain: &mut Vec<&'c X509Certificate<'a>>,
-        root: &'c X509Certificate<'a>,
-        intermediates: &'c [X509Certificate<'a>],
-        time_ok: &dyn Fn(&X509Certificate<'_>) -> bool,
-    ) -> bool {
-        let Some(current) = chain.last().copied() else {
-            return false;
-        };
-        if chain.len() > 10 {
-            return false;
-        }
-        if current.issuer().as_raw() == root.subject().as_raw()
-            && time_ok(root)
-            && signed_by(current, root)
-        {
-            chain.push(root);
-            return true;
-        }
-        for inter in intermediates {
-            if chain.iter().any(|c| c.as_raw() == inter.as_raw()) {
-                continue;
-            }
-            if current.issuer().as_raw() != inter.subject().as_raw()
-                || !time_ok(inter)
-                || !inter.is_ca()
-            {
-                continue;
-            }
-            if !signed_by(current, inter) {
-                continue;
-            }
-            chain.push(inter);
-            if extend(chain, root, intermediates, time_ok) {
-                return true;
-            }
-            chain.pop();
-        }
-        false
-    }
     if leaf.as_raw() == root.as_raw() {
-        return Some(chain);
+        return eku_ok(&chain).then_some(chain);
     }
-    if !extend(&mut chain, root, intermediates, &time_ok) {
+    let mut budget = SIGNATURE_CHECKS;
+    if !extend(&mut chain, root, intermediates, &time_ok, &mut budget) {
         return None;
     }
-    // Go's default key usage check: server auth, through every certificate of the chain.
-    for c in &chain {
-        let ekus = ext_key_usages(c);
-        if let Some((known, unknown)) = ekus {
+    eku_ok(&chain).then_some(chain)
+}
+
+/// Go stops a chain search after this many signature checks; so does regate, so that a
+/// request cannot hold an evaluation thread with a web of certificates that sign each other.
+const SIGNATURE_CHECKS: usize = 100;
+
+/// Depth-first, as Go: try the root, then each unused intermediate, each only if it may sign
+/// what is below it.
+fn extend<'c, 'a>(
+    chain: &mut Vec<&'c X509Certificate<'a>>,
+    root: &'c X509Certificate<'a>,
+    intermediates: &'c [X509Certificate<'a>],
+    time_ok: &dyn Fn(&X509Certificate<'_>) -> bool,
+    budget: &mut usize,
+) -> bool {
+    let Some(current) = chain.last().copied() else {
+        return false;
+    };
+    if chain.len() > 10 {
+        return false;
+    }
+    // The intermediates already in the chain sit below the next parent.
+    let below = chain.len() - 1;
+    if current.issuer().as_raw() == root.subject().as_raw()
+        && time_ok(root)
+        && may_sign(root, below, true)
+        && spend(budget)
+        && signed_by(current, root)
+    {
+        chain.push(root);
+        return true;
+    }
+    for inter in intermediates {
+        if chain.iter().any(|c| c.as_raw() == inter.as_raw()) {
+            continue;
+        }
+        if current.issuer().as_raw() != inter.subject().as_raw()
+            || !time_ok(inter)
+            || !may_sign(inter, below, false)
+        {
+            continue;
+        }
+        if !spend(budget) {
+            return false;
+        }
+        if !signed_by(current, inter) {
+            continue;
+        }
+        chain.push(inter);
+        if extend(chain, root, intermediates, time_ok, budget) {
+            return true;
+        }
+        chain.pop();
+    }
+    false
+}
+
+fn spend(budget: &mut usize) -> bool {
+    match budget.checked_sub(1) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `parent` may sign a certificate with `below` intermediates under it, as Go's
+/// `isValid` has it: an intermediate must be a CA by its basic constraints (a root need not);
+/// any parent's path length bounds the intermediates below it; no certificate may carry a
+/// critical extension regate does not understand. Go ignores key usage here, and so does
+/// regate. Name constraints are not checked, so a parent that carries them signs nothing
+/// here: refusing is the side to err on.
+fn may_sign(parent: &X509Certificate<'_>, below: usize, is_root: bool) -> bool {
+    if has_unhandled_critical(parent) {
+        return false;
+    }
+    match parent.basic_constraints() {
+        Ok(Some(bc)) => {
+            if !is_root && !bc.value.ca {
+                return false;
+            }
+            if let Some(n) = bc.value.path_len_constraint {
+                if below > n as usize {
+                    return false;
+                }
+            }
+        }
+        Ok(None) if !is_root => return false,
+        Ok(None) => {}
+        Err(_) => return false,
+    }
+    matches!(parent.name_constraints(), Ok(None))
+}
+
+/// Go's default key usage check: server auth, through every certificate of the chain.
+fn eku_ok(chain: &[&X509Certificate<'_>]) -> bool {
+    for c in chain {
+        if let Some((known, unknown)) = ext_key_usages(c) {
             if known.is_empty() && unknown.is_empty() {
                 continue;
             }
             if !known.iter().any(|u| matches!(u, 0 | 1 | 10 | 11)) {
-                return None;
+                return false;
             }
         }
     }
-    Some(chain)
+    true
 }
 
 fn has_unhandled_critical(c: &X509Certificate<'_>) -> bool {
@@ -1401,4 +1457,84 @@ pub(crate) fn cert_value(c: &X509Certificate<'_>) -> Value {
 #[cfg(test)]
 pub(crate) fn md5_hex(s: &str) -> String {
     hex(&md5_digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    };
+
+    fn params(cn: &str, ca: IsCa) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.is_ca = ca;
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(1);
+        p
+    }
+
+    /// root, intermediate, leaf: the order OPA takes them in.
+    fn chain(root_ca: IsCa, inter_ca: IsCa) -> String {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = params("root", root_ca);
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_params = params("inter", inter_ca);
+        let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+        let inter_issuer = Issuer::new(inter_params, inter_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = params("leaf", IsCa::NoCa)
+            .signed_by(&leaf_key, &inter_issuer)
+            .unwrap();
+        format!("{}{}{}", root.pem(), inter.pem(), leaf.pem())
+    }
+
+    fn verifies(pem: &str) -> bool {
+        let got = parse_and_verify_certificates(&[Value::from(pem)]).unwrap();
+        got[0] == Value::from(true)
+    }
+
+    #[test]
+    fn chains_verify_only_within_their_constraints() {
+        let ca = || IsCa::Ca(BasicConstraints::Unconstrained);
+        assert!(verifies(&chain(ca(), ca())));
+        // The root allows no intermediate below it.
+        let zero = IsCa::Ca(BasicConstraints::Constrained(0));
+        assert!(!verifies(&chain(zero, ca())));
+        // An intermediate that is not a CA signs nothing.
+        assert!(!verifies(&chain(ca(), IsCa::ExplicitNoCa)));
+        assert!(!verifies(&chain(ca(), IsCa::NoCa)));
+    }
+
+    #[test]
+    fn a_web_of_cross_signed_intermediates_ends_the_search() {
+        // Twelve CAs with one name and one key: each signs every other. The leaf names them
+        // as its issuer, and the root is someone else. Without a budget, the search would
+        // try every ordering of them, hundreds of millions of signature checks.
+        let key_pem = KeyPair::generate().unwrap().serialize_pem();
+        let key = || KeyPair::from_pem(&key_pem).unwrap();
+        let root_params = params("root", IsCa::Ca(BasicConstraints::Unconstrained));
+        let root = root_params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap();
+        let web = params("web", IsCa::Ca(BasicConstraints::Unconstrained));
+        let web_issuer = Issuer::new(web.clone(), key());
+        let mut pem = root.pem();
+        for serial in 1..=12u64 {
+            let mut p = web.clone();
+            p.serial_number = Some(serial.into());
+            pem.push_str(&p.signed_by(&key(), &web_issuer).unwrap().pem());
+        }
+        let leaf = params("leaf", IsCa::NoCa)
+            .signed_by(&KeyPair::generate().unwrap(), &web_issuer)
+            .unwrap();
+        pem.push_str(&leaf.pem());
+        assert!(!verifies(&pem));
+    }
 }

@@ -618,7 +618,8 @@ fn decode_verify(args: &[Value]) -> Result<Value, String> {
         if !matches!(exp, Value::Number(_)) {
             return Err("exp value must be a number".into());
         }
-        if now >= number_f64(exp).unwrap_or(f64::INFINITY) {
+        let exp = number_f64(exp).ok_or("exp value must be a number")?;
+        if now >= exp {
             return unverified();
         }
     }
@@ -626,7 +627,8 @@ fn decode_verify(args: &[Value]) -> Result<Value, String> {
         if !matches!(nbf, Value::Number(_)) {
             return Err("nbf value must be a number".into());
         }
-        if now < number_f64(nbf).unwrap_or(f64::NEG_INFINITY) {
+        let nbf = number_f64(nbf).ok_or("nbf value must be a number")?;
+        if now < nbf {
             return unverified();
         }
     }

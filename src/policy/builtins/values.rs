@@ -233,7 +233,10 @@ fn rfc3339_ns(s: &str) -> Option<i128> {
                 .to_julian_day(),
     );
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
+    // OPA refuses a time whose nanoseconds do not fit in 64 bits (before 1677, after 2262):
+    // a far-future expiry must not compare as later than any real time.
+    let ns = i128::from(secs) * 1_000_000_000 + nanos;
+    i64::try_from(ns).ok().map(i128::from)
 }
 
 #[cfg(test)]
@@ -276,6 +279,8 @@ mod tests {
         assert_eq!(rfc3339_ns("1970-01-01T00:00:01z"), None);
         assert_eq!(rfc3339_ns("1970-02-30T00:00:01Z"), None);
         assert_eq!(rfc3339_ns("1970-01-01T24:00:00Z"), None);
+        assert_eq!(rfc3339_ns("9999-12-31T23:59:59Z"), None);
+        assert_eq!(rfc3339_ns("1600-01-01T00:00:00Z"), None);
     }
 
     #[test]
