@@ -13,6 +13,7 @@
 pub mod crypto;
 pub mod globs;
 pub mod jwt;
+pub mod jwt_sign;
 pub mod net;
 pub mod schema;
 pub mod template;
@@ -27,6 +28,7 @@ pub type Builtin = fn(&[Value]) -> Result<Value, String>;
 pub fn all() -> impl Iterator<Item = &'static (&'static str, u8, Builtin)> {
     [
         jwt::BUILTINS,
+        jwt_sign::BUILTINS,
         crypto::BUILTINS,
         net::BUILTINS,
         globs::BUILTINS,
