@@ -49,6 +49,15 @@ default allow := false
 allow if net.cidr_contains("127.0.0.0/8", input.attributes.source.address.socketAddress.address)
 "#;
 
+/// An IPv4 client (from 127.0.0.1) of regate serving on a dual-stack socket.
+async fn ipv4_client(setup: &Setup, upstream: &str) -> (Http1, tokio::sync::oneshot::Sender<()>) {
+    let (port, stop) = serve_dual_stack(setup, upstream).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let config = setup.client_config(Some(&setup.ca.client(SUMMARIZER)), &[b"http/1.1"]);
+    let tls = tls_connect(addr, config).await.unwrap();
+    (http1_over(tls).await, stop)
+}
+
 /// regate serving on an IPv6 socket that takes IPv4 connections, as `--listen [::]:PORT`
 /// does, returning the port. Bound to the mapped loopback address rather than `[::]`, so the
 /// test listens on loopback only; the peers it accepts are `::ffff:127.0.0.1` all the same.
@@ -75,15 +84,7 @@ async fn serve_dual_stack(
 async fn an_ipv4_denylist_holds_for_ipv4_clients_of_a_dual_stack_listener() {
     let setup = Setup::new(&[("authz.rego", DENY_LOOPBACK)]);
     let upstream = Upstream::start().await;
-    let (port, stop) = serve_dual_stack(&setup, &upstream.url()).await;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let tls = tls_connect(
-        addr,
-        setup.client_config(Some(&setup.ca.client(SUMMARIZER)), &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let mut client = http1_over(tls).await;
+    let (mut client, stop) = ipv4_client(&setup, &upstream.url()).await;
     let (status, headers, _) = get(&mut client, "/docs/readme").await;
     assert_eq!(status, 403, "{headers:?}");
     assert_eq!(
@@ -100,15 +101,7 @@ async fn an_ipv4_denylist_holds_for_ipv4_clients_of_a_dual_stack_listener() {
 async fn an_ipv4_allowlist_admits_ipv4_clients_of_a_dual_stack_listener() {
     let setup = Setup::new(&[("authz.rego", ALLOW_LOOPBACK)]);
     let upstream = Upstream::start().await;
-    let (port, stop) = serve_dual_stack(&setup, &upstream.url()).await;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let tls = tls_connect(
-        addr,
-        setup.client_config(Some(&setup.ca.client(SUMMARIZER)), &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let mut client = http1_over(tls).await;
+    let (mut client, stop) = ipv4_client(&setup, &upstream.url()).await;
     let (status, _, _) = get(&mut client, "/docs/readme").await;
     assert_eq!(status, 200);
     let seen = upstream.requests();

@@ -71,23 +71,7 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
     let functions = user_functions(modules);
     let per_module: Vec<(String, Facts)> = modules
         .iter()
-        .map(|module| {
-            let mut facts = Facts::default();
-            let aliases = aliases(module);
-            let mut walker = Walker {
-                facts: &mut facts,
-                aliases: &aliases,
-            };
-            for rule in &module.policy {
-                walker.rule(rule);
-            }
-            for import in &module.imports {
-                if let Some(path) = rooted(&import.refr, "data", &BTreeMap::new()) {
-                    facts.data.insert(path);
-                }
-            }
-            (package(module), facts)
-        })
+        .map(|module| (package(module), module_facts(module)))
         .collect();
     let facts = reachable(&per_module, query);
     if facts.paths.contains(&Vec::new()) {
@@ -148,6 +132,25 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
     Reads::Paths(paths)
 }
 
+/// What one module reads, calls and refers to.
+fn module_facts(module: &Module) -> Facts {
+    let mut facts = Facts::default();
+    let aliases = aliases(module);
+    let mut walker = Walker {
+        facts: &mut facts,
+        aliases: &aliases,
+    };
+    for rule in &module.policy {
+        walker.rule(rule);
+    }
+    for import in &module.imports {
+        if let Some(path) = rooted(&import.refr, "data", &BTreeMap::new()) {
+            facts.data.insert(path);
+        }
+    }
+    facts
+}
+
 /// `file:line` of a span, as regate reports a place in a policy.
 fn location(span: &regorus::unstable::Span) -> String {
     format!("{}:{}", span.source.file(), span.line)
@@ -160,16 +163,7 @@ pub fn unknown_calls(modules: &[Ref<Module>]) -> Vec<(String, String)> {
     let functions = user_functions(modules);
     let mut unknown = BTreeMap::new();
     for module in modules {
-        let mut facts = Facts::default();
-        let aliases = aliases(module);
-        let mut walker = Walker {
-            facts: &mut facts,
-            aliases: &aliases,
-        };
-        for rule in &module.policy {
-            walker.rule(rule);
-        }
-        for (name, at) in facts.calls {
+        for (name, at) in module_facts(module).calls {
             let last = name.rsplit('.').next().unwrap_or(&name);
             let known = (regorus::unstable::BUILTINS.contains_key(name.as_str())
                 && !STUBS.contains(&name.as_str()))

@@ -16,6 +16,8 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
+use super::type_name;
+
 /// Every builtin this module adds: (OPA name, arity, function).
 pub const BUILTINS: &[(&str, u8, super::Builtin)] = &[
     ("crypto.sha256", 1, sha256),
@@ -49,19 +51,6 @@ pub(crate) fn string_operand<'a>(
             type_name(v)
         )),
         None => Err(format!("{name}: missing operand {pos}")),
-    }
-}
-
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Set(_) => "set",
-        Value::Object(_) => "object",
-        _ => "undefined",
     }
 }
 

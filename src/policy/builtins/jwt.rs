@@ -9,9 +9,10 @@ use regorus::Value;
 use ring::hmac;
 
 use super::crypto::{
-    b64url_decode_opa, ecdsa_der, hex, pem_decode, spki_key, string_operand, type_name,
-    verify_with, Hash, PublicKey, Scheme,
+    b64url_decode_opa, ecdsa_der, hex, pem_decode, spki_key, string_operand, verify_with, Hash,
+    PublicKey, Scheme,
 };
+use super::type_name;
 
 /// Every builtin this module adds: (OPA name, arity, function).
 pub const BUILTINS: &[(&str, u8, super::Builtin)] = &[
