@@ -220,9 +220,8 @@ pub fn rule_heads(modules: &[Ref<Module>]) -> Vec<RuleHeadPath> {
     out
 }
 
-/// The leading fields and string keys of a reference: `result.headers` is
-/// `["result", "headers"]`; `obj[k]` is `["obj"]`.
-fn static_segments(expr: &Ref<Expr>) -> Vec<String> {
+/// A reference's links, root first: `a.b[c]` is `a`, `a.b`, `a.b[c]`.
+fn links(expr: &Ref<Expr>) -> Vec<&Ref<Expr>> {
     let mut chain = vec![expr];
     let mut current = expr;
     while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = current.as_ref() {
@@ -230,6 +229,13 @@ fn static_segments(expr: &Ref<Expr>) -> Vec<String> {
         current = refr;
     }
     chain.reverse();
+    chain
+}
+
+/// The leading fields and string keys of a reference: `result.headers` is
+/// `["result", "headers"]`; `obj[k]` is `["obj"]`.
+fn static_segments(expr: &Ref<Expr>) -> Vec<String> {
+    let chain = links(expr);
     let mut out = Vec::new();
     for link in chain {
         match link.as_ref() {
@@ -389,13 +395,7 @@ fn rooted(
     root: &str,
     aliases: &BTreeMap<String, (&'static str, Vec<Step>)>,
 ) -> Option<Vec<Step>> {
-    let mut chain = vec![expr];
-    let mut current = expr;
-    while let Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } = current.as_ref() {
-        chain.push(refr);
-        current = refr;
-    }
-    chain.reverse();
+    let chain = links(expr);
     let mut path = match chain.first()?.as_ref() {
         Expr::Var { span, .. } if span.text() == root => Vec::new(),
         Expr::Var { span, .. } => match aliases.get(span.text()) {
