@@ -1,8 +1,10 @@
-//! The admin listener (`--admin`, loopback by default): `/metrics`, `/healthz`, `/readyz`
-//! and `/status`, on plain HTTP/1.1, apart from the mTLS listener.
+//! The admin listener (`--admin`, loopback by default): `/metrics`, `/healthz`, `/readyz`,
+//! `/status`, and the kill switch `/revocations`, on plain HTTP/1.1, apart from the mTLS
+//! listener.
 //!
-//! It only reads: metrics, the reload status and the current TLS and policy state. Nothing
-//! here is on the request path.
+//! It reads metrics, the reload status and the current TLS and policy state; the only thing
+//! it changes is the revocations (`POST /revocations`, `DELETE /revocations/{id}`), through
+//! [`Revocations`], which the request path reads. Nothing here is on the request path.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +22,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
+use crate::audit::{Audit, RevocationRecord};
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::reload::{KindStatus, ReloadStatus};
+use crate::revocations::{RevocationError, Revocations};
 use crate::tls::TlsStore;
 
 /// Whether regate should receive traffic: serving, and not draining.
@@ -60,12 +64,18 @@ pub struct AdminState {
     pub tls: TlsStore,
     pub health: Arc<Health>,
     pub started: Instant,
+    pub revocations: Arc<Revocations>,
+    /// Revocation changes are recorded in the decision log.
+    pub audit: Audit,
 }
+
+/// The largest revocation request body read.
+const MAX_BODY: usize = 16 * 1024;
 
 /// Serve the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, client) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -76,9 +86,18 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move {
+                    let response = match req.uri().path() {
+                        "/revocations" => revocations(&state, req, client).await,
+                        path if path.starts_with("/revocations/") => {
+                            revocations(&state, req, client).await
+                        }
+                        _ => route(&state, &req),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -118,6 +137,124 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `GET /revocations`, `POST /revocations`, `DELETE /revocations/{id}`.
+async fn revocations(
+    state: &AdminState,
+    req: Request<Incoming>,
+    client: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let path = req.uri().path().to_string();
+    let id = path.strip_prefix("/revocations/");
+    match (req.method().clone(), id) {
+        (Method::GET | Method::HEAD, None) => json_response(
+            StatusCode::OK,
+            &json!({"revocations": state.revocations.list()}),
+        ),
+        (Method::POST, None) => {
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("the body is over {MAX_BODY} bytes"),
+                    )
+                }
+            };
+            match state.revocations.add(&body) {
+                Ok((revocation, added)) => {
+                    let in_force = state.revocations.len();
+                    if added {
+                        state.metrics.revocations(in_force, "added");
+                        state.audit.log(&RevocationRecord {
+                            event: "revocation_added",
+                            source: "api",
+                            revocation: Some(&revocation),
+                            client_addr: Some(client.to_string()),
+                            in_force,
+                        });
+                        tracing::warn!(
+                            id = %revocation.id,
+                            target = ?revocation.target,
+                            reason = %revocation.reason,
+                            "revocation added; matching requests are denied and connections closed"
+                        );
+                    }
+                    let status = if added {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    json_response(status, &json!(revocation))
+                }
+                Err(RevocationError::Invalid(message)) => {
+                    problem(StatusCode::BAD_REQUEST, &message)
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "revocation not kept");
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the revocation could not be written to the revocation file; nothing changed",
+                    )
+                }
+            }
+        }
+        (Method::DELETE, Some(id)) => match state.revocations.remove(id) {
+            Ok(Some(revocation)) => {
+                let in_force = state.revocations.len();
+                state.metrics.revocations(in_force, "removed");
+                state.audit.log(&RevocationRecord {
+                    event: "revocation_removed",
+                    source: "api",
+                    revocation: Some(&revocation),
+                    client_addr: Some(client.to_string()),
+                    in_force,
+                });
+                tracing::warn!(id = %revocation.id, "revocation removed");
+                json_response(StatusCode::OK, &json!(revocation))
+            }
+            Ok(None) => problem(StatusCode::NOT_FOUND, "no revocation has this id"),
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "revocation removal not kept");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the revocation file could not be written; nothing changed",
+                )
+            }
+        },
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET or POST /revocations, DELETE /revocations/{id}\n",
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = text(status, format!("{value}\n"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let body = json!({
+        "status": status.as_u16(),
+        "title": status.canonical_reason().unwrap_or_default(),
+        "detail": detail,
+    });
+    let mut r = json_response(status, &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -212,6 +349,10 @@ fn status(state: &AdminState) -> serde_json::Value {
             "fingerprints_sha256": tls.ca.fingerprints,
             "earliest_not_after": unix_rfc3339(tls.ca.earliest_not_after),
             "generation": tls.ca_generation,
+        },
+        "revocations": {
+            "in_force": state.revocations.len(),
+            "file": state.revocations.file().map(|p| p.display().to_string()),
         },
         "reloads": {
             "policy": kind(&state.reloads.policy),

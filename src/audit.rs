@@ -73,6 +73,23 @@ pub struct TunnelRecord<'a> {
     pub duration_ns: u64,
 }
 
+/// A change to the revocations (the kill switch), through the admin API or the file.
+#[derive(Debug, Serialize)]
+pub struct RevocationRecord<'a> {
+    /// `revocation_added`, `revocation_removed` or `revocations_reloaded`.
+    pub event: &'static str,
+    /// `api` or `file`.
+    pub source: &'static str,
+    /// The revocation added or removed; absent for a file reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<&'a crate::revocations::Revocation>,
+    /// The admin client's address, for an API change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    /// How many revocations are in force after the change.
+    pub in_force: usize,
+}
+
 #[derive(Serialize)]
 struct Line<'a, R> {
     timestamp: String,

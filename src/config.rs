@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// instead of making its expression undefined as OPA and opa-envoy-plugin do by default.
     #[arg(long)]
     pub strict_builtin_errors: bool,
+    /// Where revocations made through the admin API are kept across restarts (JSON, written
+    /// atomically, re-read when it changes) [default: none, they last until exit].
+    #[arg(long, value_name = "FILE")]
+    pub revocations: Option<PathBuf>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -169,6 +173,7 @@ struct FileSettings {
     decision_cache_entries: Option<usize>,
     #[serde(default)]
     strict_builtin_errors: bool,
+    revocations: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -206,6 +211,8 @@ pub struct Config {
     /// Zero: no decision cache.
     pub decision_cache_entries: usize,
     pub strict_builtin_errors: bool,
+    /// The revocation file; none: revocations last until exit.
+    pub revocations: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +403,19 @@ impl Config {
             }
         };
 
+        let revocations = args
+            .revocations
+            .or_else(|| file.revocations.map(|p| base.join(p)));
+        if let Some(path) = &revocations {
+            let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if parent.is_some_and(|d| !d.is_dir()) {
+                errors.push(format!(
+                    "revocations: directory of {} does not exist",
+                    path.display()
+                ));
+            }
+        }
+
         let mut duration = |name: &str, value: Option<String>, default: Duration| match value {
             None => default,
             Some(v) => parse_duration(&v).unwrap_or_else(|| {
@@ -559,6 +579,7 @@ impl Config {
             max_upstream_requests_per_connection,
             decision_cache_entries,
             strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
+            revocations,
         };
         Checked { config, errors }
     }

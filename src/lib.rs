@@ -7,7 +7,8 @@
 //! ```text
 //! listener -> TLS handshake (tls) -> identity, once per connection (tls::identity)
 //!          -> per request: check the request and clean its headers (request)
-//!          -> build input (policy::input) -> decide (policy::evaluator) -> record (audit)
+//!          -> revoked? (revocations) -> build input (policy::input)
+//!          -> decide (policy::evaluator) -> record (audit)
 //!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
 //!             (proxy::tunnel)
 //! ```
@@ -25,8 +26,10 @@
 //!   [`proxy::tunnel`] supervises upgraded connections.
 //! - [`audit`]: one decision record per request, on its own stream.
 //! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
+//! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
+//!   and kept in `--revocations FILE`.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener (side channels that
-//!   only read).
+//!   only read, but for the admin API's changes to [`revocations`]).
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
 //!
 //! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its
@@ -46,6 +49,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod request;
+pub mod revocations;
 pub mod tls;
 
 use std::future::Future;
@@ -83,6 +87,7 @@ pub struct App {
     metrics: Arc<metrics::Metrics>,
     health: Arc<admin::Health>,
     audit: (audit::Audit, audit::AuditWriter),
+    revocations: Arc<revocations::Revocations>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -129,8 +134,12 @@ impl App {
         let audit = audit::Audit::start(&config.decision_log)
             .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
             .ok();
-        match (tls, policies, audit) {
-            (Some(tls), Some(policies), Some(audit)) if errors.is_empty() => {
+        let revocations = revocations::Revocations::load(config.revocations.as_deref())
+            .map_err(|e| errors.push(error_chain(&e)))
+            .ok();
+        match (tls, policies, audit, revocations) {
+            (Some(tls), Some(policies), Some(audit), Some(revocations)) if errors.is_empty() => {
+                let revocations = Arc::new(revocations);
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
                 let metrics = Arc::new(metrics::Metrics::new());
@@ -139,7 +148,10 @@ impl App {
                     policies.clone(),
                     tls.clone(),
                     metrics.clone(),
+                    revocations.clone(),
+                    audit.0.clone(),
                 ));
+                metrics.revocations_in_force(revocations.len());
                 Ok(App {
                     config,
                     tls,
@@ -148,6 +160,7 @@ impl App {
                     metrics,
                     health: Arc::default(),
                     audit,
+                    revocations,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -213,6 +226,7 @@ impl App {
                 upstream_per_connection: self.config.max_upstream_requests_per_connection,
             },
             changes: self.reloader.changes(),
+            revocations: self.revocations.clone(),
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
         });
@@ -239,6 +253,8 @@ impl App {
                     tls: self.tls.clone(),
                     health: self.health.clone(),
                     started: std::time::Instant::now(),
+                    revocations: self.revocations.clone(),
+                    audit: proxy.audit.clone(),
                 });
                 Some(tokio::spawn(admin::serve(admin, state)))
             }

@@ -153,6 +153,9 @@ impl ConnTask {
     {
         tokio::pin!(serving);
         let mut closing: Option<tokio::time::Instant> = None;
+        // A revocation that lands while the connection is open closes it; one that landed
+        // before is refused request by request (`still_trusted`).
+        let mut revocations = self.proxy.revocations.subscribe();
         let mut draining = *self.stop.borrow();
         if draining {
             serving.as_mut().graceful();
@@ -171,6 +174,14 @@ impl ConnTask {
                     if conn.activity.idle_for(self.idle_timeout) {
                         tracing::debug!("closing an idle connection");
                         self.metrics.idle_closed();
+                        serving.as_mut().graceful();
+                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    }
+                }
+                Ok(()) = revocations.changed(), if closing.is_none() => {
+                    if self.proxy.revocations.revoked(&conn.peer) {
+                        tracing::warn!("closing the connection: its identity was revoked");
+                        self.metrics.revoked_connection_closed();
                         serving.as_mut().graceful();
                         closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                     }

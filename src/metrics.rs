@@ -114,6 +114,9 @@ pub struct Metrics {
     tunnels_closed: Family<ReasonLabels, Counter>,
     evaluations_running: Gauge,
     decision_cache: Family<ResultLabels, Counter>,
+    revocations_in_force: Gauge,
+    revocation_changes: Family<ResultLabels, Counter>,
+    revoked_connections_closed: Counter,
     policy_reasons: RwLock<HashSet<String>>,
 }
 
@@ -127,6 +130,7 @@ pub const TUNNEL_ENDS: &[&str] = &[
     "certificate_expired",
     "untrusted_issuer",
     "policy_denied",
+    "revoked",
     "shutdown",
 ];
 
@@ -251,6 +255,28 @@ impl Metrics {
             "Policy decisions asked of a policy set with a decision cache, by result (hit, miss)",
             decision_cache.clone(),
         );
+        let revocations_in_force = Gauge::default();
+        registry.register(
+            "regate_revocations",
+            "Revocations (the kill switch) in force now",
+            revocations_in_force.clone(),
+        );
+        let revocation_changes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_revocation_changes",
+            "Changes to the revocations, by result: added, removed (through the admin API), \
+             reloaded (the file changed)",
+            revocation_changes.clone(),
+        );
+        let revoked_connections_closed = Counter::default();
+        registry.register(
+            "regate_revoked_connections_closed",
+            "Client connections closed because their identity was revoked",
+            revoked_connections_closed.clone(),
+        );
+        for result in ["added", "removed", "reloaded"] {
+            let _ = revocation_changes.get_or_create(&ResultLabels { result });
+        }
         // Series that exist from the start read 0 instead of missing, so rates and alerts
         // work before the first event of each kind.
         for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
@@ -299,6 +325,9 @@ impl Metrics {
             tunnels_closed,
             evaluations_running,
             decision_cache,
+            revocations_in_force,
+            revocation_changes,
+            revoked_connections_closed,
             policy_reasons: RwLock::default(),
         }
     }
@@ -356,6 +385,23 @@ impl Metrics {
 
     pub fn idle_closed(&self) {
         self.idle_closed.inc();
+    }
+
+    /// A change to the revocations (`added`, `removed`, `reloaded`), and how many are in force.
+    pub fn revocations(&self, in_force: usize, change: &'static str) {
+        self.revocations_in_force.set(in_force as i64);
+        self.revocation_changes
+            .get_or_create(&ResultLabels { result: change })
+            .inc();
+    }
+
+    /// The current count, without a change (at startup).
+    pub fn revocations_in_force(&self, in_force: usize) {
+        self.revocations_in_force.set(in_force as i64);
+    }
+
+    pub fn revoked_connection_closed(&self) {
+        self.revoked_connections_closed.inc();
     }
 
     /// Count a tunnel open until the returned guard is dropped.

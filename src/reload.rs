@@ -77,6 +77,9 @@ pub struct Reloader {
     /// Content already tried and refused, so a broken push is reported once, not every
     /// interval.
     refused: Mutex<Refused>,
+    /// The kill switch, whose file is re-read like the others.
+    revocations: Arc<crate::revocations::Revocations>,
+    audit: crate::audit::Audit,
 }
 
 #[derive(Default)]
@@ -93,6 +96,8 @@ impl Reloader {
         policies: PolicyStore,
         tls: TlsStore,
         metrics: Arc<Metrics>,
+        revocations: Arc<crate::revocations::Revocations>,
+        audit: crate::audit::Audit,
     ) -> Reloader {
         let reloader = Reloader {
             policies_dir: config.policies.clone(),
@@ -107,6 +112,8 @@ impl Reloader {
             status: Arc::default(),
             changes: tokio::sync::watch::Sender::new(0),
             refused: Mutex::default(),
+            revocations,
+            audit,
         };
         reloader.publish_gauges();
         reloader
@@ -129,6 +136,7 @@ impl Reloader {
 
     /// Reload every kind; blocking (file reads, compiling), so run it off the runtime.
     pub fn reload_all(&self) -> [Outcome; 3] {
+        self.reload_revocations();
         [self.reload_policies(), self.reload_cert(), self.reload_ca()]
     }
 
@@ -266,6 +274,29 @@ impl Reloader {
         }
     }
 
+    /// Re-read the revocation file. A file that does not parse keeps what is in force: an
+    /// edit that breaks it never lifts a revocation.
+    pub fn reload_revocations(&self) {
+        match self.revocations.reload() {
+            Ok(Some(crate::revocations::Change::Reloaded(in_force))) => {
+                tracing::info!(in_force, "revocations reloaded from the file");
+                self.metrics.revocations(in_force, "reloaded");
+                self.audit.log(&crate::audit::RevocationRecord {
+                    event: "revocations_reloaded",
+                    source: "file",
+                    revocation: None,
+                    client_addr: None,
+                    in_force,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                error = %crate::error_chain(&e),
+                "revocation file reload failed; the revocations in force stay"
+            ),
+        }
+    }
+
     fn refused(&self) -> std::sync::MutexGuard<'_, Refused> {
         self.refused
             .lock()
@@ -277,7 +308,11 @@ impl Reloader {
     fn watch_targets(&self) -> Vec<(PathBuf, RecursiveMode)> {
         let policies = absolute(&self.policies_dir);
         let mut flat = BTreeSet::new();
-        for file in [&self.cert, &self.key, &self.client_ca] {
+        let revocations = self.revocations.file().map(Path::to_path_buf);
+        for file in [&self.cert, &self.key, &self.client_ca]
+            .into_iter()
+            .chain(revocations.as_ref())
+        {
             if let Some(dir) = absolute(file).parent() {
                 flat.insert(dir.to_path_buf());
             }
@@ -343,8 +378,9 @@ impl Reloader {
         let relevant = Relevant {
             policies_dir: absolute(&self.policies_dir),
             files: [&self.cert, &self.key, &self.client_ca]
-                .iter()
+                .into_iter()
                 .map(|f| absolute(f))
+                .chain(self.revocations.file().map(absolute))
                 .collect(),
         };
         let handler = move |event: notify::Result<notify::Event>| match event {

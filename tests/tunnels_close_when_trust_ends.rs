@@ -1,7 +1,8 @@
 //! A tunnel (an upgraded WebSocket) carries no more requests to decide, so regate judges it
 //! as a whole: it is closed when the client's certificate expires, when a new CA bundle no
 //! longer verifies the client, when a policy or data reload denies what opened it
-//! (revocation), and at shutdown. Each end is recorded with its reason.
+//! (revocation in data), when the kill switch revokes its caller, and at shutdown. Each end is
+//! recorded with its reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -99,6 +100,32 @@ async fn a_revocation_in_data_closes_an_open_tunnel() {
 
     // Another caller's tunnel is untouched.
     let mut other = other;
+    other.write_all(b"still").await.unwrap();
+    let mut echo = [0u8; 5];
+    other.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"still");
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn the_kill_switch_closes_the_revoked_callers_tunnel() {
+    let setup = start_setup();
+    let upstream = SwitchingUpstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    let mut tunnel = open_tunnel(&regate, &setup, &setup.ca.client(SUMMARIZER)).await;
+    let mut other = open_tunnel(&regate, &setup, &setup.ca.client(EXECUTOR)).await;
+
+    let body = format!(r#"{{"spiffe_id": "{SUMMARIZER}", "reason": "runaway agent"}}"#);
+    let (status, _) = admin_send(regate.admin, "POST", "/revocations", &body).await;
+    assert_eq!(status, 201);
+    assert!(
+        closes(&mut tunnel).await,
+        "the revoked caller's tunnel stayed open"
+    );
+    let record = tunnel_record(&regate, 4).await;
+    assert_eq!(record["reason"], "revoked");
+    assert_eq!(record["spiffe_id"], SUMMARIZER);
+
     other.write_all(b"still").await.unwrap();
     let mut echo = [0u8; 5];
     other.read_exact(&mut echo).await.unwrap();

@@ -55,6 +55,8 @@ pub struct Proxy {
     pub limits: Limits,
     /// Moves on every policy or CA reload that lands; tunnels judge themselves again.
     pub changes: watch::Receiver<u64>,
+    /// The kill switch, checked before any policy.
+    pub revocations: Arc<crate::revocations::Revocations>,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
@@ -335,10 +337,14 @@ impl Proxy {
     }
 
     /// The handshake checked the peer once; a connection can outlive that. Per request (and
-    /// for a tunnel, per reload), its certificate must still be within its validity, and
+    /// for a tunnel, per reload), its identity must not be revoked, its certificate must
+    /// still be within its validity, and
     /// after the CA bundle changed, its chain must still verify against the current bundle
     /// (checked once per change).
     fn still_trusted(&self, conn: &Connection, now: SystemTime) -> Option<&'static str> {
+        if self.revocations.revoked(&conn.peer) {
+            return Some("revoked");
+        }
         let now_unix = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

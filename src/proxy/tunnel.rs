@@ -89,6 +89,7 @@ where
     // start as a change: the tunnel judges itself once at once after any reload, which also
     // covers one that landed between its request's decision and now.
     let mut changes = proxy.changes.clone();
+    let mut revocations = proxy.revocations.subscribe();
     let mut shutdown = proxy.shutdown.clone();
     let mut revision = opened.revision.clone();
     let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
@@ -125,6 +126,11 @@ where
                     let decision = proxy.evaluator.decide(policies, opened.input.clone()).await;
                     if !decision.allowed {
                         break (decision.reason, "policy_denied");
+                    }
+                }
+                Ok(()) = revocations.changed() => {
+                    if proxy.revocations.revoked(&conn.peer) {
+                        break (Cow::Borrowed("revoked"), "revoked");
                     }
                 }
                 () = stopped(&mut shutdown) => {

@@ -1025,6 +1025,26 @@ pub async fn admin_try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Send `method path` with a JSON `body` to an admin listener: (status, body).
+pub async fn admin_send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Poll `check` until it returns true, for at most `within`; true if it did.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
