@@ -348,6 +348,7 @@ fn policy_eval(
         parsed_path: &target.segments,
         parsed_query: &target.query,
         upgrade: None,
+        delegation: None,
         now,
     };
     let check = policies.decide(conn.build(&request(SystemTime::now())));

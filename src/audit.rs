@@ -34,6 +34,14 @@ pub struct DecisionRecord<'a> {
     pub trace_id: Option<&'a str>,
     pub spiffe_id: Option<&'a str>,
     pub serial: &'a str,
+    /// From a verified delegation token: on whose behalf (`sub`), through whom (`act.sub`),
+    /// and which token (`jti`). Never the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_actor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_jti: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
@@ -248,6 +256,9 @@ mod tests {
             trace_id: None,
             spiffe_id: None,
             serial: "01",
+            delegation_subject: None,
+            delegation_actor: None,
+            delegation_jti: None,
             method: "GET",
             path: "/",
             host: "h",

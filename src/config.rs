@@ -130,6 +130,39 @@ pub struct RunArgs {
     /// atomically, re-read when it changes) [default: none, they last until exit].
     #[arg(long, value_name = "FILE")]
     pub revocations: Option<PathBuf>,
+    /// A delegation token issuer whose tokens (`Authorization: Bearer`) are verified before
+    /// policy and shown to it as input.delegation; the `delegation:` section of --config
+    /// takes several.
+    #[arg(long, value_name = "URL", requires_all = ["delegation_audience", "delegation_jwks"])]
+    pub delegation_issuer: Option<String>,
+    /// An audience the token must name (repeatable).
+    #[arg(long, value_name = "AUD")]
+    pub delegation_audience: Vec<String>,
+    /// The issuer's JWKS file, re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub delegation_jwks: Option<PathBuf>,
+    /// An accepted algorithm (repeatable) [default: ES256, RS256].
+    #[arg(long, value_name = "ALG")]
+    pub delegation_algorithm: Vec<String>,
+    /// Refuse tokens that are not bound to the client certificate (cnf.x5t#S256).
+    #[arg(long)]
+    pub delegation_require_binding: bool,
+    /// Clock skew allowed on exp and nbf [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub delegation_leeway: Option<String>,
+    /// The header holding the token alone, instead of `Authorization: Bearer`.
+    #[arg(long, value_name = "NAME")]
+    pub delegation_header: Option<String>,
+}
+
+/// The `delegation:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelegationFile {
+    #[serde(default)]
+    issuers: Vec<crate::delegation::IssuerConfig>,
+    leeway: Option<String>,
+    header: Option<String>,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -174,6 +207,7 @@ struct FileSettings {
     #[serde(default)]
     strict_builtin_errors: bool,
     revocations: Option<String>,
+    delegation: Option<DelegationFile>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -213,6 +247,8 @@ pub struct Config {
     pub strict_builtin_errors: bool,
     /// The revocation file; none: revocations last until exit.
     pub revocations: Option<PathBuf>,
+    /// Delegation token issuers; none: tokens are not verified, and the policy sees none.
+    pub delegation: crate::delegation::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +348,7 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let delegation = delegation_settings(&args, file.delegation.as_ref(), &base, &mut errors);
         let from_file = |p: Option<PathBuf>| p.map(|p| base.join(p));
 
         let listen = args
@@ -580,8 +617,78 @@ impl Config {
             decision_cache_entries,
             strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
             revocations,
+            delegation,
         };
         Checked { config, errors }
+    }
+}
+
+/// The delegation issuers from the file and the flags, with paths made relative to the file.
+fn delegation_settings(
+    args: &RunArgs,
+    file: Option<&DelegationFile>,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> crate::delegation::Settings {
+    let mut issuers: Vec<crate::delegation::IssuerConfig> = file
+        .map(|f| f.issuers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut i| {
+            i.jwks_file = base.join(&i.jwks_file);
+            i
+        })
+        .collect();
+    if let (Some(issuer), Some(jwks)) = (&args.delegation_issuer, &args.delegation_jwks) {
+        issuers.push(crate::delegation::IssuerConfig {
+            issuer: issuer.clone(),
+            audiences: args.delegation_audience.clone(),
+            jwks_file: jwks.clone(),
+            algorithms: match args.delegation_algorithm.is_empty() {
+                true => vec!["ES256".into(), "RS256".into()],
+                false => args.delegation_algorithm.clone(),
+            },
+            require_binding: args.delegation_require_binding,
+        });
+    }
+    for issuer in &issuers {
+        if !issuer.jwks_file.is_file() {
+            errors.push(format!(
+                "delegation: issuer {}: JWKS file {} does not exist",
+                issuer.issuer,
+                issuer.jwks_file.display()
+            ));
+        }
+    }
+    let leeway_text = args
+        .delegation_leeway
+        .clone()
+        .or_else(|| file.and_then(|f| f.leeway.clone()));
+    let leeway = match leeway_text {
+        None => Duration::from_secs(30),
+        Some(t) => parse_duration(&t).unwrap_or_else(|| {
+            errors.push(format!(
+                "delegation-leeway: {t:?} is not a duration like 30s"
+            ));
+            Duration::from_secs(30)
+        }),
+    };
+    let header_text = args
+        .delegation_header
+        .clone()
+        .or_else(|| file.and_then(|f| f.header.clone()));
+    let header = header_text.and_then(|h| match http::HeaderName::from_bytes(h.as_bytes()) {
+        Ok(name) if name == http::header::AUTHORIZATION => None,
+        Ok(name) => Some(name),
+        Err(_) => {
+            errors.push(format!("delegation-header: {h:?} is not a header name"));
+            None
+        }
+    });
+    crate::delegation::Settings {
+        issuers,
+        leeway,
+        header,
     }
 }
 

@@ -40,6 +40,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod delegation;
 pub mod demo;
 pub mod devcerts;
 pub mod limits;
@@ -88,6 +89,7 @@ pub struct App {
     health: Arc<admin::Health>,
     audit: (audit::Audit, audit::AuditWriter),
     revocations: Arc<revocations::Revocations>,
+    delegation: Arc<delegation::Verifier>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -137,9 +139,15 @@ impl App {
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map_err(|e| errors.push(error_chain(&e)))
             .ok();
-        match (tls, policies, audit, revocations) {
-            (Some(tls), Some(policies), Some(audit), Some(revocations)) if errors.is_empty() => {
+        let delegation = delegation::Verifier::load(config.delegation.clone())
+            .map_err(|es| errors.extend(es))
+            .ok();
+        match (tls, policies, audit, revocations, delegation) {
+            (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
+                if errors.is_empty() =>
+            {
                 let revocations = Arc::new(revocations);
+                let delegation = Arc::new(delegation);
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
                 let metrics = Arc::new(metrics::Metrics::new());
@@ -149,6 +157,7 @@ impl App {
                     tls.clone(),
                     metrics.clone(),
                     revocations.clone(),
+                    delegation.clone(),
                     audit.0.clone(),
                 ));
                 metrics.revocations_in_force(revocations.len());
@@ -161,6 +170,7 @@ impl App {
                     health: Arc::default(),
                     audit,
                     revocations,
+                    delegation,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -227,6 +237,7 @@ impl App {
             },
             changes: self.reloader.changes(),
             revocations: self.revocations.clone(),
+            delegation: self.delegation.clone(),
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
         });

@@ -79,6 +79,8 @@ pub struct Reloader {
     refused: Mutex<Refused>,
     /// The kill switch, whose file is re-read like the others.
     revocations: Arc<crate::revocations::Revocations>,
+    /// Delegation token issuers, whose JWKS files are re-read like the others.
+    delegation: Arc<crate::delegation::Verifier>,
     audit: crate::audit::Audit,
 }
 
@@ -97,6 +99,7 @@ impl Reloader {
         tls: TlsStore,
         metrics: Arc<Metrics>,
         revocations: Arc<crate::revocations::Revocations>,
+        delegation: Arc<crate::delegation::Verifier>,
         audit: crate::audit::Audit,
     ) -> Reloader {
         let reloader = Reloader {
@@ -113,6 +116,7 @@ impl Reloader {
             changes: tokio::sync::watch::Sender::new(0),
             refused: Mutex::default(),
             revocations,
+            delegation,
             audit,
         };
         reloader.publish_gauges();
@@ -137,6 +141,7 @@ impl Reloader {
     /// Reload every kind; blocking (file reads, compiling), so run it off the runtime.
     pub fn reload_all(&self) -> [Outcome; 3] {
         self.reload_revocations();
+        self.reload_jwks();
         [self.reload_policies(), self.reload_cert(), self.reload_ca()]
     }
 
@@ -297,6 +302,20 @@ impl Reloader {
         }
     }
 
+    /// Re-read the delegation issuers' JWKS files; a file that does not parse keeps that
+    /// issuer's last good keys.
+    pub fn reload_jwks(&self) {
+        match self.delegation.reload() {
+            Ok(true) => tracing::info!("delegation JWKS reloaded; new tokens verify against it"),
+            Ok(false) => {}
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(error = %e, "JWKS reload failed; the last good keys stay");
+                }
+            }
+        }
+    }
+
     fn refused(&self) -> std::sync::MutexGuard<'_, Refused> {
         self.refused
             .lock()
@@ -309,9 +328,11 @@ impl Reloader {
         let policies = absolute(&self.policies_dir);
         let mut flat = BTreeSet::new();
         let revocations = self.revocations.file().map(Path::to_path_buf);
+        let jwks = self.delegation.files();
         for file in [&self.cert, &self.key, &self.client_ca]
             .into_iter()
             .chain(revocations.as_ref())
+            .chain(jwks.iter())
         {
             if let Some(dir) = absolute(file).parent() {
                 flat.insert(dir.to_path_buf());
@@ -381,6 +402,7 @@ impl Reloader {
                 .into_iter()
                 .map(|f| absolute(f))
                 .chain(self.revocations.file().map(absolute))
+                .chain(self.delegation.files().iter().map(|f| absolute(f)))
                 .collect(),
         };
         let handler = move |event: notify::Result<notify::Event>| match event {

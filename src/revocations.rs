@@ -1,5 +1,5 @@
-//! The kill switch: revocations of a SPIFFE ID or a certificate serial. (Token ids, `jti`,
-//! follow when regate verifies delegation tokens itself.)
+//! The kill switch: revocations of a SPIFFE ID, a certificate serial, or a delegation
+//! token's id (`jti`, checked once the token is verified, see [`crate::delegation`]).
 //!
 //! A revocation is checked before any policy, on every request, including those on
 //! connections opened before it; connections and tunnels of a revoked identity are closed as
@@ -54,6 +54,8 @@ pub enum Target {
     SpiffeId(String),
     /// Lowercase hex, without separators or leading zeros.
     Serial(String),
+    /// A delegation token's `jti`.
+    Jti(String),
 }
 
 /// One revocation, as the API shows it and the file holds it.
@@ -92,6 +94,7 @@ struct Set {
     list: Vec<Revocation>,
     spiffe_ids: HashMap<String, usize>,
     serials: HashMap<String, usize>,
+    jtis: HashMap<String, usize>,
     /// The bytes this set was read from or written as: a file event with the same bytes
     /// (regate's own write, a touch) changes nothing.
     file_hash: Option<[u8; 32]>,
@@ -101,16 +104,19 @@ impl Set {
     fn new(list: Vec<Revocation>, file_hash: Option<[u8; 32]>) -> Set {
         let mut spiffe_ids = HashMap::new();
         let mut serials = HashMap::new();
+        let mut jtis = HashMap::new();
         for (i, r) in list.iter().enumerate() {
             match &r.target {
                 Target::SpiffeId(id) => spiffe_ids.insert(id.clone(), i),
                 Target::Serial(serial) => serials.insert(serial.clone(), i),
+                Target::Jti(jti) => jtis.insert(jti.clone(), i),
             };
         }
         Set {
             list,
             spiffe_ids,
             serials,
+            jtis,
             file_hash,
         }
     }
@@ -119,6 +125,7 @@ impl Set {
         let index = match target {
             Target::SpiffeId(id) => self.spiffe_ids.get(id),
             Target::Serial(serial) => self.serials.get(serial),
+            Target::Jti(jti) => self.jtis.get(jti),
         };
         index.map(|&i| &self.list[i])
     }
@@ -201,6 +208,16 @@ impl Revocations {
         !set.list.is_empty() && set.for_peer(peer, now()).is_some()
     }
 
+    /// Whether this delegation token id is revoked.
+    pub fn jti_revoked(&self, jti: &str) -> bool {
+        let set = self.current.load();
+        !set.jtis.is_empty()
+            && set
+                .jtis
+                .get(jti)
+                .is_some_and(|&i| !set.list[i].expired(now()))
+    }
+
     /// Every revocation in force.
     pub fn list(&self) -> Vec<Revocation> {
         let now = now();
@@ -221,8 +238,8 @@ impl Revocations {
         self.len() == 0
     }
 
-    /// Add a revocation from an API request body: exactly one of `spiffe_id` and `serial`; a
-    /// `reason`; optionally `expires_at` (RFC 3339, in the future). Revoking what is
+    /// Add a revocation from an API request body: exactly one of `spiffe_id`, `serial` and
+    /// `jti`; a `reason`; optionally `expires_at` (RFC 3339, in the future). Revoking what is
     /// already revoked returns the existing revocation, unchanged.
     pub fn add(&self, body: &[u8]) -> Result<(Revocation, bool), RevocationError> {
         let request = parse_request(body)?;
@@ -312,13 +329,7 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
         .as_object()
         .ok_or_else(|| invalid("the body is not a JSON object"))?;
     for key in object.keys() {
-        if key == "jti" {
-            return Err(invalid(
-                "revoking a token id (jti) needs delegation tokens, which regate does not \
-                 verify yet; revoke the agent's spiffe_id or certificate serial",
-            ));
-        }
-        if !["spiffe_id", "serial", "reason", "expires_at"].contains(&key.as_str()) {
+        if !["spiffe_id", "serial", "jti", "reason", "expires_at"].contains(&key.as_str()) {
             return Err(RevocationError::Invalid(format!("unknown field {key:?}")));
         }
     }
@@ -334,11 +345,12 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
     let targets = [
         text("spiffe_id")?.map(Target::SpiffeId),
         text("serial")?.map(|s| Target::Serial(normal_serial(&s))),
+        text("jti")?.map(Target::Jti),
     ];
     let mut given = targets.into_iter().flatten();
     let target = match (given.next(), given.next()) {
         (Some(t), None) => t,
-        _ => return Err(invalid("give exactly one of spiffe_id and serial")),
+        _ => return Err(invalid("give exactly one of spiffe_id, serial and jti")),
     };
     if let Target::SpiffeId(id) = &target {
         if crate::tls::identity::SpiffeId::parse(id).is_none() {
@@ -528,7 +540,7 @@ mod tests {
             br#"{"serial": "xyz", "reason": "r"}"#,
             br#"{"serial": "0a", "reason": "r", "expires_at": "2001-01-01T00:00:00Z"}"#,
             br#"{"serial": "0a", "reason": "r", "colour": "red"}"#,
-            br#"{"jti": "t", "reason": "not yet"}"#,
+            br#"{"jti": "t", "serial": "01", "reason": "two"}"#,
         ] {
             assert!(
                 matches!(r.add(body), Err(RevocationError::Invalid(_))),
@@ -549,6 +561,9 @@ mod tests {
             .add(br#"{"serial": "01", "reason": "r", "expires_at": "2999-01-01T00:00:00Z"}"#)
             .unwrap();
         assert!(r.find(&peer("spiffe://example.org/x", "0001")).is_some());
+        r.add(br#"{"jti": "token-7", "reason": "leaked"}"#).unwrap();
+        assert!(r.jti_revoked("token-7"));
+        assert!(!r.jti_revoked("token-8"));
         let mut expired = added.clone();
         expired.expires_at = Some("2001-01-01T00:00:00Z".into());
         assert!(expired.expired(now()));

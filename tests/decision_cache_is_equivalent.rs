@@ -189,6 +189,7 @@ impl Request {
             parsed_path: &self.segments,
             parsed_query: &self.query,
             upgrade: self.upgrade,
+            delegation: None,
             now: self.now,
         }
     }

@@ -41,6 +41,8 @@ pub struct RequestInput<'a> {
     pub parsed_query: &'a BTreeMap<String, Vec<String>>,
     /// The protocol an allowed upgrade request switches to (`websocket`).
     pub upgrade: Option<&'a str>,
+    /// The verified delegation token, `input.delegation` ([`crate::delegation`]).
+    pub delegation: Option<&'a Value>,
     pub now: SystemTime,
 }
 
@@ -190,8 +192,13 @@ impl ConnInput {
                 ]),
             ),
         ]);
-        if let (Some(protocol), Ok(map)) = (req.upgrade, input.as_object_mut()) {
-            map.insert(Value::from("upgrade"), Value::from(protocol));
+        if let Ok(map) = input.as_object_mut() {
+            if let Some(protocol) = req.upgrade {
+                map.insert(Value::from("upgrade"), Value::from(protocol));
+            }
+            if let Some(delegation) = req.delegation {
+                map.insert(Value::from("delegation"), delegation.clone());
+            }
         }
         input
     }
@@ -316,6 +323,7 @@ impl<'a> InputView<'a> {
                 walk(&strings(req.parsed_query.get(name)?), &path[2..])
             }
             (Some("upgrade"), ..) => walk(&Value::from(req.upgrade?), &path[1..]),
+            (Some("delegation"), ..) => walk(req.delegation?, &path[1..]),
             _ => walk(self.whole(), path),
         }
     }
@@ -377,6 +385,7 @@ pub fn sample() -> Value {
         parsed_path: &[],
         parsed_query: &BTreeMap::new(),
         upgrade: None,
+        delegation: None,
         now: SystemTime::now(),
     })
 }

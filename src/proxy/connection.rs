@@ -19,6 +19,8 @@ use crate::tls::TlsState;
 /// One client connection, shared by its requests and by a tunnel it turns into.
 pub struct Connection {
     pub peer: PeerIdentity,
+    /// SHA-256 of the peer's certificate (DER): what a bound delegation token names.
+    pub(super) cert_sha256: Vec<u8>,
     /// The chain the peer presented, leaf first, kept to re-verify after a CA change.
     pub(super) chain: Vec<CertificateDer<'static>>,
     /// The CA generation this chain last verified against.
@@ -52,7 +54,16 @@ impl Connection {
             .unwrap_or_else(|_| HeaderValue::from_static("Hash=invalid"));
         let xff = HeaderValue::from_str(&remote.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let cert_sha256 = chain
+            .first()
+            .map(|leaf| {
+                ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
+                    .as_ref()
+                    .to_vec()
+            })
+            .unwrap_or_default();
         Connection {
+            cert_sha256,
             input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),
             peer,
             chain,

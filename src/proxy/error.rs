@@ -22,6 +22,10 @@ pub enum ProxyError {
     /// Refused before policy: what regate does not serve.
     #[error("refused: {0}")]
     Refused(#[from] RequestError),
+    /// A delegation token that does not verify: an authentication failure, never a policy
+    /// question.
+    #[error("delegation token refused: {}", .0.reason())]
+    Unauthenticated(crate::delegation::TokenError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("too many requests in flight to the upstream")]
@@ -42,6 +46,7 @@ impl ProxyError {
         match self {
             ProxyError::Denied(d) => d.status,
             ProxyError::Refused(e) => e.status(),
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_)
@@ -56,6 +61,7 @@ impl ProxyError {
         Cow::Borrowed(match self {
             ProxyError::Denied(d) => return d.reason.clone(),
             ProxyError::Refused(e) => e.reason(),
+            ProxyError::Unauthenticated(e) => e.reason(),
             ProxyError::BadRequest(_) => "invalid_request",
             ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
@@ -70,6 +76,7 @@ impl ProxyError {
         }
         match self.status() {
             StatusCode::FORBIDDEN => "urn:regate:problem:forbidden",
+            StatusCode::UNAUTHORIZED => "urn:regate:problem:unauthorized",
             StatusCode::BAD_REQUEST => "urn:regate:problem:bad-request",
             StatusCode::METHOD_NOT_ALLOWED => "urn:regate:problem:method-not-allowed",
             StatusCode::NOT_IMPLEMENTED => "urn:regate:problem:not-implemented",
@@ -101,6 +108,13 @@ impl ProxyError {
             response.headers_mut().insert(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        if let ProxyError::Unauthenticated(_) = self {
+            // RFC 6750 §3: the token is what failed, not the client's certificate.
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
         }
         if let ProxyError::Denied(d) = self {

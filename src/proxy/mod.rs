@@ -57,6 +57,8 @@ pub struct Proxy {
     pub changes: watch::Receiver<u64>,
     /// The kill switch, checked before any policy.
     pub revocations: Arc<crate::revocations::Revocations>,
+    /// Delegation tokens, verified before any policy.
+    pub delegation: Arc<crate::delegation::Verifier>,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
@@ -186,7 +188,10 @@ impl Proxy {
         // with one revision even if a reload lands while it is being forwarded.
         let policies = self.policies.load_full();
         let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
-        let (mut response, slots) = match self.authorize(conn, req, &seen, &policies).await {
+        let authorized = self
+            .authorize(conn, req, &seen, &policies, &mut record.delegation)
+            .await;
+        let (mut response, slots) = match authorized {
             Err(err) => {
                 record.denied(&err);
                 (err.into_response(&seen.request_id), None)
@@ -235,6 +240,7 @@ impl Proxy {
         req: Request<Incoming>,
         seen: &Seen,
         policies: &Arc<PolicySet>,
+        delegated: &mut Option<crate::delegation::Delegation>,
     ) -> Result<Allowed, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let head = request::Head {
@@ -258,12 +264,30 @@ impl Proxy {
 
         let now = SystemTime::now();
         let mut kept_input = None;
-        // The policy sees the headers exactly as the upstream will receive them.
-        let decision = if let Some(reason) = self.still_trusted(conn, now) {
+        // Refused before anything else: a revoked or expired certificate, a foreign trust
+        // domain. Then a token that does not verify is refused (401), and the policy never
+        // sees it; a verified one whose jti is revoked is denied.
+        let refused = match self.still_trusted(conn, now) {
+            Some(reason) => Some(reason),
+            None if !conn.trusted_domain => Some("untrusted_trust_domain"),
+            None => None,
+        };
+        if refused.is_none() {
+            *delegated = self
+                .delegation
+                .verify(&parts.headers, &conn.cert_sha256, now)
+                .map_err(ProxyError::Unauthenticated)?;
+        }
+        let token_revoked = delegated
+            .as_ref()
+            .and_then(|d| d.jti.as_deref())
+            .is_some_and(|jti| self.revocations.jti_revoked(jti));
+        let decision = if let Some(reason) = refused {
             Decision::deny(reason)
-        } else if !conn.trusted_domain {
-            Decision::deny("untrusted_trust_domain")
+        } else if token_revoked {
+            Decision::deny("revoked")
         } else {
+            // The policy sees the headers exactly as the upstream will receive them.
             let request = RequestInput {
                 id: &seen.request_id,
                 method: seen.method.as_str(),
@@ -274,6 +298,7 @@ impl Proxy {
                 parsed_path: &prepared.target.segments,
                 parsed_query: &prepared.target.query,
                 upgrade: prepared.upgrade.as_deref(),
+                delegation: delegated.as_ref().map(|d| &d.input),
                 now,
             };
             // The whole input is built only if the decision cache does not answer.
@@ -454,6 +479,8 @@ struct Pending<'a> {
     eval_ns: u64,
     cached: bool,
     upstream: Option<(u16, u64)>,
+    /// The verified delegation token, for the record (never the token itself).
+    delegation: Option<crate::delegation::Delegation>,
     done: bool,
 }
 
@@ -473,6 +500,7 @@ impl<'a> Pending<'a> {
             eval_ns: 0,
             cached: false,
             upstream: None,
+            delegation: None,
             done: false,
         }
     }
@@ -506,6 +534,9 @@ impl<'a> Pending<'a> {
             trace_id: seen.trace_id.as_deref(),
             spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
             serial: &self.conn.peer.serial,
+            delegation_subject: self.delegation.as_ref().and_then(|d| d.subject.as_deref()),
+            delegation_actor: self.delegation.as_ref().and_then(|d| d.actor.as_deref()),
+            delegation_jti: self.delegation.as_ref().and_then(|d| d.jti.as_deref()),
             method: seen.method.as_str(),
             path: &seen.path,
             host: &seen.host,

@@ -299,6 +299,47 @@ fn jwk_key(k: &serde_json::Value) -> Result<PublicKey, String> {
     }
 }
 
+/// A JWKS, read for regate's own token checks (delegation tokens), not for a policy.
+pub struct JwksKeys(Vec<VerificationKey>);
+
+impl JwksKeys {
+    /// An RFC 7517 JWK set (or a single JWK). Shared secrets (`kty: oct`) are left out: a
+    /// key anyone holding the JWKS can read must never verify a token.
+    pub fn parse(text: &str) -> Result<JwksKeys, String> {
+        if !text.trim_start().starts_with('{') {
+            return Err("not a JWKS (a JSON object with \"keys\")".into());
+        }
+        let keys: Vec<VerificationKey> = keys_from_cert_or_jwk(text)?
+            .into_iter()
+            .filter(|k| !matches!(k.key, PublicKey::Secret(_) | PublicKey::Other))
+            .collect();
+        if keys.is_empty() {
+            return Err("the JWKS holds no usable public key".into());
+        }
+        Ok(JwksKeys(keys))
+    }
+}
+
+/// Whether `sig` over `input` verifies under one of `keys`: the key `kid` names when the
+/// token names one (a `kid` the set lacks verifies nothing), else any key whose own `alg`, if
+/// it has one, is `alg`. HMAC and `none` never verify here.
+pub fn jws_verify_with_jwks(
+    keys: &JwksKeys,
+    alg: &str,
+    kid: Option<&str>,
+    input: &[u8],
+    sig: &[u8],
+) -> bool {
+    if alg.starts_with("HS") || alg.eq_ignore_ascii_case("none") {
+        return false;
+    }
+    keys.0
+        .iter()
+        .filter(|k| k.alg.is_empty() || k.alg == alg)
+        .filter(|k| kid.is_none_or(|kid| k.kid == kid))
+        .any(|k| jws_verify(&k.key, alg, input, sig))
+}
+
 // ---------------------------------------------------------------- verification
 
 fn hash_of(alg: &str) -> Hash {

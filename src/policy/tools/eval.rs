@@ -338,6 +338,7 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         parsed_path: &prepared.target.segments,
         parsed_query: &prepared.target.query,
         upgrade: prepared.upgrade.as_deref(),
+        delegation: None,
         now,
     })))
 }

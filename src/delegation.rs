@@ -1,0 +1,406 @@
+//! Delegation tokens: a JWT an agent presents (`Authorization: Bearer`, or a configured
+//! header) to say on whose behalf it acts, verified here before any policy.
+//!
+//! The certificate proves *what* the caller is; the token says for *whom* and with what
+//! scope. A token is verified against the JWKS of the issuer it names (signature, `kid`, an
+//! allowed algorithm, `exp` and `nbf` with the configured leeway, `iss`, `aud`), and, when it
+//! carries `cnf.x5t#S256` (RFC 8705), must be bound to the certificate of this very
+//! connection: a token lifted from one agent is useless to another. A verified token becomes
+//! `input.delegation`; a bad one is an authentication failure (401), and the policy is never
+//! asked. No token, no `input.delegation`: the policy decides.
+//!
+//! Verification reuses the JWS code of the policy builtins (`policy::builtins::jwt`), which
+//! is checked against answers recorded from OPA. JWKS files are re-read by the reloader.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderName};
+use regorus::Value;
+use serde::Deserialize;
+
+use crate::policy::builtins::jwt::{jws_verify_with_jwks, JwksKeys};
+
+/// One trusted issuer, as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Must equal the token's `iss`.
+    pub issuer: String,
+    /// The token's `aud` must hold one of these.
+    pub audiences: Vec<String>,
+    /// An RFC 7517 JWKS, re-read when it changes.
+    pub jwks_file: PathBuf,
+    /// The algorithms accepted: ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA.
+    pub algorithms: Vec<String>,
+    /// A token without `cnf.x5t#S256` is refused.
+    #[serde(default)]
+    pub require_binding: bool,
+}
+
+/// The `delegation:` section.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub issuers: Vec<IssuerConfig>,
+    pub leeway: Duration,
+    /// Where the token is: `None` for `Authorization: Bearer`, else a header holding only
+    /// the token.
+    pub header: Option<HeaderName>,
+}
+
+/// Algorithms a JWKS may verify; never `none`, never HMAC with a public key set.
+pub const ALGORITHMS: &[&str] = &[
+    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
+];
+
+/// Why a token is refused: the reason in the 401 and the decision record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Malformed, a bad signature, an unknown key, an algorithm not allowed.
+    Invalid,
+    Expired,
+    NotYetValid,
+    Issuer,
+    Audience,
+    /// `require_binding`, and the token has no `cnf.x5t#S256`.
+    NotBound,
+    /// Bound to another certificate.
+    Binding,
+}
+
+impl TokenError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Invalid => "token_invalid",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::Issuer => "token_issuer",
+            TokenError::Audience => "token_audience",
+            TokenError::NotBound => "token_not_bound",
+            TokenError::Binding => "token_binding",
+        }
+    }
+}
+
+/// A verified token, as the policy and the decision record see it.
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    /// `input.delegation`.
+    pub input: Value,
+    pub subject: Option<String>,
+    pub actor: Option<String>,
+    pub jti: Option<String>,
+}
+
+/// An issuer's keys, loaded.
+struct Loaded {
+    config: IssuerConfig,
+    keys: JwksKeys,
+    hash: [u8; 32],
+}
+
+/// The issuers and their keys, swapped whole when a JWKS file changes.
+pub struct Verifier {
+    settings: Settings,
+    issuers: ArcSwap<Vec<Arc<Loaded>>>,
+}
+
+impl Verifier {
+    /// Read every issuer's JWKS; every problem is reported.
+    pub fn load(settings: Settings) -> Result<Verifier, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut loaded = Vec::new();
+        for issuer in &settings.issuers {
+            for alg in &issuer.algorithms {
+                if !ALGORITHMS.contains(&alg.as_str()) {
+                    errors.push(format!(
+                        "delegation: issuer {}: algorithm {alg} is not one of {}",
+                        issuer.issuer,
+                        ALGORITHMS.join(", ")
+                    ));
+                }
+            }
+            if issuer.audiences.is_empty() {
+                errors.push(format!(
+                    "delegation: issuer {}: no audiences; a token for anyone is accepted by no one",
+                    issuer.issuer
+                ));
+            }
+            match read_jwks(&issuer.jwks_file) {
+                Ok((keys, hash)) => loaded.push(Arc::new(Loaded {
+                    config: issuer.clone(),
+                    keys,
+                    hash,
+                })),
+                Err(e) => errors.push(format!("delegation: issuer {}: {e}", issuer.issuer)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Verifier {
+            settings,
+            issuers: ArcSwap::from_pointee(loaded),
+        })
+    }
+
+    /// Whether any issuer is configured.
+    pub fn enabled(&self) -> bool {
+        !self.settings.issuers.is_empty()
+    }
+
+    /// The JWKS files, for the reloader to watch.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.settings
+            .issuers
+            .iter()
+            .map(|i| i.jwks_file.clone())
+            .collect()
+    }
+
+    /// Re-read the JWKS files; `Ok(true)` when a key set changed. A file that does not parse
+    /// keeps that issuer's last good keys.
+    pub fn reload(&self) -> Result<bool, Vec<String>> {
+        let current = self.issuers.load_full();
+        let mut next = Vec::with_capacity(current.len());
+        let mut errors = Vec::new();
+        let mut changed = false;
+        for loaded in current.iter() {
+            match read_jwks(&loaded.config.jwks_file) {
+                Ok((_, hash)) if hash == loaded.hash => next.push(loaded.clone()),
+                Ok((keys, hash)) => {
+                    changed = true;
+                    next.push(Arc::new(Loaded {
+                        config: loaded.config.clone(),
+                        keys,
+                        hash,
+                    }));
+                }
+                Err(e) => {
+                    errors.push(format!("delegation: issuer {}: {e}", loaded.config.issuer));
+                    next.push(loaded.clone());
+                }
+            }
+        }
+        if changed {
+            self.issuers.store(Arc::new(next));
+        }
+        match errors.is_empty() {
+            true => Ok(changed),
+            false => Err(errors),
+        }
+    }
+
+    /// The token of this request, verified: `Ok(None)` when there is none.
+    /// `cert_sha256` is the SHA-256 of this connection's client certificate (DER).
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        cert_sha256: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<Delegation>, TokenError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let Some(token) = self.token(headers)? else {
+            return Ok(None);
+        };
+        let (header, claims, input, signature) = split(&token)?;
+        let alg = header["alg"].as_str().ok_or(TokenError::Invalid)?;
+        let iss = claims["iss"].as_str().ok_or(TokenError::Issuer)?;
+        let issuers = self.issuers.load();
+        let issuer = issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or(TokenError::Issuer)?;
+        if !issuer.config.algorithms.iter().any(|a| a == alg) {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header["kid"].as_str();
+        if !jws_verify_with_jwks(&issuer.keys, alg, kid, input.as_bytes(), &signature) {
+            return Err(TokenError::Invalid);
+        }
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = self.settings.leeway.as_secs_f64();
+        let exp = claims
+            .get("exp")
+            .map(|v| v.as_f64().ok_or(TokenError::Invalid));
+        match exp {
+            Some(Ok(exp)) if now >= exp + leeway => return Err(TokenError::Expired),
+            Some(Err(e)) => return Err(e),
+            // A delegation without an end is not one regate accepts.
+            None => return Err(TokenError::Invalid),
+            Some(Ok(_)) => {}
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf.as_f64().ok_or(TokenError::Invalid)?;
+            if now + leeway < nbf {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        let audiences: Vec<&str> = match &claims["aud"] {
+            serde_json::Value::String(a) => vec![a.as_str()],
+            serde_json::Value::Array(list) => list.iter().filter_map(|a| a.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences
+            .iter()
+            .any(|a| issuer.config.audiences.iter().any(|want| want == a))
+        {
+            return Err(TokenError::Audience);
+        }
+        let bound = match claims["cnf"]["x5t#S256"].as_str() {
+            Some(thumbprint) => {
+                let ours = crate::policy::builtins::crypto::b64_encode(cert_sha256, true, false);
+                if thumbprint != ours {
+                    return Err(TokenError::Binding);
+                }
+                true
+            }
+            None if issuer.config.require_binding => return Err(TokenError::NotBound),
+            None => false,
+        };
+        Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
+    }
+
+    /// The raw token, from the configured header or `Authorization: Bearer`. A header that is
+    /// there but holds no usable token is an invalid token, not an absent one.
+    fn token(&self, headers: &HeaderMap) -> Result<Option<String>, TokenError> {
+        match &self.settings.header {
+            Some(name) => match headers.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .map(|t| Some(t.trim().to_string()))
+                    .ok_or(TokenError::Invalid),
+            },
+            None => {
+                let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+                    return Ok(None);
+                };
+                let v = v.to_str().map_err(|_| TokenError::Invalid)?;
+                match v.split_once(' ') {
+                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                        Ok(Some(token.trim().to_string()))
+                    }
+                    // Another scheme (Basic) is not a delegation token: the policy decides.
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+type Parts = (serde_json::Value, serde_json::Value, String, Vec<u8>);
+
+/// A compact JWS: header and claims decoded, the signing input, the signature.
+fn split(token: &str) -> Result<Parts, TokenError> {
+    use crate::policy::builtins::crypto::b64url_decode_opa;
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Invalid);
+    };
+    let json = |part: &str| -> Result<serde_json::Value, TokenError> {
+        let bytes = b64url_decode_opa(part).map_err(|_| TokenError::Invalid)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| TokenError::Invalid)?;
+        value
+            .is_object()
+            .then_some(value)
+            .ok_or(TokenError::Invalid)
+    };
+    let header = json(h)?;
+    let claims = json(c)?;
+    let signature = b64url_decode_opa(s).map_err(|_| TokenError::Invalid)?;
+    Ok((header, claims, format!("{h}.{c}"), signature))
+}
+
+fn exp_in(claims: &serde_json::Value, now: f64) -> i64 {
+    claims["exp"]
+        .as_f64()
+        .map_or(0, |exp| (exp - now).floor() as i64)
+}
+
+/// `input.delegation`, and what the decision record keeps.
+fn delegation(claims: &serde_json::Value, iss: &str, expires_in: i64, bound: bool) -> Delegation {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let subject = text(&claims["sub"]);
+    let jti = text(&claims["jti"]);
+    let scope: Vec<String> = match (&claims["scope"], &claims["scp"]) {
+        (serde_json::Value::String(s), _) => s.split_whitespace().map(str::to_string).collect(),
+        (_, serde_json::Value::Array(list)) => list
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        (_, serde_json::Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    // RFC 8693: `act` is the current actor; its own `act` the one before, and so on.
+    let mut actors = Vec::new();
+    let mut act = &claims["act"];
+    while let Some(sub) = act["sub"].as_str() {
+        actors.push(sub.to_string());
+        act = &act["act"];
+        if actors.len() >= 16 {
+            break;
+        }
+    }
+    let actor = actors.first().cloned();
+    let mut fields = BTreeMap::new();
+    let mut put = |k: &str, v: Value| {
+        fields.insert(Value::from(k), v);
+    };
+    put("issuer", Value::from(iss));
+    put(
+        "subject",
+        subject.as_deref().map_or(Value::Null, Value::from),
+    );
+    put("jti", jti.as_deref().map_or(Value::Null, Value::from));
+    put("expires_in_seconds", Value::from(expires_in));
+    put("bound", Value::from(bound));
+    put(
+        "scope",
+        Value::from(
+            scope
+                .iter()
+                .map(|s| Value::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    put("actor", actor.as_deref().map_or(Value::Null, Value::from));
+    put(
+        "actors",
+        Value::from(
+            actors
+                .iter()
+                .map(|s| Value::from(s.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    put("claims", Value::from(claims.clone()));
+    Delegation {
+        input: Value::from(fields),
+        subject,
+        actor,
+        jti,
+    }
+}
+
+fn read_jwks(path: &Path) -> Result<(JwksKeys, [u8; 32]), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+    let keys = JwksKeys::parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    Ok((keys, hash))
+}
