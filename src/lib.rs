@@ -7,7 +7,8 @@
 //! ```text
 //! listener -> TLS handshake (tls) -> identity, once per connection (tls::identity)
 //!          -> per request: check the request and clean its headers (request)
-//!          -> revoked? (revocations) -> build input (policy::input)
+//!          -> revoked? (revocations) -> delegation token verified (delegation)
+//!          -> build input (policy::input)
 //!          -> decide (policy::evaluator) -> record (audit)
 //!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
 //!             (proxy::tunnel)
@@ -26,6 +27,8 @@
 //!   [`proxy::tunnel`] supervises upgraded connections.
 //! - [`audit`]: one decision record per request, on its own stream.
 //! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
+//! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
+//!   before the policy and shown to it as `input.delegation`.
 //! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
 //!   and kept in `--revocations FILE`.
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener (side channels that

@@ -1,0 +1,168 @@
+//! What the AI-agent features cost per request: verifying a delegation token (ES256 and
+//! RS256, bound to the client certificate) and asking the kill switch, each on its own, as the
+//! proxy does them before the policy.
+//!
+//! A plain `fn main`; BENCHMARKS.md keeps the figures. Each measurement is bounded by a count
+//! and a deadline, and nothing asserts on a timing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::HeaderMap;
+use regate::delegation::{IssuerConfig, Settings, Verifier};
+use regate::revocations::Revocations;
+use regate::tls::identity::PeerIdentity;
+use regorus::Value;
+
+const ISSUER: &str = "https://idp.example.org";
+
+fn keys() -> serde_json::Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/builtin_vectors/keys/signing_jwks.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn public(jwk: &serde_json::Value, kid: &str, alg: &str) -> serde_json::Value {
+    let mut public = serde_json::Map::new();
+    for field in ["kty", "crv", "x", "y", "n", "e"] {
+        if let Some(v) = jwk.get(field) {
+            public.insert(field.into(), v.clone());
+        }
+    }
+    public.insert("kid".into(), kid.into());
+    public.insert("alg".into(), alg.into());
+    public.into()
+}
+
+fn sign(alg: &str, kid: &str, claims: &serde_json::Value, jwk: &serde_json::Value) -> String {
+    let (_, _, encode) = regate::policy::builtins::jwt_sign::BUILTINS
+        .iter()
+        .find(|(n, _, _)| *n == "io.jwt.encode_sign_raw")
+        .copied()
+        .unwrap();
+    let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string();
+    match encode(&[
+        Value::from(header),
+        Value::from(claims.to_string()),
+        Value::from(jwk.to_string()),
+    ])
+    .unwrap()
+    {
+        Value::String(s) => s.to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn median_us(runs: usize, limit: Duration, mut f: impl FnMut()) -> (f64, usize) {
+    let mut times = Vec::with_capacity(runs);
+    let deadline = Instant::now() + limit;
+    while times.len() < runs && Instant::now() < deadline {
+        let start = Instant::now();
+        f();
+        times.push(start.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[times.len() / 2], times.len())
+}
+
+fn main() {
+    let quick = std::env::var_os("REGATE_BENCH_QUICK").is_some();
+    let (runs, limit) = match quick {
+        true => (2_000, Duration::from_secs(2)),
+        false => (20_000, Duration::from_secs(10)),
+    };
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let set = serde_json::json!({"keys": [
+        public(&keys["ec256"], "ec1", "ES256"),
+        public(&keys["rsa"], "rsa1", "RS256"),
+    ]});
+    std::fs::write(&jwks, set.to_string()).unwrap();
+    let verifier = Verifier::load(Settings {
+        issuers: vec![IssuerConfig {
+            issuer: ISSUER.into(),
+            audiences: vec!["regate".into()],
+            jwks_file: jwks,
+            algorithms: vec!["ES256".into(), "RS256".into()],
+            require_binding: true,
+        }],
+        leeway: Duration::from_secs(30),
+        header: None,
+    })
+    .unwrap();
+    let cert_sha256 = [7u8; 32];
+    let thumb = {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in cert_sha256.chunks(3) {
+            let n =
+                chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "alice", "aud": "regate", "exp": now + 3600, "jti": "t-1",
+        "scope": "docs:read", "act": {"sub": "agent"}, "cnf": {"x5t#S256": thumb},
+    });
+
+    println!("| what | median µs | runs |");
+    println!("|---|---:|---:|");
+    for (alg, kid, key) in [("ES256", "ec1", "ec256"), ("RS256", "rsa1", "rsa")] {
+        let token = sign(alg, kid, &claims, &keys[key]);
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert!(verifier
+            .verify(&headers, &cert_sha256, SystemTime::now())
+            .unwrap()
+            .is_some());
+        let (us, n) = median_us(runs, limit, || {
+            black_box(verifier.verify(black_box(&headers), &cert_sha256, SystemTime::now())).ok();
+        });
+        println!(
+            "| delegation token, {alg}, bound, verified and turned into input | {us:.1} | {n} |"
+        );
+    }
+    let headers = HeaderMap::new();
+    let (us, n) = median_us(runs, limit, || {
+        black_box(verifier.verify(black_box(&headers), &cert_sha256, SystemTime::now())).ok();
+    });
+    println!("| no token (issuers configured) | {us:.2} | {n} |");
+
+    let peer = PeerIdentity {
+        spiffe_id: regate::tls::identity::SpiffeId::parse("spiffe://example.org/ns/a/sa/agent"),
+        uri_sans: Vec::new(),
+        dns_sans: Vec::new(),
+        subject: String::new(),
+        issuer: String::new(),
+        serial: "0a1b2c".into(),
+        fingerprint_sha256: String::new(),
+        not_before: 0,
+        not_after: i64::MAX,
+    };
+    let revocations = Revocations::load(None).unwrap();
+    let (us, n) = median_us(runs, limit, || {
+        black_box(revocations.revoked(black_box(&peer)));
+    });
+    println!("| kill switch, nothing revoked | {us:.3} | {n} |");
+    for i in 0..1000 {
+        let body = format!(
+            r#"{{"spiffe_id": "spiffe://example.org/ns/a/sa/other-{i}", "reason": "bench"}}"#
+        );
+        revocations.add(body.as_bytes()).unwrap();
+    }
+    let (us, n) = median_us(runs, limit, || {
+        black_box(revocations.revoked(black_box(&peer)));
+    });
+    println!("| kill switch, 1,000 others revoked | {us:.3} | {n} |");
+}
