@@ -1,6 +1,7 @@
 //! What the AI-agent features cost per request: verifying a delegation token (ES256 and
-//! RS256, bound to the client certificate) and asking the kill switch, each on its own, as the
-//! proxy does them before the policy.
+//! RS256, bound to the client certificate), asking the kill switch, and examining a JSON body
+//! (parsing it and finding its MCP tool calls), each on its own, as the proxy does them before
+//! the policy.
 //!
 //! A plain `fn main`; BENCHMARKS.md keeps the figures. Each measurement is bounded by a count
 //! and a deadline, and nothing asserts on a timing.
@@ -165,4 +166,27 @@ fn main() {
         black_box(revocations.revoked(black_box(&peer)));
     });
     println!("| kill switch, 1,000 others revoked | {us:.3} | {n} |");
+
+    let tool_call = br#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "read_doc", "arguments": {"path": "/docs/handbook/onboarding.md", "max_bytes": 65536}}}"#;
+    let batch = format!(
+        "[{}]",
+        (0..10)
+            .map(|_| String::from_utf8_lossy(tool_call).into_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let big = format!(
+        r#"{{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {{"name": "summarize", "arguments": {{"text": "{}"}}}}}}"#,
+        "lorem ipsum ".repeat(8_500)
+    );
+    for (what, body) in [
+        ("one MCP tools/call, 160 bytes", tool_call.to_vec()),
+        ("a batch of 10 tools/call, 1.6 KB", batch.into_bytes()),
+        ("one tools/call with 100 KB of arguments", big.into_bytes()),
+    ] {
+        let (us, n) = median_us(runs, limit, || {
+            black_box(regate::request::body::examine(black_box(&body)));
+        });
+        println!("| JSON body examined: {what} | {us:.1} | {n} |");
+    }
 }

@@ -349,6 +349,7 @@ fn policy_eval(
         parsed_query: &target.query,
         upgrade: None,
         delegation: None,
+        body: None,
         now,
     };
     let check = policies.decide(conn.build(&request(SystemTime::now())));

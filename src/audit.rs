@@ -42,6 +42,10 @@ pub struct DecisionRecord<'a> {
     pub delegation_actor: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delegation_jti: Option<&'a str>,
+    /// The JSON-RPC call that was denied, of a tool-call request: `index` in the batch,
+    /// `method`, `tool`, `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_call: Option<&'a serde_json::Value>,
     pub method: &'a str,
     pub path: &'a str,
     pub host: &'a str,
@@ -259,6 +263,7 @@ mod tests {
             delegation_subject: None,
             delegation_actor: None,
             delegation_jti: None,
+            denied_call: None,
             method: "GET",
             path: "/",
             host: "h",

@@ -153,6 +153,10 @@ pub struct RunArgs {
     /// The header holding the token alone, instead of `Authorization: Bearer`.
     #[arg(long, value_name = "NAME")]
     pub delegation_header: Option<String>,
+    /// JSON request bodies up to this size are read before the decision and shown to the
+    /// policy (input.parsed_body, input.jsonrpc, input.mcp); 0 reads none [default: 1MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub inspect_body_limit: Option<String>,
 }
 
 /// The `delegation:` section of the YAML file.
@@ -208,6 +212,7 @@ struct FileSettings {
     strict_builtin_errors: bool,
     revocations: Option<String>,
     delegation: Option<DelegationFile>,
+    inspect_body_limit: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -249,6 +254,8 @@ pub struct Config {
     pub revocations: Option<PathBuf>,
     /// Delegation token issuers; none: tokens are not verified, and the policy sees none.
     pub delegation: crate::delegation::Settings,
+    /// Bytes of a JSON body read for the policy; zero: none.
+    pub inspect_body_limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +447,19 @@ impl Config {
             }
         };
 
+        let inspect_body_limit = match args
+            .inspect_body_limit
+            .clone()
+            .or(file.inspect_body_limit.clone())
+        {
+            None => 1 << 20,
+            Some(text) => parse_size(&text).unwrap_or_else(|| {
+                errors.push(format!(
+                    "inspect-body-limit: {text:?} is not a size like 1MiB, 64KiB or 4096"
+                ));
+                1 << 20
+            }),
+        };
         let revocations = args
             .revocations
             .or_else(|| file.revocations.map(|p| base.join(p)));
@@ -618,9 +638,29 @@ impl Config {
             strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
             revocations,
             delegation,
+            inspect_body_limit,
         };
         Checked { config, errors }
     }
+}
+
+/// `4096`, `64KiB`, `1MiB` (also `KB`/`MB` as their binary counterparts): bytes.
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => return None,
+    };
+    let bytes = number.checked_mul(scale)?;
+    // A limit is a memory bound per request: past 64 MiB it is no longer one.
+    (bytes <= 64 << 20).then_some(bytes)
 }
 
 /// The delegation issuers from the file and the flags, with paths made relative to the file.

@@ -241,6 +241,7 @@ impl App {
             changes: self.reloader.changes(),
             revocations: self.revocations.clone(),
             delegation: self.delegation.clone(),
+            inspect_body_limit: self.config.inspect_body_limit,
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
         });

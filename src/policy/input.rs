@@ -43,7 +43,17 @@ pub struct RequestInput<'a> {
     pub upgrade: Option<&'a str>,
     /// The verified delegation token, `input.delegation` ([`crate::delegation`]).
     pub delegation: Option<&'a Value>,
+    /// What was read of a JSON body, and the JSON-RPC call being decided
+    /// ([`crate::request::body`]).
+    pub body: Option<BodyInput<'a>>,
     pub now: SystemTime,
+}
+
+/// A JSON body as the policy sees it, with the one JSON-RPC call this evaluation decides.
+#[derive(Clone, Copy)]
+pub struct BodyInput<'a> {
+    pub inspected: &'a crate::request::body::Inspected,
+    pub call: Option<&'a crate::request::body::Call>,
 }
 
 fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
@@ -163,6 +173,13 @@ impl ConnInput {
             ("scheme", Value::from("https")),
             ("protocol", Value::from(req.protocol)),
         ]);
+        let mut http = http;
+        if let (Some(text), Ok(map)) = (
+            req.body.and_then(|b| b.inspected.text.as_deref()),
+            http.as_object_mut(),
+        ) {
+            map.insert(Value::from("body"), Value::from(text));
+        }
         let mut input = obj([
             (
                 "attributes",
@@ -198,6 +215,22 @@ impl ConnInput {
             }
             if let Some(delegation) = req.delegation {
                 map.insert(Value::from("delegation"), delegation.clone());
+            }
+            if let Some(body) = req.body {
+                let inspected = body.inspected;
+                if let Some(parsed) = &inspected.parsed {
+                    map.insert(Value::from("parsed_body"), parsed.clone());
+                }
+                if inspected.truncated {
+                    map.insert(Value::from("body_truncated"), Value::from(true));
+                }
+                if let Some(error) = &inspected.error {
+                    map.insert(Value::from("body_error"), Value::from(error.as_str()));
+                }
+                if let Some(call) = body.call {
+                    map.insert(Value::from("jsonrpc"), call.jsonrpc.clone());
+                    map.insert(Value::from("mcp"), call.mcp.clone());
+                }
             }
         }
         input
@@ -324,6 +357,17 @@ impl<'a> InputView<'a> {
             }
             (Some("upgrade"), ..) => walk(&Value::from(req.upgrade?), &path[1..]),
             (Some("delegation"), ..) => walk(req.delegation?, &path[1..]),
+            (Some("parsed_body"), ..) => walk(req.body?.inspected.parsed.as_ref()?, &path[1..]),
+            (Some("body_truncated"), ..) => req
+                .body
+                .filter(|b| b.inspected.truncated)
+                .and_then(|_| walk(&Value::from(true), &path[1..])),
+            (Some("body_error"), ..) => walk(
+                &Value::from(req.body?.inspected.error.as_deref()?),
+                &path[1..],
+            ),
+            (Some("jsonrpc"), ..) => walk(&req.body?.call?.jsonrpc, &path[1..]),
+            (Some("mcp"), ..) => walk(&req.body?.call?.mcp, &path[1..]),
             _ => walk(self.whole(), path),
         }
     }
@@ -386,6 +430,80 @@ pub fn sample() -> Value {
         parsed_query: &BTreeMap::new(),
         upgrade: None,
         delegation: None,
+        body: None,
         now: SystemTime::now(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::body::{calls, Inspected};
+
+    /// The view's body fields are the whole document's, part by part.
+    #[test]
+    fn body_fields_read_alone_are_the_whole_documents() {
+        let peer = PeerIdentity {
+            spiffe_id: crate::tls::identity::SpiffeId::parse("spiffe://example.org/a"),
+            uri_sans: Vec::new(),
+            dns_sans: Vec::new(),
+            subject: String::new(),
+            issuer: String::new(),
+            serial: "01".into(),
+            fingerprint_sha256: String::new(),
+            not_before: 0,
+            not_after: 1,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let conn = ConnInput::new(&peer, &peer, addr, addr, Value::new_object());
+        let json = serde_json::json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "search", "arguments": {"q": "x"}}},
+        ]);
+        let found = calls(&json).unwrap_or_default();
+        let inspected = Inspected {
+            text: Some(json.to_string()),
+            parsed: Some(Value::from(json)),
+            error: Some("a test's".into()),
+            truncated: true,
+            calls: None,
+        };
+        let headers = HeaderMap::new();
+        let delegation = Value::from_json_str(r#"{"subject": "alice"}"#).unwrap_or(Value::Null);
+        let req = RequestInput {
+            id: "r",
+            method: "POST",
+            headers: &headers,
+            path: "/mcp",
+            host: "h",
+            protocol: "HTTP/1.1",
+            parsed_path: &[],
+            parsed_query: &BTreeMap::new(),
+            upgrade: None,
+            delegation: Some(&delegation),
+            body: Some(BodyInput {
+                inspected: &inspected,
+                call: found.first(),
+            }),
+            now: SystemTime::now(),
+        };
+        let whole = conn.build(&req);
+        let view = InputView::new(&conn, &req);
+        let key = |s: &str| Step::Key(s.to_string());
+        for path in [
+            vec![key("parsed_body")],
+            vec![key("parsed_body"), Step::Index(0), key("method")],
+            vec![key("body_truncated")],
+            vec![key("body_error")],
+            vec![key("jsonrpc"), key("batch_index")],
+            vec![key("mcp"), key("tool")],
+            vec![key("mcp"), key("arguments"), key("q")],
+            vec![key("delegation"), key("subject")],
+            vec![key("attributes"), key("request"), key("http"), key("body")],
+        ] {
+            let alone = view.at(&path);
+            assert!(alone.is_some(), "{path:?}");
+            assert_eq!(alone, walk(&whole, &path), "{path:?}");
+        }
+    }
 }

@@ -10,6 +10,8 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+
+use crate::request::body::Replay;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,8 +28,8 @@ pub struct Upstream {
     authority: Authority,
     protocol: UpstreamProtocol,
     timeout: Duration,
-    http1: Client<UpstreamConnector, Incoming>,
-    http2: Client<UpstreamConnector, Incoming>,
+    http1: Client<UpstreamConnector, Replay>,
+    http2: Client<UpstreamConnector, Replay>,
 }
 
 /// Dials the one upstream whatever authority the request URI names. The URI can then
@@ -98,7 +100,7 @@ impl Upstream {
 
     /// Send the (already checked and decided) request; the response head must arrive within
     /// the upstream timeout.
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, mut req: Request<Replay>) -> Result<Response<Incoming>, ProxyError> {
         let use_h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,

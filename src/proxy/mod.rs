@@ -30,7 +30,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{Audit, DecisionRecord};
 use crate::metrics::Metrics;
-use crate::policy::input::{InputView, RequestInput};
+use crate::policy::input::{BodyInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
 use crate::request::{self, headers::X_REQUEST_ID, Forwarded};
 use crate::tls::TlsStore;
@@ -59,6 +59,9 @@ pub struct Proxy {
     pub revocations: Arc<crate::revocations::Revocations>,
     /// Delegation tokens, verified before any policy.
     pub delegation: Arc<crate::delegation::Verifier>,
+    /// `--inspect-body-limit`: JSON bodies up to this many bytes are read for the policy;
+    /// 0 reads none.
+    pub inspect_body_limit: usize,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
@@ -166,7 +169,7 @@ impl Seen {
 
 /// An allowed request, ready to forward.
 struct Allowed {
-    req: Request<Incoming>,
+    req: Request<request::body::Replay>,
     decision: Decision,
     upgrade: Option<String>,
     /// The input that was allowed, kept for a tunnel to be judged again.
@@ -189,7 +192,7 @@ impl Proxy {
         let policies = self.policies.load_full();
         let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
         let authorized = self
-            .authorize(conn, req, &seen, &policies, &mut record.delegation)
+            .authorize(conn, req, &seen, &policies, &mut record.noted)
             .await;
         let (mut response, slots) = match authorized {
             Err(err) => {
@@ -240,7 +243,7 @@ impl Proxy {
         req: Request<Incoming>,
         seen: &Seen,
         policies: &Arc<PolicySet>,
-        delegated: &mut Option<crate::delegation::Delegation>,
+        noted: &mut Noted,
     ) -> Result<Allowed, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let head = request::Head {
@@ -273,44 +276,86 @@ impl Proxy {
             None => None,
         };
         if refused.is_none() {
-            *delegated = self
+            noted.delegation = self
                 .delegation
                 .verify(&parts.headers, &conn.cert_sha256, now)
                 .map_err(ProxyError::Unauthenticated)?;
         }
-        let token_revoked = delegated
+        let token_revoked = noted
+            .delegation
             .as_ref()
             .and_then(|d| d.jti.as_deref())
             .is_some_and(|jti| self.revocations.jti_revoked(jti));
+        // A JSON body is read (up to the limit) for the policy, and forwarded as read.
+        let inspect = self.inspect_body_limit > 0
+            && refused.is_none()
+            && !token_revoked
+            && prepared.upgrade.is_none()
+            && request::body::is_json(&parts.headers);
+        let (body, inspected) = if inspect {
+            let (replay, inspected) = tokio::time::timeout(
+                self.upstream.timeout(),
+                request::body::inspect(body, self.inspect_body_limit),
+            )
+            .await
+            .map_err(|_| ProxyError::BadRequest("the request body did not arrive in time"))?
+            .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            (replay, Some(inspected))
+        } else {
+            (request::body::Replay::streaming(body), None)
+        };
         let decision = if let Some(reason) = refused {
             Decision::deny(reason)
         } else if token_revoked {
             Decision::deny("revoked")
         } else {
-            // The policy sees the headers exactly as the upstream will receive them.
-            let request = RequestInput {
-                id: &seen.request_id,
-                method: seen.method.as_str(),
-                headers: &parts.headers,
-                path: &seen.path,
-                host: &seen.host,
-                protocol: protocol(parts.version),
-                parsed_path: &prepared.target.segments,
-                parsed_query: &prepared.target.query,
-                upgrade: prepared.upgrade.as_deref(),
-                delegation: delegated.as_ref().map(|d| &d.input),
-                now,
-            };
-            // The whole input is built only if the decision cache does not answer.
-            let view = InputView::new(&conn.input, &request);
-            let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
-            if prepared.upgrade.is_some() {
-                kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
+            // Each JSON-RPC call of a batch is decided on its own; one denied call denies the
+            // request, and the record names it.
+            let calls: Vec<Option<&request::body::Call>> =
+                match inspected.as_ref().and_then(|i| i.calls.as_ref()) {
+                    Some(calls) => calls.iter().map(Some).collect(),
+                    None => vec![None],
+                };
+            let mut outcome: Option<Decision> = None;
+            for (index, call) in calls.iter().enumerate() {
+                // The policy sees the headers exactly as the upstream will receive them.
+                let request = RequestInput {
+                    id: &seen.request_id,
+                    method: seen.method.as_str(),
+                    headers: &parts.headers,
+                    path: &seen.path,
+                    host: &seen.host,
+                    protocol: protocol(parts.version),
+                    parsed_path: &prepared.target.segments,
+                    parsed_query: &prepared.target.query,
+                    upgrade: prepared.upgrade.as_deref(),
+                    delegation: noted.delegation.as_ref().map(|d| &d.input),
+                    body: inspected.as_ref().map(|inspected| BodyInput {
+                        inspected,
+                        call: *call,
+                    }),
+                    now,
+                };
+                // The whole input is built only if the decision cache does not answer.
+                let view = InputView::new(&conn.input, &request);
+                let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+                if prepared.upgrade.is_some() {
+                    kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
+                }
+                if policies.cache().is_some() {
+                    self.metrics.decision_cache(decision.cached);
+                }
+                if !decision.allowed {
+                    if let Some(call) = call {
+                        noted.denied_call = Some(denied_call(index, call));
+                    }
+                    outcome = Some(decision);
+                    break;
+                }
+                // The first allow speaks for the request (its headers, its reason).
+                outcome.get_or_insert(decision);
             }
-            if policies.cache().is_some() {
-                self.metrics.decision_cache(decision.cached);
-            }
-            decision
+            outcome.unwrap_or_else(|| Decision::deny("policy_undefined"))
         };
         if let Some(e) = &decision.error {
             // A client can make every one of its requests fail the policy: a line per second,
@@ -479,9 +524,33 @@ struct Pending<'a> {
     eval_ns: u64,
     cached: bool,
     upstream: Option<(u16, u64)>,
-    /// The verified delegation token, for the record (never the token itself).
-    delegation: Option<crate::delegation::Delegation>,
+    /// What authorizing learnt that the record names.
+    noted: Noted,
     done: bool,
+}
+
+/// What the record names besides the decision: the delegation token's subject, actor and
+/// id (never the token), and the JSON-RPC call that was denied.
+#[derive(Default)]
+struct Noted {
+    delegation: Option<crate::delegation::Delegation>,
+    denied_call: Option<serde_json::Value>,
+}
+
+/// A denied call, for the record: its place in the batch, method, tool and id.
+fn denied_call(index: usize, call: &request::body::Call) -> serde_json::Value {
+    let field = |v: &Value| {
+        v.to_json_str()
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    serde_json::json!({
+        "index": index,
+        "method": field(&call.jsonrpc["method"]),
+        "tool": field(&call.mcp["tool"]),
+        "id": field(&call.jsonrpc["id"]),
+    })
 }
 
 /// What a record says when the client went away before its response head: nginx's 499.
@@ -500,7 +569,7 @@ impl<'a> Pending<'a> {
             eval_ns: 0,
             cached: false,
             upstream: None,
-            delegation: None,
+            noted: Noted::default(),
             done: false,
         }
     }
@@ -534,9 +603,22 @@ impl<'a> Pending<'a> {
             trace_id: seen.trace_id.as_deref(),
             spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
             serial: &self.conn.peer.serial,
-            delegation_subject: self.delegation.as_ref().and_then(|d| d.subject.as_deref()),
-            delegation_actor: self.delegation.as_ref().and_then(|d| d.actor.as_deref()),
-            delegation_jti: self.delegation.as_ref().and_then(|d| d.jti.as_deref()),
+            delegation_subject: self
+                .noted
+                .delegation
+                .as_ref()
+                .and_then(|d| d.subject.as_deref()),
+            delegation_actor: self
+                .noted
+                .delegation
+                .as_ref()
+                .and_then(|d| d.actor.as_deref()),
+            delegation_jti: self
+                .noted
+                .delegation
+                .as_ref()
+                .and_then(|d| d.jti.as_deref()),
+            denied_call: self.noted.denied_call.as_ref(),
             method: seen.method.as_str(),
             path: &seen.path,
             host: &seen.host,

@@ -7,8 +7,9 @@
 //! proxy and `regate policy eval` both call it, so the policy sees the same thing in both.
 //!
 //! It never reads a body and never talks to anyone; refusals become responses in
-//! `proxy::error`.
+//! `proxy::error`. Reading a JSON body for the policy is [`body`]'s job.
 
+pub mod body;
 pub mod headers;
 pub mod target;
 pub mod upgrade;

@@ -1,0 +1,278 @@
+//! JSON request bodies the policy may read: tool calls (MCP over JSON-RPC 2.0) above all.
+//!
+//! A request with a JSON content type has its body read, up to `--inspect-body-limit`, before
+//! the decision. What was read is forwarded byte for byte ([`Replay`]), then whatever is left
+//! of the body streams on, so the limit bounds memory per request, not the body. The policy
+//! sees the body parsed (`input.parsed_body`, as opa-envoy-plugin shows it), and each
+//! JSON-RPC call in it (`input.jsonrpc`; `input.mcp` with the tool name and its arguments for
+//! an MCP `tools/call`). A body over the limit is `input.body_truncated`; one that is not
+//! JSON is `input.body_error`. Neither is an error: the policy decides.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use regorus::Value;
+
+/// A request body to forward: the frames already read, then the rest of the client's body.
+pub struct Replay {
+    frames: VecDeque<Frame<Bytes>>,
+    read: u64,
+    rest: Option<Incoming>,
+}
+
+impl Replay {
+    /// The client's body, untouched.
+    pub fn streaming(body: Incoming) -> Replay {
+        Replay {
+            frames: VecDeque::new(),
+            read: 0,
+            rest: Some(body),
+        }
+    }
+}
+
+impl Body for Replay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        match &self.rest {
+            None => SizeHint::with_exact(buffered),
+            Some(rest) => {
+                // The client's own hint counts from the start of its body.
+                let hint = rest.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(hint.lower().saturating_sub(self.read) + buffered);
+                if let Some(upper) = hint.upper() {
+                    out.set_upper(upper.saturating_sub(self.read) + buffered);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// What the policy is shown of a body.
+#[derive(Debug, Clone, Default)]
+pub struct Inspected {
+    /// The body as text, when it was read whole and is UTF-8.
+    pub text: Option<String>,
+    /// The body parsed, when it was read whole and is JSON.
+    pub parsed: Option<Value>,
+    /// Why it is not parsed, when it was read whole and is not JSON.
+    pub error: Option<String>,
+    /// Longer than the limit: only the first part was read, and nothing is parsed.
+    pub truncated: bool,
+    /// The JSON-RPC calls of the body, when it is JSON-RPC: each is decided on its own.
+    pub calls: Option<Vec<Call>>,
+}
+
+/// Whether the content type is JSON: `application/json`, or `application/…+json`.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Read up to `limit` bytes of `body`: the body to forward, and what the policy may see.
+pub async fn inspect(body: Incoming, limit: usize) -> Result<(Replay, Inspected), hyper::Error> {
+    let mut body = body;
+    let mut frames = VecDeque::new();
+    let mut data = BytesMut::new();
+    let mut read = 0u64;
+    let mut over = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Some(chunk) = frame.data_ref() {
+            read += chunk.len() as u64;
+            if data.len() + chunk.len() > limit {
+                over = true;
+            } else {
+                data.extend_from_slice(chunk);
+            }
+        }
+        frames.push_back(frame);
+        if over {
+            break;
+        }
+    }
+    let complete = !over;
+    let inspected = match complete {
+        true => examine(&data),
+        false => Inspected {
+            truncated: true,
+            ..Inspected::default()
+        },
+    };
+    let replay = Replay {
+        frames,
+        read,
+        rest: (!complete).then_some(body),
+    };
+    Ok((replay, inspected))
+}
+
+/// What the policy is shown of a body read whole.
+pub fn examine(data: &[u8]) -> Inspected {
+    let text = std::str::from_utf8(data).ok().map(str::to_string);
+    match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(json) => Inspected {
+            text,
+            calls: calls(&json),
+            parsed: Some(Value::from(json)),
+            error: None,
+            truncated: false,
+        },
+        Err(e) => Inspected {
+            text,
+            parsed: None,
+            error: Some(format!("the body is not JSON: {e}")),
+            truncated: false,
+            calls: None,
+        },
+    }
+}
+
+/// One JSON-RPC call of a request body, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `input.jsonrpc`: `method`, `params`, `id`, and for a batch `batch_index`, `batch_size`.
+    pub jsonrpc: Value,
+    /// `input.mcp`: for `tools/call`, `method`, `tool`, `arguments`, `id`; for any other
+    /// method, `method`, `params`, `id`.
+    pub mcp: Value,
+}
+
+/// The JSON-RPC 2.0 calls of a parsed body: one for a request object, one per element of a
+/// batch (an element that is not a request is a call with a null method, which a policy
+/// denies like any other unknown method). `None` when the body is not JSON-RPC.
+pub fn calls(parsed: &serde_json::Value) -> Option<Vec<Call>> {
+    let is_request = |v: &serde_json::Value| v["jsonrpc"] == "2.0" && v["method"].is_string();
+    match parsed {
+        serde_json::Value::Object(_) if is_request(parsed) => Some(vec![call(parsed, None)]),
+        serde_json::Value::Array(items) if !items.is_empty() && items.iter().any(is_request) => {
+            let size = items.len();
+            Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| call(item, Some((i, size))))
+                    .collect(),
+            )
+        }
+        _ => None,
+    }
+}
+
+fn call(v: &serde_json::Value, batch: Option<(usize, usize)>) -> Call {
+    let method = v["method"].as_str().map(str::to_string);
+    let params = v.get("params").cloned().unwrap_or(serde_json::Value::Null);
+    let id = v.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    let mut jsonrpc = serde_json::json!({
+        "method": method,
+        "params": params,
+        "id": id,
+    });
+    if let Some((index, size)) = batch {
+        jsonrpc["batch_index"] = index.into();
+        jsonrpc["batch_size"] = size.into();
+    }
+    let mcp = match method.as_deref() {
+        Some("tools/call") => serde_json::json!({
+            "method": "tools/call",
+            "tool": params["name"],
+            "arguments": params.get("arguments").cloned().unwrap_or(serde_json::json!({})),
+            "id": id,
+        }),
+        _ => serde_json::json!({"method": method, "params": params, "id": id}),
+    };
+    Call {
+        jsonrpc: Value::from(jsonrpc),
+        mcp: Value::from(mcp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let mut h = HeaderMap::new();
+        for (ct, json) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("application/vnd.api+json", true),
+            ("text/json", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                ct.parse().unwrap_or_else(|_| unreachable!()),
+            );
+            assert_eq!(is_json(&h), json, "{ct}");
+        }
+    }
+
+    #[test]
+    fn tool_calls_single_and_batched_become_calls() {
+        let single = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "search", "arguments": {"q": "rego"}}});
+        let calls = calls(&single).unwrap_or_default();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].mcp["tool"], Value::from("search"));
+        assert_eq!(calls[0].mcp["arguments"]["q"], Value::from("rego"));
+        let batch = serde_json::json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "send_email"}},
+            "junk",
+        ]);
+        let calls = super::calls(&batch).unwrap_or_default();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1].jsonrpc["batch_index"], Value::from(1u64));
+        assert_eq!(calls[1].mcp["tool"], Value::from("send_email"));
+        assert_eq!(calls[2].jsonrpc["method"], Value::Null);
+        assert!(super::calls(&serde_json::json!({"a": 1})).is_none());
+        assert!(super::calls(&serde_json::json!([])).is_none());
+    }
+}
