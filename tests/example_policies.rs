@@ -25,6 +25,8 @@ fn example_policies_pass_their_rego_tests() {
         "data.examples.kill_switch_test.",
         "data.examples.context_rules_test.",
         "data.examples.decision_object_test.",
+        "data.examples.mcp_tools_test.",
+        "data.examples.deploy_agent_test.",
     ] {
         assert!(
             stdout.lines().filter(|l| l.contains(package)).count() >= 3,

@@ -107,3 +107,52 @@ async fn the_jwks_tutorial_checks_signature_issuer_and_audience() {
     )
     .await;
 }
+
+/// The tutorial's `POST /people` rule reads `input.parsed_body`: a JSON body is read for the
+/// policy, and forwarded byte for byte.
+#[tokio::test]
+async fn the_standalone_tutorials_post_rule_reads_the_json_body() {
+    let (files, inputs) = tutorial("tutorial_standalone_envoy");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_str()))
+        .collect();
+    let setup = Setup::new(&files);
+    let upstream = Upstream::start().await;
+    let regate = setup
+        .start(&upstream.url(), &["--query", "data.envoy.authz.allow"])
+        .await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    for (name, want) in [
+        ("bob_create", 200),
+        ("bob_create_self", 403),
+        ("alice_create", 403),
+    ] {
+        let http = &inputs[name]["attributes"]["request"]["http"];
+        let body = http["body"].as_str().unwrap().to_string();
+        let auth = http["headers"]["authorization"].as_str().unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/people")
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, auth)
+            .body({
+                use http_body_util::BodyExt;
+                http_body_util::Full::new(bytes::Bytes::from(body.clone()))
+                    .map_err(|e| match e {})
+                    .boxed()
+            })
+            .unwrap();
+        let (status, _, _) = send(&mut client, req).await;
+        assert_eq!(status.as_u16(), want, "{name}");
+        if want == 200 {
+            let seen = upstream.requests();
+            assert_eq!(
+                seen.last().unwrap().body_sha256,
+                sha256_hex(body.as_bytes())
+            );
+        }
+    }
+    regate.stop().await;
+}

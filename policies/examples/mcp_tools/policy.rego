@@ -1,0 +1,39 @@
+# Example 7: an MCP tool server behind regate, and a read-only summarizer agent.
+#
+#   query: data.examples.mcp_tools.allow
+#   data:  data.json in this directory, at data.examples.mcp_tools
+#
+# Agents speak MCP (JSON-RPC 2.0) to the tool server: regate reads each request's JSON body
+# and shows the call being decided as input.mcp (a batch is decided call by call). The
+# summarizer may list tools and call `search` and `read_doc`, never `send_email`, and never
+# read under /secret/. When it acts for a person (a verified delegation token), that person's
+# scope must cover the tool too.
+package examples.mcp_tools
+
+import rego.v1
+
+default allow := {"allowed": false, "reason": "not_an_mcp_call"}
+
+agent := data.examples.mcp_tools.agents[input.peer.spiffe_id]
+
+# The MCP handshake and discovery are always fine for a known agent.
+allow := {"allowed": true, "reason": "mcp_handshake"} if {
+	agent
+	input.mcp.method in {"initialize", "notifications/initialized", "tools/list", "ping"}
+}
+
+allow := tool_decision if input.mcp.method == "tools/call"
+
+# The first failing check names the reason.
+tool_decision := deny("unknown_agent") if {
+	not agent
+} else := deny("tool_not_granted") if {
+	not input.mcp.tool in agent.tools
+} else := deny("secret_path") if {
+	startswith(object.get(input.mcp.arguments, "path", ""), "/secret/")
+} else := deny("scope_missing") if {
+	input.delegation
+	not data.examples.mcp_tools.scopes[input.mcp.tool] in input.delegation.scope
+} else := {"allowed": true, "reason": "tool_granted", "headers": {"x-mcp-tool": input.mcp.tool}}
+
+deny(reason) := {"allowed": false, "reason": reason}

@@ -1,0 +1,69 @@
+package examples.mcp_tools_test
+
+import rego.v1
+
+import data.examples.mcp_tools
+
+summarizer := "spiffe://example.org/ns/agents/sa/summarizer"
+
+executor := "spiffe://example.org/ns/agents/sa/executor"
+
+tool_call(id, tool, arguments) := decision if {
+	decision := mcp_tools.allow with input as {
+		"peer": {"spiffe_id": id},
+		"mcp": {"method": "tools/call", "tool": tool, "arguments": arguments, "id": 1},
+	}
+}
+
+test_summarizer_searches if {
+	d := tool_call(summarizer, "search", {"q": "rego"})
+	d.allowed
+	d.headers["x-mcp-tool"] == "search"
+}
+
+test_summarizer_reads_docs if tool_call(summarizer, "read_doc", {"path": "/docs/a.md"}).allowed
+
+test_summarizer_never_sends_email if {
+	d := tool_call(summarizer, "send_email", {"to": "all@example.org"})
+	not d.allowed
+	d.reason == "tool_not_granted"
+}
+
+test_nobody_reads_secrets if {
+	d := tool_call(executor, "read_doc", {"path": "/secret/keys"})
+	not d.allowed
+	d.reason == "secret_path"
+}
+
+test_unknown_agents_call_nothing if {
+	d := tool_call("spiffe://example.org/ns/agents/sa/stranger", "search", {})
+	d.reason == "unknown_agent"
+}
+
+test_handshake_is_fine if {
+	d := mcp_tools.allow with input as {"peer": {"spiffe_id": summarizer}, "mcp": {"method": "tools/list", "params": null, "id": 1}}
+	d.allowed
+}
+
+test_a_person_s_scope_bounds_the_agent if {
+	d := mcp_tools.allow with input as {
+		"peer": {"spiffe_id": executor},
+		"mcp": {"method": "tools/call", "tool": "send_email", "arguments": {}, "id": 1},
+		"delegation": {"subject": "alice", "scope": ["docs:read"]},
+	}
+	d.reason == "scope_missing"
+}
+
+test_with_the_scope_the_agent_may if {
+	d := mcp_tools.allow with input as {
+		"peer": {"spiffe_id": executor},
+		"mcp": {"method": "tools/call", "tool": "send_email", "arguments": {}, "id": 1},
+		"delegation": {"subject": "alice", "scope": ["mail:send"]},
+	}
+	d.allowed
+}
+
+test_not_an_mcp_call if {
+	d := mcp_tools.allow with input as {"peer": {"spiffe_id": summarizer}}
+	d.reason == "not_an_mcp_call"
+}
