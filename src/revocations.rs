@@ -244,7 +244,7 @@ impl Revocations {
     pub fn add(&self, body: &[u8]) -> Result<(Revocation, bool), RevocationError> {
         let request = parse_request(body)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current.load_full();
+        let current = self.current_for_change()?;
         let now = now();
         if let Some(existing) = current.get(&request.target).filter(|r| !r.expired(now)) {
             return Ok((existing.clone(), false));
@@ -270,7 +270,7 @@ impl Revocations {
     /// Remove the revocation with this id; `None` if there is none.
     pub fn remove(&self, id: &str) -> Result<Option<Revocation>, RevocationError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current.load_full();
+        let current = self.current_for_change()?;
         let Some(found) = current.list.iter().find(|r| r.id == id).cloned() else {
             return Ok(None);
         };
@@ -292,6 +292,11 @@ impl Revocations {
             return Ok(None);
         };
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked(path)
+    }
+
+    /// [`Revocations::reload`], with the write lock held.
+    fn reload_locked(&self, path: &Path) -> Result<Option<Change>, RevocationError> {
         let set = read(path)?;
         if set.file_hash == self.current.load().file_hash {
             return Ok(None);
@@ -300,6 +305,22 @@ impl Revocations {
         self.current.store(Arc::new(set));
         self.changed.send_modify(|n| *n += 1);
         Ok(Some(Change::Reloaded(count)))
+    }
+
+    /// The set to change: the file's, if it changed since it was last read (an edit the
+    /// watcher has not delivered yet must not be written over), else the one in force. A
+    /// file that no longer parses does not stop the kill switch: the change is made to what
+    /// is in force, and the broken file is replaced.
+    fn current_for_change(&self) -> Result<Arc<Set>, RevocationError> {
+        if let Some(path) = &self.file {
+            if let Err(e) = self.reload_locked(path) {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "the revocation file does not parse; it is replaced by what is in force"
+                );
+            }
+        }
+        Ok(self.current.load_full())
     }
 
     /// Write `list` to the file (if any), then put it in force and tell open connections.
@@ -526,6 +547,18 @@ mod tests {
         );
         assert!(reread.reload().unwrap().is_some(), "another's write is");
         assert!(!reread.revoked(&agent));
+
+        // A hand edit the watcher has not delivered yet survives an API change.
+        let edited = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("key leaked", "key leaked, confirmed");
+        std::fs::write(&file, edited).unwrap();
+        r.add(br#"{"serial": "ff", "reason": "another"}"#).unwrap();
+        let on_disk = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            on_disk.contains("confirmed") && on_disk.contains("another"),
+            "{on_disk}"
+        );
     }
 
     #[test]
