@@ -148,6 +148,26 @@ async fn revocations(
     use http_body_util::BodyExt;
     let path = req.uri().path().to_string();
     let id = path.strip_prefix("/revocations/");
+    // A browser on this host must not be able to revoke or lift: browsers send `Origin` with
+    // every cross-site (and DNS-rebound) POST and DELETE; curl and operators' tools do not.
+    let changes = matches!(*req.method(), Method::POST | Method::DELETE);
+    if changes && req.headers().contains_key(header::ORIGIN) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "revocations are not changed from a browser (the request has an Origin)",
+        );
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+    if *req.method() == Method::POST && !json && req.headers().contains_key(header::CONTENT_TYPE) {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the revocation as application/json",
+        );
+    }
     match (req.method().clone(), id) {
         (Method::GET | Method::HEAD, None) => json_response(
             StatusCode::OK,

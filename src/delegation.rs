@@ -51,6 +51,9 @@ pub struct Settings {
     pub header: Option<HeaderName>,
 }
 
+/// The most clock skew `leeway` may forgive.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 /// Algorithms a JWKS may verify; never `none`, never HMAC with a public key set.
 pub const ALGORITHMS: &[&str] = &[
     "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
@@ -113,7 +116,23 @@ impl Verifier {
     pub fn load(settings: Settings) -> Result<Verifier, Vec<String>> {
         let mut errors = Vec::new();
         let mut loaded = Vec::new();
-        for issuer in &settings.issuers {
+        if settings.leeway > MAX_LEEWAY {
+            errors.push(format!(
+                "delegation: leeway {:?} is over {}s; clocks that far apart are a problem to fix",
+                settings.leeway,
+                MAX_LEEWAY.as_secs()
+            ));
+        }
+        for (i, issuer) in settings.issuers.iter().enumerate() {
+            if settings.issuers[..i]
+                .iter()
+                .any(|o| o.issuer == issuer.issuer)
+            {
+                errors.push(format!(
+                    "delegation: issuer {} is configured twice",
+                    issuer.issuer
+                ));
+            }
             for alg in &issuer.algorithms {
                 if !ALGORITHMS.contains(&alg.as_str()) {
                     errors.push(format!(
@@ -219,7 +238,16 @@ impl Verifier {
         if !issuer.config.algorithms.iter().any(|a| a == alg) {
             return Err(TokenError::Invalid);
         }
-        let kid = header["kid"].as_str();
+        // A kid that is not a string names no key; a `crit` header asks for extensions regate
+        // does not implement (RFC 7515 §4.1.11).
+        let kid = match header.get("kid") {
+            None => None,
+            Some(serde_json::Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(TokenError::Invalid),
+        };
+        if header.get("crit").is_some() {
+            return Err(TokenError::Invalid);
+        }
         if !jws_verify_with_jwks(&issuer.keys, alg, kid, input.as_bytes(), &signature) {
             return Err(TokenError::Invalid);
         }
@@ -254,45 +282,61 @@ impl Verifier {
         {
             return Err(TokenError::Audience);
         }
-        let bound = match claims["cnf"]["x5t#S256"].as_str() {
-            Some(thumbprint) => {
-                let ours = crate::policy::builtins::crypto::b64_encode(cert_sha256, true, false);
-                if thumbprint != ours {
-                    return Err(TokenError::Binding);
-                }
-                true
-            }
+        // A confirmation regate cannot check (DPoP's `jkt`, a malformed thumbprint) is not
+        // taken as no confirmation: the issuer meant the token for one holder only.
+        let bound = match claims.get("cnf") {
             None if issuer.config.require_binding => return Err(TokenError::NotBound),
             None => false,
+            Some(cnf) => match cnf["x5t#S256"].as_str() {
+                Some(thumbprint) if !thumbprint.is_empty() && !cert_sha256.is_empty() => {
+                    let ours =
+                        crate::policy::builtins::crypto::b64_encode(cert_sha256, true, false);
+                    if thumbprint != ours {
+                        return Err(TokenError::Binding);
+                    }
+                    true
+                }
+                _ => return Err(TokenError::Binding),
+            },
         };
         Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
     }
 
     /// The raw token, from the configured header or `Authorization: Bearer`. A header that is
-    /// there but holds no usable token is an invalid token, not an absent one.
+    /// there but holds no usable token, or is there twice, is an invalid token, not an absent
+    /// one: a bearer the upstream would take must not pass unverified.
     fn token(&self, headers: &HeaderMap) -> Result<Option<String>, TokenError> {
-        match &self.settings.header {
-            Some(name) => match headers.get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .to_str()
-                    .ok()
-                    .map(|t| Some(t.trim().to_string()))
-                    .ok_or(TokenError::Invalid),
-            },
-            None => {
-                let Some(v) = headers.get(http::header::AUTHORIZATION) else {
-                    return Ok(None);
-                };
-                let v = v.to_str().map_err(|_| TokenError::Invalid)?;
-                match v.split_once(' ') {
-                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                        Ok(Some(token.trim().to_string()))
-                    }
-                    // Another scheme (Basic) is not a delegation token: the policy decides.
-                    _ => Ok(None),
+        let mut tokens = Vec::new();
+        if let Some(name) = &self.settings.header {
+            for v in headers.get_all(name) {
+                let t = v.to_str().map_err(|_| TokenError::Invalid)?.trim();
+                if t.is_empty() {
+                    return Err(TokenError::Invalid);
                 }
+                tokens.push(t.to_string());
             }
+        }
+        for v in headers.get_all(http::header::AUTHORIZATION) {
+            let Ok(v) = v.to_str() else {
+                return Err(TokenError::Invalid);
+            };
+            let v = v.trim();
+            let scheme_end = v.find(|c: char| c.is_ascii_whitespace()).unwrap_or(v.len());
+            let (scheme, rest) = v.split_at(scheme_end);
+            // Another scheme (Basic) is not a delegation token: the policy decides.
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                continue;
+            }
+            let token = rest.trim();
+            if token.is_empty() {
+                return Err(TokenError::Invalid);
+            }
+            tokens.push(token.to_string());
+        }
+        match tokens.len() {
+            0 => Ok(None),
+            1 => Ok(tokens.pop()),
+            _ => Err(TokenError::Invalid),
         }
     }
 }

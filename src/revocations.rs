@@ -105,12 +105,19 @@ impl Set {
         let mut spiffe_ids = HashMap::new();
         let mut serials = HashMap::new();
         let mut jtis = HashMap::new();
+        // A target listed twice (a hand-edited file) is revoked for as long as its longest
+        // revocation lasts.
+        let lasts = |r: &Revocation| r.expires_at.as_deref().and_then(unix).unwrap_or(i64::MAX);
         for (i, r) in list.iter().enumerate() {
-            match &r.target {
-                Target::SpiffeId(id) => spiffe_ids.insert(id.clone(), i),
-                Target::Serial(serial) => serials.insert(serial.clone(), i),
-                Target::Jti(jti) => jtis.insert(jti.clone(), i),
-            };
+            let index = match &r.target {
+                Target::SpiffeId(id) => spiffe_ids.entry(id.clone()),
+                Target::Serial(serial) => serials.entry(serial.clone()),
+                Target::Jti(jti) => jtis.entry(jti.clone()),
+            }
+            .or_insert(i);
+            if lasts(r) > lasts(&list[*index]) {
+                *index = i;
+            }
         }
         Set {
             list,
@@ -246,7 +253,14 @@ impl Revocations {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current_for_change()?;
         let now = now();
-        if let Some(existing) = current.get(&request.target).filter(|r| !r.expired(now)) {
+        // Revoking again for longer (or for good) replaces the revocation; anything else
+        // returns the one in force.
+        let lasts = |at: Option<&str>| at.and_then(unix).unwrap_or(i64::MAX);
+        if let Some(existing) = current
+            .get(&request.target)
+            .filter(|r| !r.expired(now))
+            .filter(|r| lasts(r.expires_at.as_deref()) >= lasts(request.expires_at.as_deref()))
+        {
             return Ok((existing.clone(), false));
         }
         let revocation = Revocation {
@@ -295,8 +309,15 @@ impl Revocations {
         self.reload_locked(path)
     }
 
-    /// [`Revocations::reload`], with the write lock held.
+    /// [`Revocations::reload`], with the write lock held. A file that is gone lifts nothing:
+    /// an `rm`, a checkout, an editor's delete-and-recreate are not a decision to unrevoke.
     fn reload_locked(&self, path: &Path) -> Result<Option<Change>, RevocationError> {
+        if !path.exists() {
+            return Err(RevocationError::Read {
+                path: path.display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
         let set = read(path)?;
         if set.file_hash == self.current.load().file_hash {
             return Ok(None);
@@ -458,16 +479,40 @@ fn write(path: &Path, list: &[Revocation]) -> Result<[u8; 32], RevocationError> 
     })
     .map_err(|e| failed(std::io::Error::other(e)))?;
     bytes.push(b'\n');
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    // A symlinked file (a ConfigMap, a GitOps checkout) is managed elsewhere: replacing it
+    // with a regular file would silently cut it off from its source.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(failed(std::io::Error::other(
+            "it is a symlink, managed elsewhere; change the revocations there",
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    let tmp = dir.join(tmp_name);
     {
         use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp).map_err(failed)?;
+        // create_new: never follows a link or truncates a file someone else put there.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(failed)?;
         f.write_all(&bytes).map_err(failed)?;
         f.sync_all().map_err(failed)?;
     }
-    std::fs::rename(&tmp, path).map_err(failed)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(failed(e));
+    }
+    // The rename itself must survive a crash.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(sha256(&bytes))
 }
 
@@ -548,6 +593,14 @@ mod tests {
         assert!(reread.reload().unwrap().is_some(), "another's write is");
         assert!(!reread.revoked(&agent));
 
+        // A file that disappears lifts nothing.
+        let in_force = r.list();
+        std::fs::remove_file(&file).unwrap();
+        assert!(r.reload().is_err());
+        assert_eq!(r.list(), in_force);
+        r.add(br#"{"serial": "0b", "reason": "rewrite the file"}"#)
+            .unwrap();
+
         // A hand edit the watcher has not delivered yet survives an API change.
         let edited = std::fs::read_to_string(&file)
             .unwrap()
@@ -585,6 +638,23 @@ mod tests {
         let file = dir.path().join("revocations.json");
         std::fs::write(&file, "{not json").unwrap();
         assert!(Revocations::load(Some(&file)).is_err());
+    }
+
+    #[test]
+    fn a_target_listed_twice_stays_revoked_as_long_as_its_longest_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        std::fs::write(
+            &file,
+            r#"{"revocations": [
+                {"id": "a", "serial": "0c", "reason": "forever", "created_at": "2026-01-01T00:00:00Z"},
+                {"id": "b", "serial": "0c", "reason": "old", "created_at": "2026-01-01T00:00:00Z",
+                 "expires_at": "2001-01-01T00:00:00Z"}
+            ]}"#,
+        )
+        .unwrap();
+        let r = Revocations::load(Some(&file)).unwrap();
+        assert!(r.revoked(&peer("spiffe://example.org/x", "0c")));
     }
 
     #[test]

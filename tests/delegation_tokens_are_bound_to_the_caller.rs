@@ -304,6 +304,34 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
         assert_eq!(record["http_status"], 401);
         assert_eq!(record["eval_ns"], 0, "the policy was asked");
     }
+    // A confirmation regate cannot check is not taken for none; a bearer written oddly, or
+    // given twice, is not passed on unverified.
+    let mut dpop = claims("regate", now() + 300, None);
+    dpop["cnf"] = serde_json::json!({"jkt": "abc"});
+    let dpop = sign("ES256", "ec1", &dpop, key);
+    let (status, _, body) = ask(&mut client, Some(&dpop)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("token_binding"), "{body}");
+    let good = sign(
+        "ES256",
+        "ec1",
+        &claims("regate", now() + 300, Some(&agent.chain[0])),
+        key,
+    );
+    for values in [
+        vec![format!("Bearer\t{good}x")],
+        vec![format!("Bearer {good}"), format!("Bearer {good}")],
+    ] {
+        let mut req = request("GET", "/docs/a", b"");
+        for v in &values {
+            req.headers_mut()
+                .append("authorization", v.parse().unwrap());
+        }
+        let (status, _, _) = send(&mut client, req).await;
+        assert_eq!(status.as_u16(), 401, "{values:?}");
+    }
+    assert!(w.upstream.requests().is_empty());
+
     // Without a token, there is no input.delegation, and this policy denies.
     let (status, _, _) = ask(&mut client, None).await;
     assert_eq!(status, 403);

@@ -155,6 +155,24 @@ async fn bad_revocation_requests_are_refused_with_a_reason() {
         assert_eq!(status, 400, "{body}: {problem}");
         assert!(problem.contains("detail"), "{problem}");
     }
+    // Not from a browser: a request with an Origin changes nothing.
+    let addr = regate.admin;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/revocations")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::ORIGIN, "https://evil.example")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+            r#"{{"spiffe_id": "{SUMMARIZER}", "reason": "csrf"}}"#
+        ))))
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 403);
     let (status, listed) = admin_get(regate.admin, "/revocations").await;
     assert_eq!((status, listed.trim()), (200, r#"{"revocations":[]}"#));
     regate.stop().await;

@@ -176,3 +176,50 @@ async fn bodies_that_are_too_long_or_not_json_are_the_policys_to_judge() {
     );
     regate.stop().await;
 }
+
+#[tokio::test]
+async fn odd_spellings_big_batches_and_disagreeing_calls_do_not_slip_past() {
+    let setup = Setup::new(&[("authz.rego", POLICY)]);
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &[]).await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let email = leak(call(4, "send_email", r#"{"to": "all@example.org"}"#));
+
+    // A content type some servers still read as JSON is read as JSON here too.
+    for ct in [
+        "text/plain, application/json",
+        "text/plain;application/json",
+    ] {
+        assert_eq!(post(&mut client, email, ct).await.0, 403, "{ct}");
+    }
+    // Two content types: refused before anything else.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/mcp")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(
+            Full::new(bytes::Bytes::from_static(email.as_bytes()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap();
+    assert_eq!(send(&mut client, req).await.0, 400);
+    // A byte order mark does not hide the call.
+    let bom = leak(format!("\u{feff}{email}"));
+    assert_eq!(post(&mut client, bom, "application/json").await.0, 403);
+    // More calls than are decided one by one: refused.
+    let many = leak(format!(
+        "[{}]",
+        (0..65)
+            .map(|i| call(i, "search", "{}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    let (status, body) = post(&mut client, many, "application/json").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("batch_too_large"), "{body}");
+    assert!(upstream.requests().is_empty());
+    regate.stop().await;
+}

@@ -36,8 +36,12 @@ pub struct DecisionCache {
     misses: AtomicU64,
 }
 
+/// The longest key kept.
+pub const MAX_KEY_BYTES: usize = 8 * 1024;
+
 impl DecisionCache {
     /// A cache keyed on `paths` holding up to `entries` answers; `None` for no cache.
+    /// Keys are at most [`MAX_KEY_BYTES`] long, so the cache holds at most `entries` times that.
     pub fn new(paths: &[Vec<Step>], entries: usize) -> Option<DecisionCache> {
         let per_shard = NonZeroUsize::new(entries.div_ceil(SHARDS))?;
         Some(DecisionCache {
@@ -91,7 +95,9 @@ impl DecisionCache {
 
     /// Keep a fresh answer, unless its evaluation failed.
     pub fn put(&self, key: Box<[u8]>, decision: &Decision) {
-        if decision.error.is_some() {
+        // A key this long (a policy reading a whole request body) would make the cache's
+        // memory a multiple of the bodies it has seen; such answers are not kept.
+        if decision.error.is_some() || key.len() > MAX_KEY_BYTES {
             return;
         }
         self.shard(&key)

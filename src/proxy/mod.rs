@@ -286,13 +286,37 @@ impl Proxy {
             .as_ref()
             .and_then(|d| d.jti.as_deref())
             .is_some_and(|jti| self.revocations.jti_revoked(jti));
+        // Two content types leave the upstream to pick one; an upgrade carries no body (a body
+        // beside it would reach a server that ignores the upgrade, unread by the policy).
+        if parts
+            .headers
+            .get_all(http::header::CONTENT_TYPE)
+            .iter()
+            .count()
+            > 1
+        {
+            return Err(ProxyError::BadRequest("more than one content-type"));
+        }
+        if prepared.upgrade.is_some() && !hyper::body::Body::is_end_stream(&body) {
+            return Err(ProxyError::BadRequest("an upgrade request carries a body"));
+        }
         // A JSON body is read (up to the limit) for the policy, and forwarded as read.
         let inspect = self.inspect_body_limit > 0
             && refused.is_none()
             && !token_revoked
-            && prepared.upgrade.is_none()
             && request::body::is_json(&parts.headers);
-        let (body, inspected) = if inspect {
+        let encoded = parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let (body, inspected) = if inspect && encoded {
+            // regate does not decompress; the policy is told it cannot read this body.
+            let inspected = request::body::Inspected {
+                error: Some("the body is compressed (content-encoding)".into()),
+                ..Default::default()
+            };
+            (request::body::Replay::streaming(body), Some(inspected))
+        } else if inspect {
             let (replay, inspected) = tokio::time::timeout(
                 self.upstream.timeout(),
                 request::body::inspect(body, self.inspect_body_limit),
@@ -317,7 +341,15 @@ impl Proxy {
                     None => vec![None],
                 };
             let mut outcome: Option<Decision> = None;
-            for (index, call) in calls.iter().enumerate() {
+            if calls.len() > request::body::MAX_BATCH {
+                outcome = Some(Decision::deny("batch_too_large"));
+            }
+            let to_decide = if outcome.is_some() {
+                &calls[..0]
+            } else {
+                &calls[..]
+            };
+            for (index, call) in to_decide.iter().enumerate() {
                 // The policy sees the headers exactly as the upstream will receive them.
                 let request = RequestInput {
                     id: &seen.request_id,
@@ -352,8 +384,20 @@ impl Proxy {
                     outcome = Some(decision);
                     break;
                 }
-                // The first allow speaks for the request (its headers, its reason).
-                outcome.get_or_insert(decision);
+                // The first allow speaks for the request (its headers, its reason); a later
+                // allow that would change the request otherwise cannot be honoured for its
+                // own call alone, so the batch is denied rather than forwarded half-changed.
+                match &outcome {
+                    None => outcome = Some(decision),
+                    Some(first) if same_changes(first, &decision) => {}
+                    Some(_) => {
+                        if let Some(call) = call {
+                            noted.denied_call = Some(denied_call(index, call));
+                        }
+                        outcome = Some(Decision::deny("batch_decisions_differ"));
+                        break;
+                    }
+                }
             }
             outcome.unwrap_or_else(|| Decision::deny("policy_undefined"))
         };
@@ -396,6 +440,11 @@ impl Proxy {
                 parts.headers.insert(name.clone(), value.clone());
             }
             previous = Some(name);
+        }
+        // A revocation that landed while the body was read or the policy ran still stops
+        // this request.
+        if self.revocations.revoked(&conn.peer) || token_revoked_now(self, noted) {
+            return Err(ProxyError::Denied(Box::new(Decision::deny("revoked"))));
         }
         Ok(Allowed {
             req: Request::from_parts(parts, body),
@@ -535,6 +584,24 @@ struct Pending<'a> {
 struct Noted {
     delegation: Option<crate::delegation::Delegation>,
     denied_call: Option<serde_json::Value>,
+}
+
+/// Whether the verified delegation token's jti has been revoked since it was checked.
+fn token_revoked_now(proxy: &Proxy, noted: &Noted) -> bool {
+    noted
+        .delegation
+        .as_ref()
+        .and_then(|d| d.jti.as_deref())
+        .is_some_and(|jti| proxy.revocations.jti_revoked(jti))
+}
+
+/// Whether two allows change the forwarded request and the response alike.
+fn same_changes(a: &Decision, b: &Decision) -> bool {
+    a.headers == b.headers
+        && a.response_headers == b.response_headers
+        && a.remove_headers == b.remove_headers
+        && a.query_set == b.query_set
+        && a.query_remove == b.query_remove
 }
 
 /// A denied call, for the record: its place in the batch, method, tool and id.

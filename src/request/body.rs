@@ -22,7 +22,6 @@ use regorus::Value;
 /// A request body to forward: the frames already read, then the rest of the client's body.
 pub struct Replay {
     frames: VecDeque<Frame<Bytes>>,
-    read: u64,
     rest: Option<Incoming>,
 }
 
@@ -31,7 +30,6 @@ impl Replay {
     pub fn streaming(body: Incoming) -> Replay {
         Replay {
             frames: VecDeque::new(),
-            read: 0,
             rest: Some(body),
         }
     }
@@ -66,14 +64,11 @@ impl Body for Replay {
             .sum();
         match &self.rest {
             None => SizeHint::with_exact(buffered),
-            Some(rest) => {
-                // The client's own hint counts from the start of its body.
-                let hint = rest.size_hint();
+            // What is left of the client's body is not known exactly here; the request's own
+            // framing headers say it.
+            Some(_) => {
                 let mut out = SizeHint::new();
-                out.set_lower(hint.lower().saturating_sub(self.read) + buffered);
-                if let Some(upper) = hint.upper() {
-                    out.set_upper(upper.saturating_sub(self.read) + buffered);
-                }
+                out.set_lower(buffered);
                 out
             }
         }
@@ -95,22 +90,17 @@ pub struct Inspected {
     pub calls: Option<Vec<Call>>,
 }
 
-/// Whether the content type is JSON: `application/json`, or `application/…+json`.
+/// Whether the body is to be read as JSON: any `Content-Type` that mentions JSON
+/// (`application/json`, `application/vnd.api+json`, and the odd spellings a server may
+/// still take for JSON, such as `text/plain, application/json`). Reading too much only costs
+/// memory up to the limit; reading too little would let a server execute a body the policy
+/// never saw.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .to_ascii_lowercase()
+            .contains("json")
+    })
 }
 
 /// Read up to `limit` bytes of `body`: the body to forward, and what the policy may see.
@@ -118,12 +108,10 @@ pub async fn inspect(body: Incoming, limit: usize) -> Result<(Replay, Inspected)
     let mut body = body;
     let mut frames = VecDeque::new();
     let mut data = BytesMut::new();
-    let mut read = 0u64;
     let mut over = false;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Some(chunk) = frame.data_ref() {
-            read += chunk.len() as u64;
             if data.len() + chunk.len() > limit {
                 over = true;
             } else {
@@ -145,7 +133,6 @@ pub async fn inspect(body: Incoming, limit: usize) -> Result<(Replay, Inspected)
     };
     let replay = Replay {
         frames,
-        read,
         rest: (!complete).then_some(body),
     };
     Ok((replay, inspected))
@@ -153,8 +140,19 @@ pub async fn inspect(body: Incoming, limit: usize) -> Result<(Replay, Inspected)
 
 /// What the policy is shown of a body read whole.
 pub fn examine(data: &[u8]) -> Inspected {
+    // A UTF-8 byte order mark is not JSON to serde, but many servers skip it.
+    let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
     let text = std::str::from_utf8(data).ok().map(str::to_string);
     match serde_json::from_slice::<serde_json::Value>(data) {
+        // Go's encoding/json (and so some MCP servers) matches keys ignoring case: a body with
+        // both `name` and `Name` would be read one way here and another way there.
+        Ok(json) if has_case_twins(&json) => Inspected {
+            text,
+            parsed: None,
+            error: Some("the body has keys that differ only in case".into()),
+            truncated: false,
+            calls: None,
+        },
         Ok(json) => Inspected {
             text,
             calls: calls(&json),
@@ -171,6 +169,21 @@ pub fn examine(data: &[u8]) -> Inspected {
         },
     }
 }
+
+/// Whether an object in `v` has two keys equal but for case.
+fn has_case_twins(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut seen = std::collections::HashSet::with_capacity(map.len());
+            map.keys().any(|k| !seen.insert(k.to_lowercase())) || map.values().any(has_case_twins)
+        }
+        serde_json::Value::Array(items) => items.iter().any(has_case_twins),
+        _ => false,
+    }
+}
+
+/// More calls than this in one batch are not decided one by one: the request is refused.
+pub const MAX_BATCH: usize = 64;
 
 /// One JSON-RPC call of a request body, as the policy sees it.
 #[derive(Debug, Clone)]
@@ -243,7 +256,9 @@ mod tests {
             ("application/json; charset=utf-8", true),
             ("Application/JSON", true),
             ("application/vnd.api+json", true),
-            ("text/json", false),
+            ("text/plain, application/json", true),
+            ("text/plain;application/json", true),
+            ("text/plain", false),
             ("application/x-www-form-urlencoded", false),
         ] {
             h.insert(
@@ -273,6 +288,9 @@ mod tests {
         assert_eq!(calls[1].mcp["tool"], Value::from("send_email"));
         assert_eq!(calls[2].jsonrpc["method"], Value::Null);
         assert!(super::calls(&serde_json::json!({"a": 1})).is_none());
+        let twins = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "Name": "send_email"}}"#;
+        let seen = examine(twins);
+        assert!(seen.error.is_some() && seen.calls.is_none());
         assert!(super::calls(&serde_json::json!([])).is_none());
     }
 }
