@@ -166,6 +166,11 @@ impl Verifier {
         })
     }
 
+    /// The clock skew forgiven on `exp` and `nbf`.
+    pub fn leeway(&self) -> Duration {
+        self.settings.leeway
+    }
+
     /// Whether any issuer is configured.
     pub fn enabled(&self) -> bool {
         !self.settings.issuers.is_empty()

@@ -131,6 +131,7 @@ pub const TUNNEL_ENDS: &[&str] = &[
     "untrusted_issuer",
     "policy_denied",
     "revoked",
+    "token_expired",
     "shutdown",
 ];
 

@@ -361,3 +361,90 @@ async fn a_jwks_rotation_is_picked_up() {
     assert_eq!(ask(&mut client, Some(&old_token)).await.0, 401);
     w.regate.stop().await;
 }
+
+/// A WebSocket opened under a token: the tunnel ends when the token expires, or when its
+/// `jti` is revoked.
+#[tokio::test]
+async fn a_tunnel_lasts_no_longer_than_its_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::new(&[(
+        "authz.rego",
+        "package regate.authz\n\nimport rego.v1\n\nallow if input.delegation.subject == \"alice\"\n",
+    )]);
+    let keys = keys();
+    std::fs::write(
+        setup.path("jwks.json"),
+        jwks(&[public(&keys["ec256"], "ec1", "ES256")]),
+    )
+    .unwrap();
+    let upstream = SwitchingUpstream::start().await;
+    let jwks_path = setup.path("jwks.json").display().to_string();
+    let regate = setup
+        .start(
+            &upstream.url(),
+            &[
+                "--delegation-issuer",
+                ISSUER,
+                "--delegation-audience",
+                "regate",
+                "--delegation-jwks",
+                &jwks_path,
+                "--delegation-leeway",
+                "0s",
+            ],
+        )
+        .await;
+    let agent = setup.ca.client(SUMMARIZER);
+    let open = |token: String| {
+        let config = setup.client_config(Some(&agent), &[b"http/1.1"]);
+        let regate = &regate;
+        async move {
+            let mut tls = regate.connect(config).await.unwrap();
+            let head = format!(
+                "GET /ws HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\nauthorization: Bearer {token}\r\n\r\n"
+            );
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let answer = read_response(&mut tls).await;
+            assert_eq!(status_of(&answer), 101, "{answer}");
+            tls
+        }
+    };
+    let closes = |mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    };
+
+    // A token that ends in two seconds ends its tunnel.
+    let mut short = claims("regate", now() + 2, None);
+    short["jti"] = "short-lived".into();
+    let tunnel = open(sign("ES256", "ec1", &short, &keys["ec256"])).await;
+    assert!(closes(tunnel).await, "the tunnel outlived its token");
+
+    // A revoked token ends its tunnel at once.
+    let mut long = claims("regate", now() + 3600, None);
+    long["jti"] = "to-revoke".into();
+    let tunnel = open(sign("ES256", "ec1", &long, &keys["ec256"])).await;
+    let (status, _) = admin_send(
+        regate.admin,
+        "POST",
+        "/revocations",
+        r#"{"jti": "to-revoke", "reason": "session ended"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        closes(tunnel).await,
+        "the tunnel outlived its revoked token"
+    );
+    let records = regate.decisions(5).await;
+    let ends: Vec<_> = records
+        .iter()
+        .filter(|r| r["event"] == "tunnel_closed")
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ends, ["token_expired", "revoked"]);
+    regate.stop().await;
+}

@@ -94,6 +94,16 @@ where
     let mut revision = opened.revision.clone();
     let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
     tokio::pin!(expiry);
+    // A tunnel opened under a delegation token lasts no longer than the token, and ends
+    // when the token is revoked.
+    let delegation = &opened.input["delegation"];
+    let jti = delegation["jti"].as_string().ok().map(|s| s.to_string());
+    let token_end = delegation["claims"]["exp"].as_f64().ok().map(|exp| {
+        let leeway = proxy.delegation.leeway().as_secs() as i64;
+        self::expiry((exp.floor() as i64).saturating_add(leeway))
+    });
+    let token_expiry = sleep_until_some(token_end);
+    tokio::pin!(token_expiry);
     let (reason, label): (Cow<'static, str>, &'static str) = {
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(copy);
@@ -128,8 +138,14 @@ where
                         break (decision.reason, "policy_denied");
                     }
                 }
+                () = &mut token_expiry => {
+                    break (Cow::Borrowed("token_expired"), "token_expired")
+                }
                 Ok(()) = revocations.changed() => {
-                    if proxy.revocations.revoked(&conn.peer) {
+                    let token_revoked = jti
+                        .as_deref()
+                        .is_some_and(|j| proxy.revocations.jti_revoked(j));
+                    if proxy.revocations.revoked(&conn.peer) || token_revoked {
                         break (Cow::Borrowed("revoked"), "revoked");
                     }
                 }
@@ -161,6 +177,13 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// When a certificate valid until `not_after` (Unix seconds) expires, on the tokio clock.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn expiry(not_after: i64) -> tokio::time::Instant {
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
