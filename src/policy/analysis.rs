@@ -182,6 +182,17 @@ pub fn unknown_calls(modules: &[Ref<Module>]) -> Vec<(String, String)> {
     out
 }
 
+/// Every function any module calls or names in a `with`, spelt as written.
+pub fn called(modules: &[Ref<Module>]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for module in modules {
+        let facts = module_facts(module);
+        names.extend(facts.calls.into_keys());
+        names.extend(facts.replacing);
+    }
+    names
+}
+
 /// Builtins regorus registers but does not do: `http.send` answers undefined, always.
 const STUBS: &[&str] = &["http.send"];
 

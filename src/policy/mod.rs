@@ -324,8 +324,6 @@ fn build_engine(
         max_lines: std::num::NonZeroUsize::MIN.saturating_add(1_000_000),
     });
     engine.set_strict_builtin_errors(strict_builtin_errors);
-    builtins::register(&mut engine, strict_builtin_errors)
-        .map_err(|e| vec![PolicyError::Compile(e.to_string())])?;
     let mut data = Value::new_object();
     let mut errors = Vec::new();
     for (file, text) in files {
@@ -351,6 +349,12 @@ fn build_engine(
         if let Err(e) = loaded {
             errors.push(e);
         }
+    }
+    let called = analysis::called(engine.get_modules());
+    if let Err(e) = builtins::register(&mut engine, strict_builtin_errors, |name| {
+        called.contains(name)
+    }) {
+        errors.push(PolicyError::Compile(e.to_string()));
     }
     // With a Rego file unparsed, its functions would look missing: then only calls spelt as
     // builtins (`http.send`), not as functions a policy could define (`f`, `data.lib.f`).

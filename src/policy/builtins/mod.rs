@@ -54,9 +54,14 @@ pub const CLOCK_DEPENDENT: &[&str] = &[
     "crypto.x509.parse_and_verify_certificates",
 ];
 
-/// Add every builtin of [`all`] to `engine`, failing as `strict` says.
-pub fn register(engine: &mut Engine, strict: bool) -> anyhow::Result<()> {
-    for &(name, arity, builtin) in all() {
+/// Add the builtins of [`all`] that `wanted` names to `engine`, failing as `strict` says.
+/// Every evaluation clones the engine's extensions, so a set registers only those it calls.
+pub fn register(
+    engine: &mut Engine,
+    strict: bool,
+    wanted: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    for &(name, arity, builtin) in all().filter(|(name, _, _)| wanted(name)) {
         let extension = move |args: Vec<Value>| -> anyhow::Result<Value> {
             match builtin(&args) {
                 Ok(value) => Ok(value),

@@ -4,7 +4,7 @@ use super::*;
 fn eval(expr: &str, strict: bool) -> anyhow::Result<Value> {
     let mut engine = Engine::new();
     engine.set_strict_builtin_errors(strict);
-    register(&mut engine, strict)?;
+    register(&mut engine, strict, |_| true)?;
     engine.add_policy("p.rego".into(), format!("package p\nx := {expr}\n"))?;
     engine.eval_rule("data.p.x".into())
 }
