@@ -238,7 +238,9 @@ impl Revocations {
     }
 
     pub fn len(&self) -> usize {
-        self.list().len()
+        let now = now();
+        let set = self.current.load();
+        set.list.iter().filter(|r| !r.expired(now)).count()
     }
 
     pub fn is_empty(&self) -> bool {

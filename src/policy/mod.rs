@@ -173,8 +173,13 @@ impl PolicySet {
             })
         };
         let path = query_path(query).map_err(query_error)?;
-        let data = engine.get_data();
-        if !names_something(engine.get_modules(), data, &path) {
+        // The rules that define the path, the paths inside it, or a document it is inside.
+        let heads = analysis::rule_heads(engine.get_modules());
+        let defining: Vec<_> = heads
+            .iter()
+            .filter(|h| h.path.starts_with(&path) || path.starts_with(&h.path))
+            .collect();
+        if defining.is_empty() && !in_data(&engine.get_data(), &path) {
             return Err(query_error(
                 "names no rule, package or data document in the policy set".into(),
             ));
@@ -188,7 +193,10 @@ impl PolicySet {
         // regorus evaluates a rule directly, but not a package, nor a document built only
         // from partial rules (`result["allowed"] := ...`), which OPA evaluates as any other.
         // For those, a rule of regate's own holds the query's value.
-        let entry = if rule_named(engine.get_modules(), &path) {
+        // regorus evaluates `path` directly when it names one rule, package then name, every
+        // definition of which has a plain head.
+        let direct = !defining.is_empty() && defining.iter().all(|h| h.plain && h.path == path);
+        let entry = if direct {
             engine
                 .compile_with_entrypoint(&query.into())
                 .map_err(|e| query_error(summary(&e.to_string())))?;
@@ -447,22 +455,9 @@ fn query_path(query: &str) -> Result<Vec<String>, String> {
     Ok(path)
 }
 
-/// Whether `path` reaches something: a package (or a prefix of one), a rule or a path into
-/// its value, or a data document.
-fn names_something(
-    modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
-    data: Value,
-    path: &[String],
-) -> bool {
-    if path.is_empty() {
-        return true;
-    }
-    let heads = analysis::rule_heads(modules);
-    let related = |defined: &[String]| defined.starts_with(path) || path.starts_with(defined);
-    if heads.iter().any(|h| related(&h.path)) {
-        return true;
-    }
-    let mut at = &data;
+/// Whether `path` names a document in `data`.
+fn in_data(data: &Value, path: &[String]) -> bool {
+    let mut at = data;
     for key in path {
         match &at[key.as_str()] {
             Value::Undefined => return false,
@@ -470,20 +465,6 @@ fn names_something(
         }
     }
     true
-}
-
-/// Whether regorus can evaluate `path` as it stands: it names a rule (package, then one
-/// name) every definition of which has a plain head.
-fn rule_named(
-    modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
-    path: &[String],
-) -> bool {
-    let heads = analysis::rule_heads(modules);
-    let defining: Vec<_> = heads
-        .iter()
-        .filter(|h| h.path.starts_with(path) || path.starts_with(&h.path))
-        .collect();
-    !defining.is_empty() && defining.iter().all(|h| h.plain && h.path == path)
 }
 
 /// Every policy and data file under a directory, read, with the revision their bytes make.

@@ -97,9 +97,9 @@ pub struct Inspected {
 /// never saw.
 pub fn is_json(headers: &HeaderMap) -> bool {
     headers.get_all(http::header::CONTENT_TYPE).iter().any(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .to_ascii_lowercase()
-            .contains("json")
+        v.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"))
     })
 }
 
