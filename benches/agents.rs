@@ -8,54 +8,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 use regate::delegation::{IssuerConfig, Settings, Verifier};
 use regate::revocations::Revocations;
 use regate::tls::identity::PeerIdentity;
-use regorus::Value;
 
 const ISSUER: &str = "https://idp.example.org";
-
-fn keys() -> serde_json::Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/builtin_vectors/keys/signing_jwks.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn public(jwk: &serde_json::Value, kid: &str, alg: &str) -> serde_json::Value {
-    let mut public = serde_json::Map::new();
-    for field in ["kty", "crv", "x", "y", "n", "e"] {
-        if let Some(v) = jwk.get(field) {
-            public.insert(field.into(), v.clone());
-        }
-    }
-    public.insert("kid".into(), kid.into());
-    public.insert("alg".into(), alg.into());
-    public.into()
-}
-
-fn sign(alg: &str, kid: &str, claims: &serde_json::Value, jwk: &serde_json::Value) -> String {
-    let (_, _, encode) = regate::policy::builtins::jwt_sign::BUILTINS
-        .iter()
-        .find(|(n, _, _)| *n == "io.jwt.encode_sign_raw")
-        .copied()
-        .unwrap();
-    let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string();
-    match encode(&[
-        Value::from(header),
-        Value::from(claims.to_string()),
-        Value::from(jwk.to_string()),
-    ])
-    .unwrap()
-    {
-        Value::String(s) => s.to_string(),
-        other => panic!("{other:?}"),
-    }
-}
 
 fn median_us(runs: usize, limit: Duration, mut f: impl FnMut()) -> (f64, usize) {
     let mut times = Vec::with_capacity(runs);
@@ -75,12 +39,12 @@ fn main() {
         true => (2_000, Duration::from_secs(2)),
         false => (20_000, Duration::from_secs(10)),
     };
-    let keys = keys();
+    let keys = common::signing_keys();
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
     let set = serde_json::json!({"keys": [
-        public(&keys["ec256"], "ec1", "ES256"),
-        public(&keys["rsa"], "rsa1", "RS256"),
+        common::public_jwk(&keys["ec256"], "ec1", "ES256"),
+        common::public_jwk(&keys["rsa"], "rsa1", "RS256"),
     ]});
     std::fs::write(&jwks, set.to_string()).unwrap();
     let verifier = Verifier::load(Settings {
@@ -96,18 +60,7 @@ fn main() {
     })
     .unwrap();
     let cert_sha256 = [7u8; 32];
-    let thumb = {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in cert_sha256.chunks(3) {
-            let n =
-                chunk.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    };
+    let thumb = regate::policy::builtins::crypto::b64_encode(&cert_sha256, true, false);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -120,7 +73,7 @@ fn main() {
     println!("| what | median µs | runs |");
     println!("|---|---:|---:|");
     for (alg, kid, key) in [("ES256", "ec1", "ec256"), ("RS256", "rsa1", "rsa")] {
-        let token = sign(alg, kid, &claims, &keys[key]);
+        let token = common::sign_jws(alg, kid, &claims, &keys[key]);
         let mut headers = HeaderMap::new();
         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
         assert!(verifier

@@ -9,10 +9,6 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-
-use regorus::Value;
-
 const ISSUER: &str = "https://idp.example.org";
 
 /// Allows a delegation for alice with `docs:read`, and shows upstream what it saw.
@@ -34,50 +30,6 @@ allow := {"allowed": true, "headers": {
 }
 "#;
 
-/// The fixed test keys of tests/builtin_vectors, as private JWKs.
-fn keys() -> serde_json::Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/builtin_vectors/keys/signing_jwks.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// A JWK's public half, with a kid and alg.
-fn public(jwk: &serde_json::Value, kid: &str, alg: &str) -> serde_json::Value {
-    let mut public = serde_json::Map::new();
-    for field in ["kty", "crv", "x", "y", "n", "e"] {
-        if let Some(v) = jwk.get(field) {
-            public.insert(field.into(), v.clone());
-        }
-    }
-    public.insert("kid".into(), kid.into());
-    public.insert("alg".into(), alg.into());
-    public.into()
-}
-
-fn jwks(keys: &[serde_json::Value]) -> String {
-    serde_json::json!({ "keys": keys }).to_string()
-}
-
-/// A compact JWS signed by regate's own `io.jwt.encode_sign_raw`.
-fn sign(alg: &str, kid: &str, claims: &serde_json::Value, jwk: &serde_json::Value) -> String {
-    let (_, _, encode) = regate::policy::builtins::jwt_sign::BUILTINS
-        .iter()
-        .find(|(n, _, _)| *n == "io.jwt.encode_sign_raw")
-        .copied()
-        .unwrap();
-    let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string();
-    match encode(&[
-        Value::from(header),
-        Value::from(claims.to_string()),
-        Value::from(jwk.to_string()),
-    ])
-    .unwrap()
-    {
-        Value::String(s) => s.to_string(),
-        other => panic!("{other:?}"),
-    }
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -98,28 +50,9 @@ fn claims(aud: &str, exp: i64, cert: Option<&[u8]>) -> serde_json::Value {
         "act": {"sub": "agent-summarizer", "act": {"sub": "orchestrator"}},
     });
     if let Some(der) = cert {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        let thumb = regate::tls::identity::hex(digest.as_ref());
-        let bytes: Vec<u8> = (0..thumb.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&thumb[i..i + 2], 16).unwrap())
-            .collect();
-        c["cnf"] = serde_json::json!({"x5t#S256": b64url(&bytes)});
+        c["cnf"] = serde_json::json!({"x5t#S256": cert_thumbprint(der)});
     }
     c
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 async fn ask(client: &mut Http1, token: Option<&str>) -> (u16, http::HeaderMap, String) {
@@ -143,36 +76,55 @@ struct World {
     keys: serde_json::Value,
 }
 
-async fn world(jwks_keys: &[(&str, &str, &str)]) -> World {
-    let setup = Setup::new(&[("authz.rego", POLICY)]);
-    let keys = keys();
+/// Write a JWKS of `jwks_keys` (test key, kid, alg) beside `setup`'s policies, and the flags
+/// that trust it for `ISSUER`, plus `extra`.
+fn trust_issuer(
+    setup: &Setup,
+    keys: &serde_json::Value,
+    jwks_keys: &[(&str, &str, &str)],
+    extra: &[&str],
+) -> Vec<String> {
     let public_keys: Vec<_> = jwks_keys
         .iter()
-        .map(|(name, kid, alg)| public(&keys[*name], kid, alg))
+        .map(|(name, kid, alg)| public_jwk(&keys[*name], kid, alg))
         .collect();
     std::fs::write(setup.path("jwks.json"), jwks(&public_keys)).unwrap();
-    let upstream = Upstream::start().await;
     let jwks_path = setup.path("jwks.json").display().to_string();
-    let regate = setup
-        .start(
-            &upstream.url(),
-            &[
-                "--delegation-issuer",
-                ISSUER,
-                "--delegation-audience",
-                "regate",
-                "--delegation-jwks",
-                &jwks_path,
-                "--delegation-algorithm",
-                "ES256",
-                "--delegation-algorithm",
-                "ES384",
-                "--delegation-algorithm",
-                "RS256",
-                "--delegation-require-binding",
-            ],
-        )
-        .await;
+    let mut flags: Vec<String> = [
+        "--delegation-issuer",
+        ISSUER,
+        "--delegation-audience",
+        "regate",
+        "--delegation-jwks",
+        &jwks_path,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    flags
+}
+
+async fn world(jwks_keys: &[(&str, &str, &str)]) -> World {
+    let setup = Setup::new(&[("authz.rego", POLICY)]);
+    let keys = signing_keys();
+    let flags = trust_issuer(
+        &setup,
+        &keys,
+        jwks_keys,
+        &[
+            "--delegation-algorithm",
+            "ES256",
+            "--delegation-algorithm",
+            "ES384",
+            "--delegation-algorithm",
+            "RS256",
+            "--delegation-require-binding",
+        ],
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let upstream = Upstream::start().await;
+    let regate = setup.start(&upstream.url(), &flags).await;
     World {
         setup,
         upstream,
@@ -189,7 +141,7 @@ async fn a_bound_token_reaches_the_policy_with_its_subject_actor_and_scope() {
     let bound = claims("regate", now() + 300, Some(&agent.chain[0]));
 
     for (alg, kid, key) in [("ES256", "ec1", "ec256"), ("RS256", "rsa1", "rsa")] {
-        let token = sign(alg, kid, &bound, &w.keys[key]);
+        let token = sign_jws(alg, kid, &bound, &w.keys[key]);
         let (status, _, body) = ask(&mut client, Some(&token)).await;
         assert_eq!(status, 200, "{alg}: {body}");
     }
@@ -223,7 +175,7 @@ async fn a_bound_token_reaches_the_policy_with_its_subject_actor_and_scope() {
     )
     .await;
     assert_eq!(status, 201);
-    let token = sign("ES256", "ec1", &bound, &w.keys["ec256"]);
+    let token = sign_jws("ES256", "ec1", &bound, &w.keys["ec256"]);
     let (status, _, body) = ask(&mut client, Some(&token)).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("revoked"), "{body}");
@@ -241,7 +193,7 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
     let mut client = w.regate.http1(&w.setup, &agent).await;
     let mut thief_client = w.regate.http1(&w.setup, &thief).await;
 
-    let stolen = sign(
+    let stolen = sign_jws(
         "ES256",
         "ec1",
         &claims("regate", now() + 300, Some(&agent.chain[0])),
@@ -253,7 +205,7 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
         (
             "token_expired",
             false,
-            sign(
+            sign_jws(
                 "ES256",
                 "ec1",
                 &claims("regate", now() - 120, Some(&agent.chain[0])),
@@ -263,7 +215,7 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
         (
             "token_audience",
             false,
-            sign(
+            sign_jws(
                 "ES256",
                 "ec1",
                 &claims("another-api", now() + 300, Some(&agent.chain[0])),
@@ -273,7 +225,7 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
         (
             "token_not_bound",
             false,
-            sign("ES256", "ec1", &claims("regate", now() + 300, None), key),
+            sign_jws("ES256", "ec1", &claims("regate", now() + 300, None), key),
         ),
         ("token_invalid", false, "not.a.token".to_string()),
     ];
@@ -308,11 +260,11 @@ async fn stolen_expired_misaddressed_and_unbound_tokens_are_401s_the_policy_neve
     // given twice, is not passed on unverified.
     let mut dpop = claims("regate", now() + 300, None);
     dpop["cnf"] = serde_json::json!({"jkt": "abc"});
-    let dpop = sign("ES256", "ec1", &dpop, key);
+    let dpop = sign_jws("ES256", "ec1", &dpop, key);
     let (status, _, body) = ask(&mut client, Some(&dpop)).await;
     assert_eq!(status, 401);
     assert!(body.contains("token_binding"), "{body}");
-    let good = sign(
+    let good = sign_jws(
         "ES256",
         "ec1",
         &claims("regate", now() + 300, Some(&agent.chain[0])),
@@ -344,11 +296,11 @@ async fn a_jwks_rotation_is_picked_up() {
     let agent = w.setup.ca.client(SUMMARIZER);
     let mut client = w.regate.http1(&w.setup, &agent).await;
     let bound = claims("regate", now() + 300, Some(&agent.chain[0]));
-    let new_token = sign("ES384", "ec2", &bound, &w.keys["ec384"]);
+    let new_token = sign_jws("ES384", "ec2", &bound, &w.keys["ec384"]);
     assert_eq!(ask(&mut client, Some(&new_token)).await.0, 401);
 
     // The issuer rotates to a new key.
-    let rotated = jwks(&[public(&w.keys["ec384"], "ec2", "ES384")]);
+    let rotated = jwks(&[public_jwk(&w.keys["ec384"], "ec2", "ES384")]);
     let tmp = w.setup.path("jwks.json.new");
     std::fs::write(&tmp, rotated).unwrap();
     std::fs::rename(&tmp, w.setup.path("jwks.json")).unwrap();
@@ -357,7 +309,7 @@ async fn a_jwks_rotation_is_picked_up() {
         .await
         .unwrap();
     assert_eq!(ask(&mut client, Some(&new_token)).await.0, 200);
-    let old_token = sign("ES256", "ec1", &bound, &w.keys["ec256"]);
+    let old_token = sign_jws("ES256", "ec1", &bound, &w.keys["ec256"]);
     assert_eq!(ask(&mut client, Some(&old_token)).await.0, 401);
     w.regate.stop().await;
 }
@@ -371,29 +323,16 @@ async fn a_tunnel_lasts_no_longer_than_its_token() {
         "authz.rego",
         "package regate.authz\n\nimport rego.v1\n\nallow if input.delegation.subject == \"alice\"\n",
     )]);
-    let keys = keys();
-    std::fs::write(
-        setup.path("jwks.json"),
-        jwks(&[public(&keys["ec256"], "ec1", "ES256")]),
-    )
-    .unwrap();
+    let keys = signing_keys();
+    let flags = trust_issuer(
+        &setup,
+        &keys,
+        &[("ec256", "ec1", "ES256")],
+        &["--delegation-leeway", "0s"],
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let upstream = SwitchingUpstream::start().await;
-    let jwks_path = setup.path("jwks.json").display().to_string();
-    let regate = setup
-        .start(
-            &upstream.url(),
-            &[
-                "--delegation-issuer",
-                ISSUER,
-                "--delegation-audience",
-                "regate",
-                "--delegation-jwks",
-                &jwks_path,
-                "--delegation-leeway",
-                "0s",
-            ],
-        )
-        .await;
+    let regate = setup.start(&upstream.url(), &flags).await;
     let agent = setup.ca.client(SUMMARIZER);
     let open = |token: String| {
         let config = setup.client_config(Some(&agent), &[b"http/1.1"]);
@@ -420,13 +359,13 @@ async fn a_tunnel_lasts_no_longer_than_its_token() {
     // A token that ends in two seconds ends its tunnel.
     let mut short = claims("regate", now() + 2, None);
     short["jti"] = "short-lived".into();
-    let tunnel = open(sign("ES256", "ec1", &short, &keys["ec256"])).await;
+    let tunnel = open(sign_jws("ES256", "ec1", &short, &keys["ec256"])).await;
     assert!(closes(tunnel).await, "the tunnel outlived its token");
 
     // A revoked token ends its tunnel at once.
     let mut long = claims("regate", now() + 3600, None);
     long["jti"] = "to-revoke".into();
-    let tunnel = open(sign("ES256", "ec1", &long, &keys["ec256"])).await;
+    let tunnel = open(sign_jws("ES256", "ec1", &long, &keys["ec256"])).await;
     let (status, _) = admin_send(
         regate.admin,
         "POST",

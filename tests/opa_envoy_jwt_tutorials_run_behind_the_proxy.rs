@@ -41,7 +41,8 @@ async fn ask(client: &mut Http1, method: &str, path: &str, auth: Option<&str>) -
     send(client, req).await.0.as_u16()
 }
 
-async fn run(case: &str, path: &str, allowed: &[&str], denied: &[&str]) {
+/// The case's policy behind regate, asked as opa-envoy-plugin asks it; and its inputs.
+async fn serve(case: &str) -> (Setup, Upstream, Regate, serde_json::Value) {
     let (files, inputs) = tutorial(case);
     let files: Vec<(&str, &str)> = files
         .iter()
@@ -52,6 +53,11 @@ async fn run(case: &str, path: &str, allowed: &[&str], denied: &[&str]) {
     let regate = setup
         .start(&upstream.url(), &["--query", "data.envoy.authz.allow"])
         .await;
+    (setup, upstream, regate, inputs)
+}
+
+async fn run(case: &str, path: &str, allowed: &[&str], denied: &[&str]) {
+    let (setup, upstream, regate, inputs) = serve(case).await;
     let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     for name in allowed {
         let auth = authorization(&inputs, name);
@@ -112,16 +118,7 @@ async fn the_jwks_tutorial_checks_signature_issuer_and_audience() {
 /// policy, and forwarded byte for byte.
 #[tokio::test]
 async fn the_standalone_tutorials_post_rule_reads_the_json_body() {
-    let (files, inputs) = tutorial("tutorial_standalone_envoy");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_str()))
-        .collect();
-    let setup = Setup::new(&files);
-    let upstream = Upstream::start().await;
-    let regate = setup
-        .start(&upstream.url(), &["--query", "data.envoy.authz.allow"])
-        .await;
+    let (setup, upstream, regate, inputs) = serve("tutorial_standalone_envoy").await;
     let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
     for (name, want) in [
         ("bob_create", 200),

@@ -1098,3 +1098,60 @@ pub fn regate_command(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The fixed test keys of tests/builtin_vectors, as private JWKs (`rsa`, `ec256`, `ec384`).
+pub fn signing_keys() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/builtin_vectors/keys/signing_jwks.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A JWK's public half, with a kid and alg.
+pub fn public_jwk(jwk: &serde_json::Value, kid: &str, alg: &str) -> serde_json::Value {
+    let mut public = serde_json::Map::new();
+    for field in ["kty", "crv", "x", "y", "n", "e"] {
+        if let Some(v) = jwk.get(field) {
+            public.insert(field.into(), v.clone());
+        }
+    }
+    public.insert("kid".into(), kid.into());
+    public.insert("alg".into(), alg.into());
+    public.into()
+}
+
+/// A JWKS holding `keys`, as JSON text.
+pub fn jwks(keys: &[serde_json::Value]) -> String {
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// A compact JWS signed by regate's own `io.jwt.encode_sign_raw`.
+pub fn sign_jws(
+    alg: &str,
+    kid: &str,
+    claims: &serde_json::Value,
+    jwk: &serde_json::Value,
+) -> String {
+    use regorus::Value;
+    let (_, _, encode) = regate::policy::builtins::jwt_sign::BUILTINS
+        .iter()
+        .find(|(n, _, _)| *n == "io.jwt.encode_sign_raw")
+        .copied()
+        .unwrap();
+    let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "JWT"}).to_string();
+    match encode(&[
+        Value::from(header),
+        Value::from(claims.to_string()),
+        Value::from(jwk.to_string()),
+    ])
+    .unwrap()
+    {
+        Value::String(s) => s.to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// RFC 8705's `x5t#S256` of a certificate (DER): the base64url SHA-256 a bound token names.
+pub fn cert_thumbprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    regate::policy::builtins::crypto::b64_encode(digest.as_ref(), true, false)
+}

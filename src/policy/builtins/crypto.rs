@@ -146,7 +146,7 @@ pub(crate) fn std_b64_decode(s: &[u8]) -> Result<Vec<u8>, String> {
     go_b64_decode(s, STD)
 }
 
-pub(crate) fn b64_encode(bytes: &[u8], alphabet_url: bool, pad: bool) -> String {
+pub fn b64_encode(bytes: &[u8], alphabet_url: bool, pad: bool) -> String {
     let alphabet = if alphabet_url { URL } else { STD };
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
