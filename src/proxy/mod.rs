@@ -328,28 +328,22 @@ impl Proxy {
         } else {
             (request::body::Replay::streaming(body), None)
         };
+        let calls: &[request::body::Call] = inspected
+            .as_ref()
+            .and_then(|i| i.calls.as_deref())
+            .unwrap_or_default();
         let decision = if let Some(reason) = refused {
             Decision::deny(reason)
         } else if token_revoked {
             Decision::deny("revoked")
+        } else if calls.len() > request::body::MAX_BATCH {
+            Decision::deny("batch_too_large")
         } else {
             // Each JSON-RPC call of a batch is decided on its own; one denied call denies the
-            // request, and the record names it.
-            let calls: Vec<Option<&request::body::Call>> =
-                match inspected.as_ref().and_then(|i| i.calls.as_ref()) {
-                    Some(calls) => calls.iter().map(Some).collect(),
-                    None => vec![None],
-                };
+            // request, and the record names it. Without JSON-RPC, one evaluation, with no call.
             let mut outcome: Option<Decision> = None;
-            if calls.len() > request::body::MAX_BATCH {
-                outcome = Some(Decision::deny("batch_too_large"));
-            }
-            let to_decide = if outcome.is_some() {
-                &calls[..0]
-            } else {
-                &calls[..]
-            };
-            for (index, call) in to_decide.iter().enumerate() {
+            for index in 0..calls.len().max(1) {
+                let call = calls.get(index);
                 // The policy sees the headers exactly as the upstream will receive them.
                 let request = RequestInput {
                     id: &seen.request_id,
@@ -362,10 +356,9 @@ impl Proxy {
                     parsed_query: &prepared.target.query,
                     upgrade: prepared.upgrade.as_deref(),
                     delegation: noted.delegation.as_ref().map(|d| &d.input),
-                    body: inspected.as_ref().map(|inspected| BodyInput {
-                        inspected,
-                        call: *call,
-                    }),
+                    body: inspected
+                        .as_ref()
+                        .map(|inspected| BodyInput { inspected, call }),
                     now,
                 };
                 // The whole input is built only if the decision cache does not answer.
