@@ -1,6 +1,6 @@
 //! The admin listener (`--admin`, loopback by default): `/metrics`, `/healthz`, `/readyz`,
 //! `/status`, and the kill switch `/revocations`, on plain HTTP/1.1, apart from the mTLS
-//! listener.
+//! listener; and the health listener (`--health-listen`), which serves the first three alone.
 //!
 //! It reads metrics, the reload status and the current TLS and policy state; the only thing
 //! it changes is the revocations (`POST /revocations`, `DELETE /revocations/{id}`), through
@@ -67,13 +67,35 @@ pub struct AdminState {
     pub revocations: Arc<Revocations>,
     /// Revocation changes are recorded in the decision log.
     pub audit: Audit,
+    /// The Workload API the certificate and bundles come from, if not files.
+    pub spiffe_socket: Option<String>,
 }
 
 /// The largest revocation request body read.
 const MAX_BODY: usize = 16 * 1024;
 
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy)]
+enum Endpoints {
+    /// Everything: the admin listener (`--admin`, loopback by default).
+    All,
+    /// `/healthz`, `/readyz` and `/metrics` alone, which only read and reveal nothing of the
+    /// policy or the certificates: `--health-listen`, for kubelet probes and Prometheus on
+    /// the pod's address, while the kill switch and `/status` stay on loopback.
+    Health,
+}
+
 /// Serve the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    accept(listener, state, Endpoints::All).await
+}
+
+/// Serve `/healthz`, `/readyz` and `/metrics` alone on `listener` until the task is dropped.
+pub async fn serve_health(listener: TcpListener, state: Arc<AdminState>) {
+    accept(listener, state, Endpoints::Health).await
+}
+
+async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoints) {
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(pair) => pair,
@@ -89,12 +111,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
             let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
-                    let response = match req.uri().path() {
-                        "/revocations" => revocations(&state, req, client).await,
-                        path if path.starts_with("/revocations/") => {
+                    let response = match (endpoints, req.uri().path()) {
+                        (Endpoints::Health, _) => probes(&state, &req),
+                        (Endpoints::All, "/revocations") => revocations(&state, req, client).await,
+                        (Endpoints::All, path) if path.starts_with("/revocations/") => {
                             revocations(&state, req, client).await
                         }
-                        _ => route(&state, &req),
+                        (Endpoints::All, _) => route(&state, &req),
                     };
                     Ok::<_, Infallible>(response)
                 }
@@ -113,6 +136,24 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
+        "/status" => {
+            let mut r = text(StatusCode::OK, status(state).to_string());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        _ => probes(state, req),
+    }
+}
+
+/// The endpoints both listeners serve.
+fn probes(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
         "/metrics" => {
             let mut r = text(StatusCode::OK, state.metrics.encode());
             r.headers_mut().insert(
@@ -127,14 +168,6 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" if state.health.ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" if state.health.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/status" => {
-            let mut r = text(StatusCode::OK, status(state).to_string());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -351,6 +384,7 @@ fn status(state: &AdminState) -> serde_json::Value {
         "open_connections": state.metrics.open_connections(),
         "policy": {
             "revision": &*policy.revision,
+            "content_hash": &*policy.content_hash,
             "query": &*policy.query,
             // Once true, this revision is evaluated only on the evaluation threads.
             "slow_evaluation_seen": policy.slow_seen(),
@@ -361,12 +395,19 @@ fn status(state: &AdminState) -> serde_json::Value {
             "strict_builtin_errors": policy.strict_builtin_errors,
         },
         "certificate": {
+            "source": match &state.spiffe_socket {
+                Some(_) => "workload_api",
+                None => "files",
+            },
+            "spiffe_socket": state.spiffe_socket,
             "serial": local.serial,
             "not_after": unix_rfc3339(local.not_after),
             "spiffe_id": local.spiffe_id.as_ref().map(|s| s.id.as_str()),
         },
         "client_ca": {
             "fingerprints_sha256": tls.ca.fingerprints,
+            // Workload API bundles, each trusted only for its own trust domain.
+            "trust_domains": tls.ca.trust_domains,
             "earliest_not_after": unix_rfc3339(tls.ca.earliest_not_after),
             "generation": tls.ca_generation,
         },

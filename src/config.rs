@@ -39,6 +39,14 @@ pub struct RunArgs {
     /// PEM bundle of roots that client certificates must chain to.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
+    /// Take regate's own SVID and the trust bundles from the SPIFFE Workload API at this
+    /// address (`unix:///run/spire/sockets/agent.sock`) instead of --cert, --key and
+    /// --client-ca; SPIFFE_ENDPOINT_SOCKET is used when none of the four is set.
+    #[arg(long, value_name = "ADDR")]
+    pub spiffe_socket: Option<String>,
+    /// How long to wait at start for a first SVID from --spiffe-socket [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub spiffe_startup_timeout: Option<String>,
     /// Directory of .rego policies and .json/.yaml data files.
     #[arg(long, value_name = "DIR")]
     pub policies: Option<PathBuf>,
@@ -82,6 +90,10 @@ pub struct RunArgs {
     /// Allow --admin on a non-loopback address (it is unauthenticated).
     #[arg(long)]
     pub admin_allow_remote: bool,
+    /// A read-only listener for /healthz, /readyz and /metrics alone, safe to expose to
+    /// kubelet probes and Prometheus [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
     /// How long in-flight requests may finish after SIGTERM or SIGINT [default: 15s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -180,6 +192,8 @@ struct FileSettings {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
+    spiffe_socket: Option<String>,
+    spiffe_startup_timeout: Option<String>,
     policies: Option<PathBuf>,
     query: Option<String>,
     #[serde(default, alias = "trust_domain")]
@@ -196,6 +210,7 @@ struct FileSettings {
     admin: Option<String>,
     #[serde(default)]
     admin_allow_remote: bool,
+    health_listen: Option<String>,
     shutdown_grace: Option<String>,
     log_format: Option<String>,
     upgrade_protocols: Option<Vec<String>>,
@@ -220,9 +235,14 @@ struct FileSettings {
 pub struct Config {
     pub listen: SocketAddr,
     pub upstream: Upstream,
+    /// Empty when the credentials come from the Workload API (`spiffe_socket`).
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// The SPIFFE Workload API endpoint regate takes its SVID and trust bundles from,
+    /// instead of the three files.
+    pub spiffe_socket: Option<String>,
+    pub spiffe_startup_timeout: Duration,
     pub policies: PathBuf,
     pub query: String,
     pub trust_domains: Vec<String>,
@@ -237,6 +257,8 @@ pub struct Config {
     pub watch: bool,
     /// None: no admin listener.
     pub admin: Option<SocketAddr>,
+    /// None: no read-only health and metrics listener.
+    pub health_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     /// What a request may carry: upgrades, underscore headers, client claims kept.
@@ -379,13 +401,39 @@ impl Config {
             }
         };
 
-        let cert = required_file("cert", args.cert.or(from_file(file.cert)), &mut errors);
-        let key = required_file("key", args.key.or(from_file(file.key)), &mut errors);
-        let client_ca = required_file(
-            "client-ca",
-            args.client_ca.or(from_file(file.client_ca)),
-            &mut errors,
-        );
+        let cert = args.cert.or(from_file(file.cert));
+        let key = args.key.or(from_file(file.key));
+        let client_ca = args.client_ca.or(from_file(file.client_ca));
+        let named_files = cert.is_some() || key.is_some() || client_ca.is_some();
+        // The environment variable is the SPIFFE convention for finding the agent; it only
+        // speaks when the operator named no credentials at all, so a pod that sets it for
+        // its application does not silently switch regate off its files.
+        let spiffe_socket = args.spiffe_socket.or(file.spiffe_socket).or_else(|| {
+            (!named_files)
+                .then(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok())
+                .flatten()
+                .filter(|s| !s.trim().is_empty())
+        });
+        let (cert, key, client_ca) = match &spiffe_socket {
+            Some(socket) => {
+                if named_files {
+                    errors.push(
+                        "spiffe-socket: cannot be combined with --cert, --key or --client-ca; \
+                         the Workload API provides all three"
+                            .into(),
+                    );
+                }
+                if let Err(e) = crate::tls::workload::check_endpoint(socket) {
+                    errors.push(format!("spiffe-socket: {e}"));
+                }
+                (None, None, None)
+            }
+            None => (
+                required_file("cert", cert, &mut errors),
+                required_file("key", key, &mut errors),
+                required_file("client-ca", client_ca, &mut errors),
+            ),
+        };
         let policies = match args.policies.or(from_file(file.policies)) {
             None => {
                 errors.push("policies: required (--policies DIR)".into());
@@ -509,6 +557,11 @@ impl Config {
             args.shutdown_grace.or(file.shutdown_grace),
             Duration::from_secs(15),
         );
+        let spiffe_startup_timeout = duration(
+            "spiffe-startup-timeout",
+            args.spiffe_startup_timeout.or(file.spiffe_startup_timeout),
+            Duration::from_secs(30),
+        );
         let idle_timeout = duration(
             "idle-timeout",
             args.idle_timeout.or(file.idle_timeout),
@@ -537,6 +590,18 @@ impl Config {
                 }
                 Ok(addr) => Some(addr),
             },
+        };
+        let health_listen = match args.health_listen.or(file.health_listen) {
+            None => None,
+            Some(a) if a == "none" || a == "off" => None,
+            Some(a) => a
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "health-listen: {a:?} is not an IP:port address or none"
+                    ))
+                })
+                .ok(),
         };
         let log_format = match args.log_format.or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -614,6 +679,8 @@ impl Config {
             cert: cert.unwrap_or_default(),
             key: key.unwrap_or_default(),
             client_ca: client_ca.unwrap_or_default(),
+            spiffe_socket,
+            spiffe_startup_timeout,
             policies: policies.unwrap_or_default(),
             query,
             trust_domains,
@@ -626,6 +693,7 @@ impl Config {
             reload_interval,
             watch,
             admin,
+            health_listen,
             shutdown_grace,
             log_format,
             request_rules,

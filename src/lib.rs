@@ -93,6 +93,8 @@ pub struct App {
     audit: (audit::Audit, audit::AuditWriter),
     revocations: Arc<revocations::Revocations>,
     delegation: Arc<delegation::Verifier>,
+    /// Serves /healthz, /readyz and /metrics alone (`--health-listen`).
+    health_listener: Option<TcpListener>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -121,7 +123,11 @@ impl App {
     pub fn load_checked(checked: config::Checked) -> Result<App, StartupErrors> {
         let config::Checked { config, mut errors } = checked;
         let tls_files = [&config.cert, &config.key, &config.client_ca];
-        let tls = if tls_files.iter().all(|p| p.is_file()) {
+        let tls = if config.spiffe_socket.is_some() {
+            // Fetched last, once everything else checks out: an agent that is not there yet
+            // is waited for, and nobody should wait that long to learn of a typo.
+            None
+        } else if tls_files.iter().all(|p| p.is_file()) {
             TlsState::load(&config.cert, &config.key, &config.client_ca)
                 .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
                 .ok()
@@ -145,6 +151,18 @@ impl App {
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
+        let tls = match &config.spiffe_socket {
+            Some(endpoint) if errors.is_empty() => {
+                tls::workload::first(endpoint, config.spiffe_startup_timeout)
+                    .and_then(|(served, ca)| {
+                        TlsState::build(Arc::new(served), Arc::new(ca), 0)
+                            .map_err(|e| error_chain(&e))
+                    })
+                    .map_err(|e| errors.push(format!("spiffe-socket: {e}")))
+                    .ok()
+            }
+            _ => tls,
+        };
         match (tls, policies, audit, revocations, delegation) {
             (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
                 if errors.is_empty() =>
@@ -174,6 +192,7 @@ impl App {
                     audit,
                     revocations,
                     delegation,
+                    health_listener: None,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -201,6 +220,17 @@ impl App {
     /// The admin listener's address from the config (`None`: no admin listener).
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.config.admin
+    }
+
+    /// The read-only health listener's address from the config (`--health-listen`).
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.config.health_listen
+    }
+
+    /// Serve /healthz, /readyz and /metrics alone on `listener` while serving.
+    pub fn with_health_listener(mut self, listener: TcpListener) -> App {
+        self.health_listener = Some(listener);
+        self
     }
 
     /// Accept connections on `listener` (and serve the admin endpoints on `admin`) until
@@ -258,20 +288,35 @@ impl App {
                 .clone()
                 .run(self.config.watch, self.config.reload_interval),
         );
+        // The agent pushes rotations; they are published like a file reload.
+        let following = self.config.spiffe_socket.clone().map(|endpoint| {
+            let reloader = self.reloader.clone();
+            tokio::spawn(tls::workload::watch(endpoint, move |credentials| {
+                reloader.apply_workload(credentials);
+            }))
+        });
+        let admin_state = Arc::new(admin::AdminState {
+            metrics: self.metrics.clone(),
+            reloads: self.reloader.status.clone(),
+            policies: self.policies.clone(),
+            tls: self.tls.clone(),
+            health: self.health.clone(),
+            started: std::time::Instant::now(),
+            revocations: self.revocations.clone(),
+            audit: proxy.audit.clone(),
+            spiffe_socket: self.config.spiffe_socket.clone(),
+        });
         let admin_task = match admin {
             Some(admin) => {
                 tracing::info!(admin = %admin.local_addr()?, "admin endpoints are serving");
-                let state = Arc::new(admin::AdminState {
-                    metrics: self.metrics.clone(),
-                    reloads: self.reloader.status.clone(),
-                    policies: self.policies.clone(),
-                    tls: self.tls.clone(),
-                    health: self.health.clone(),
-                    started: std::time::Instant::now(),
-                    revocations: self.revocations.clone(),
-                    audit: proxy.audit.clone(),
-                });
-                Some(tokio::spawn(admin::serve(admin, state)))
+                Some(tokio::spawn(admin::serve(admin, admin_state.clone())))
+            }
+            None => None,
+        };
+        let health_task = match self.health_listener {
+            Some(health) => {
+                tracing::info!(health = %health.local_addr()?, "health and metrics endpoints are serving");
+                Some(tokio::spawn(admin::serve_health(health, admin_state)))
             }
             None => None,
         };
@@ -341,6 +386,9 @@ impl App {
         self.health.set_draining();
         drop(listener);
         reloading.abort();
+        if let Some(task) = following {
+            task.abort();
+        }
         tracing::info!(
             open = limits.open(),
             grace = ?self.config.shutdown_grace,
@@ -359,7 +407,7 @@ impl App {
         let flushed = tokio::task::spawn_blocking(move || audit_writer.finish())
             .await
             .map_err(std::io::Error::other);
-        if let Some(task) = admin_task {
+        for task in [admin_task, health_task].into_iter().flatten() {
             task.abort();
         }
         flushed

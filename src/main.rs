@@ -172,6 +172,12 @@ fn run(args: RunArgs) -> ExitCode {
             ),
             None => None,
         };
+        if let Some(addr) = app.health_addr() {
+            let health = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health-listen)"))?;
+            app = app.with_health_listener(health);
+        }
         if demo {
             let demo = TcpListener::bind("127.0.0.1:0")
                 .await

@@ -12,6 +12,10 @@
 //! update by swapping a `..data` symlink, which a watch on a file does not survive. The
 //! parent of the policy directory is watched too, for tools that swap the directory itself
 //! behind a symlink (git-sync). The periodic re-read catches whatever watching misses.
+//!
+//! With `--spiffe-socket`, the certificate and CA bundle are not files: the Workload API
+//! pushes them ([`crate::tls::workload`]), and [`Reloader::apply_workload`] publishes them
+//! through the same checks, status and metrics as a file reload.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,6 +71,9 @@ pub struct Reloader {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: PathBuf,
+    /// The certificate and CA bundle come from the SPIFFE Workload API, pushed to
+    /// [`Reloader::apply_workload`]; the three paths above are empty and never read.
+    pub workload_api: bool,
     pub policies: PolicyStore,
     pub tls: TlsStore,
     metrics: Arc<Metrics>,
@@ -109,6 +116,7 @@ impl Reloader {
             cert: config.cert.clone(),
             key: config.key.clone(),
             client_ca: config.client_ca.clone(),
+            workload_api: config.spiffe_socket.is_some(),
             policies,
             tls,
             metrics,
@@ -142,7 +150,19 @@ impl Reloader {
     pub fn reload_all(&self) -> [Outcome; 3] {
         self.reload_revocations();
         self.reload_jwks();
-        [self.reload_policies(), self.reload_cert(), self.reload_ca()]
+        let policies = self.reload_policies();
+        if self.workload_api {
+            return [policies, Outcome::Unchanged, Outcome::Unchanged];
+        }
+        [policies, self.reload_cert(), self.reload_ca()]
+    }
+
+    /// The certificate, key and CA files, unless the Workload API stands in for them.
+    fn tls_files(&self) -> Vec<&PathBuf> {
+        match self.workload_api {
+            true => Vec::new(),
+            false => vec![&self.cert, &self.key, &self.client_ca],
+        }
     }
 
     pub fn reload_policies(&self) -> Outcome {
@@ -150,15 +170,19 @@ impl Reloader {
             Ok(s) => s,
             Err(errors) => return self.policy_failed(None, &errors),
         };
-        let current = self.policies.load().revision.clone();
-        if sources.revision == current {
+        let loaded = self.policies.load_full();
+        let current = loaded.revision.clone();
+        // Files can change under one commit (a hand edit in a checkout), and a commit can
+        // leave the files as they were: either is a new set.
+        if sources.content_hash == loaded.content_hash && sources.revision == current {
             self.refused().policy = None;
             return self.settled(&self.status.policy, "policy");
         }
-        if self.refused().policy.as_deref() == Some(&*sources.revision) {
+        if self.refused().policy.as_deref() == Some(&*sources.content_hash) {
             return Outcome::Unchanged;
         }
         let revision = sources.revision.clone();
+        let content_hash = sources.content_hash.clone();
         match PolicySet::compile(sources, &self.policy) {
             Ok(set) => {
                 // A new set starts with an empty cache: no answer outlives its policy.
@@ -166,16 +190,17 @@ impl Reloader {
                 self.policies.store(Arc::new(set));
                 self.changes.send_modify(|n| *n += 1);
                 self.refused().policy = None;
-                tracing::info!(previous = %current, revision = %revision, "policy reloaded");
+                tracing::info!(previous = %current, revision = %revision, content_hash = %content_hash, "policy reloaded");
                 self.record("policy", None)
             }
-            Err(errors) => self.policy_failed(Some(revision), &errors),
+            Err(errors) => self.policy_failed(Some(content_hash), &errors),
         }
     }
 
+    /// `content_hash` names the files refused, so they are not tried again until they change.
     fn policy_failed(
         &self,
-        revision: Option<Arc<str>>,
+        content_hash: Option<Arc<str>>,
         errors: &[crate::policy::PolicyError],
     ) -> Outcome {
         let message = errors
@@ -188,7 +213,7 @@ impl Reloader {
             error = %message,
             "policy reload failed; the last good policy keeps deciding",
         );
-        self.refused().policy = revision;
+        self.refused().policy = content_hash;
         self.record("policy", Some(message))
     }
 
@@ -206,17 +231,29 @@ impl Reloader {
         if hash.is_some() && self.refused().cert == hash {
             return Outcome::Unchanged;
         }
-        let built = read
-            .and_then(|(cert, key)| ServedCert::parse(&self.cert, &cert, &self.key, &key))
-            .and_then(|served| {
-                TlsState::build(Arc::new(served), current.ca.clone(), current.ca_generation)
-            });
+        let served =
+            read.and_then(|(cert, key)| ServedCert::parse(&self.cert, &cert, &self.key, &key));
+        self.publish_cert(served, hash)
+    }
+
+    /// Serve a new certificate from the next handshake on, or keep the last good one.
+    /// `refused` names the content to remember as refused when `served` is an error.
+    fn publish_cert(
+        &self,
+        served: Result<ServedCert, tls::TlsError>,
+        refused: Option<Vec<u8>>,
+    ) -> Outcome {
+        let current = self.tls.load_full();
+        let built = served.and_then(|served| {
+            TlsState::build(Arc::new(served), current.ca.clone(), current.ca_generation)
+        });
         match built {
             Ok(state) => {
                 tracing::info!(
                     previous.serial = %current.cert.local.serial,
                     serial = %state.cert.local.serial,
                     not_after = state.cert.local.not_after,
+                    source = self.source(),
                     "served certificate reloaded; new handshakes use it",
                 );
                 self.tls.store(Arc::new(state));
@@ -228,9 +265,10 @@ impl Reloader {
                 tracing::error!(
                     kept.serial = %current.cert.local.serial,
                     error = %message,
+                    source = self.source(),
                     "certificate reload failed; the last good certificate stays",
                 );
-                self.refused().cert = hash;
+                self.refused().cert = refused;
                 self.record("cert", Some(message))
             }
         }
@@ -247,19 +285,27 @@ impl Reloader {
         if hash.is_some() && self.refused().ca == hash {
             return Outcome::Unchanged;
         }
-        let built = read
-            .and_then(|ca| ClientCa::parse(&self.client_ca, &ca))
-            .and_then(|ca| {
-                TlsState::build(
-                    current.cert.clone(),
-                    Arc::new(ca),
-                    current.ca_generation + 1,
-                )
-            });
+        let ca = read.and_then(|ca| ClientCa::parse(&self.client_ca, &ca));
+        self.publish_ca(ca, hash)
+    }
+
+    /// Trust a new CA bundle from the next handshake on (and re-check open connections on
+    /// their next request), or keep the last good one.
+    fn publish_ca(&self, ca: Result<ClientCa, tls::TlsError>, refused: Option<Vec<u8>>) -> Outcome {
+        let current = self.tls.load_full();
+        let built = ca.and_then(|ca| {
+            TlsState::build(
+                current.cert.clone(),
+                Arc::new(ca),
+                current.ca_generation + 1,
+            )
+        });
         match built {
             Ok(state) => {
                 tracing::info!(
                     fingerprints = ?state.ca.fingerprints,
+                    trust_domains = ?state.ca.trust_domains,
+                    source = self.source(),
                     "client CA bundle reloaded; connections re-verify on their next request",
                 );
                 self.tls.store(Arc::new(state));
@@ -271,11 +317,40 @@ impl Reloader {
                 let message = crate::error_chain(&e);
                 tracing::error!(
                     error = %message,
+                    source = self.source(),
                     "client CA reload failed; the last good bundle stays",
                 );
-                self.refused().ca = hash;
+                self.refused().ca = refused;
                 self.record("ca", Some(message))
             }
+        }
+    }
+
+    /// Publish what the Workload API pushed, as a file reload would: each half only when it
+    /// differs from what is served, each refused on its own if it does not check out.
+    pub fn apply_workload(&self, credentials: tls::workload::Credentials) -> [Outcome; 2] {
+        let current = self.tls.load_full();
+        let cert = match credentials.served {
+            Ok(s) if s.content_hash == current.cert.content_hash => {
+                self.settled(&self.status.cert, "cert")
+            }
+            served => self.publish_cert(served, None),
+        };
+        let current = self.tls.load_full();
+        let ca = match credentials.ca {
+            Ok(c) if c.content_hash == current.ca.content_hash => {
+                self.settled(&self.status.ca, "ca")
+            }
+            ca => self.publish_ca(ca, None),
+        };
+        [cert, ca]
+    }
+
+    /// Where the certificate and the CA bundle come from, for log lines.
+    fn source(&self) -> &'static str {
+        match self.workload_api {
+            true => "workload_api",
+            false => "files",
         }
     }
 
@@ -329,7 +404,8 @@ impl Reloader {
         let mut flat = BTreeSet::new();
         let revocations = self.revocations.file().map(Path::to_path_buf);
         let jwks = self.delegation.files();
-        for file in [&self.cert, &self.key, &self.client_ca]
+        for file in self
+            .tls_files()
             .into_iter()
             .chain(revocations.as_ref())
             .chain(jwks.iter())
@@ -340,6 +416,13 @@ impl Reloader {
         }
         if let Some(parent) = policies.parent() {
             flat.insert(parent.to_path_buf());
+        }
+        // A link further up (git-sync's `--link`, with the policies in a subdirectory of the
+        // repository) is swapped in its own directory.
+        for link in symlinked_ancestors(&policies) {
+            if let Some(parent) = link.parent() {
+                flat.insert(parent.to_path_buf());
+            }
         }
         let mut targets = vec![(policies, RecursiveMode::Recursive)];
         targets.extend(flat.into_iter().map(|d| (d, RecursiveMode::NonRecursive)));
@@ -398,7 +481,9 @@ impl Reloader {
     fn start_watcher(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
         let relevant = Relevant {
             policies_dir: absolute(&self.policies_dir),
-            files: [&self.cert, &self.key, &self.client_ca]
+            links: symlinked_ancestors(&absolute(&self.policies_dir)),
+            files: self
+                .tls_files()
                 .into_iter()
                 .map(|f| absolute(f))
                 .chain(self.revocations.file().map(absolute))
@@ -485,13 +570,15 @@ impl Reloader {
 /// ignored, or a busy neighbour would keep the debounce from ever settling.
 struct Relevant {
     policies_dir: PathBuf,
+    /// Symlinks above the policy directory: replacing one replaces the policies.
+    links: Vec<PathBuf>,
     /// The certificate, key and CA bundle files.
     files: Vec<PathBuf>,
 }
 
 impl Relevant {
     fn matches(&self, path: &Path) -> bool {
-        if path.starts_with(&self.policies_dir) {
+        if path.starts_with(&self.policies_dir) || self.links.iter().any(|l| path == l) {
             return true;
         }
         self.files.iter().any(|file| {
@@ -503,6 +590,15 @@ impl Relevant {
                         .is_some_and(|n| n.to_string_lossy().starts_with("..")))
         })
     }
+}
+
+/// The symlinks among `path`'s ancestors (not `path` itself, whose parent is watched anyway).
+fn symlinked_ancestors(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// Absolute without resolving symlinks: event paths are the watched path plus a name, and

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod builtins;
 pub mod cache;
 pub mod evaluator;
+pub mod git;
 pub mod input;
 pub mod tools;
 
@@ -83,8 +84,11 @@ impl Options {
 pub struct PolicySet {
     /// Prepared once at load; cloned (cheaply: it shares the compiled rules) per evaluation.
     engine: Engine,
-    /// `sha256:` + the first 16 hex digits of a hash over every loaded file's path and bytes.
+    /// What decision records name the set by: `git:<commit>` for a git checkout (git-sync
+    /// included), else the content hash.
     pub revision: Arc<str>,
+    /// `sha256:` + the first 16 hex digits of a hash over every loaded file's path and bytes.
+    pub content_hash: Arc<str>,
     pub query: Arc<str>,
     /// Set once an evaluation of this set has taken longer than [`evaluator::SLOW`]; from then
     /// on the proxy evaluates it only on its evaluation threads.
@@ -162,7 +166,11 @@ impl PolicySet {
     /// parse error, a builtin regate lacks, a query that names nothing). A sample evaluation
     /// that fails is only a warning, kept in [`PolicySet::sample_error`].
     pub fn compile(sources: Sources, options: &Options) -> Result<PolicySet, Vec<PolicyError>> {
-        let Sources { files, revision } = sources;
+        let Sources {
+            files,
+            revision,
+            content_hash,
+        } = sources;
         let query = options.query.as_str();
         let mut engine = build_engine(files, options.strict_builtin_errors)?;
         let fail = |e: PolicyError| vec![e];
@@ -212,6 +220,7 @@ impl PolicySet {
         let mut set = PolicySet {
             engine,
             revision,
+            content_hash,
             query: query.into(),
             slow_seen: Default::default(),
             reads,
@@ -472,7 +481,12 @@ fn in_data(data: &Value, path: &[String]) -> bool {
 /// revision changed.
 pub struct Sources {
     files: Vec<(PolicyFile, String)>,
+    /// `git:<commit>` when the directory is a git checkout ([`git::commit`]), else
+    /// [`Sources::content_hash`].
     pub revision: Arc<str>,
+    /// `sha256:` + the first 16 hex digits of a hash over every file's path and bytes: what
+    /// a reload compares, since files can change under one commit.
+    pub content_hash: Arc<str>,
 }
 
 impl Sources {
@@ -506,13 +520,19 @@ impl Sources {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let revision = format!(
+        let content_hash: Arc<str> = format!(
             "sha256:{}",
             &crate::tls::identity::hex(hasher.finish().as_ref())[..16]
-        );
+        )
+        .into();
+        let revision = match git::commit(dir) {
+            Some(commit) => format!("git:{commit}").into(),
+            None => content_hash.clone(),
+        };
         Ok(Sources {
             files,
-            revision: revision.into(),
+            revision,
+            content_hash,
         })
     }
 }

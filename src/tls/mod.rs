@@ -8,6 +8,7 @@
 //! reads certificates field by field.
 
 pub mod identity;
+pub mod workload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -75,6 +76,9 @@ pub enum TlsError {
     },
     #[error("tls: {0}")]
     Config(#[source] rustls::Error),
+    /// What the SPIFFE Workload API delivered cannot be served or trusted.
+    #[error("spiffe-socket: {0}")]
+    Workload(String),
 }
 
 /// The certificate chain and key regate presents, checked to match.
@@ -94,6 +98,9 @@ pub struct ClientCa {
     /// When the first CA in the bundle expires (Unix seconds).
     pub earliest_not_after: i64,
     pub content_hash: Vec<u8>,
+    /// The trust domains with a bundle of their own, when the bundles come from the
+    /// Workload API; empty for a `--client-ca` file, which trusts its CAs for any name.
+    pub trust_domains: Vec<String>,
 }
 
 /// A loaded, consistent TLS setup: what a handshake uses and what regate says about itself.
@@ -246,6 +253,7 @@ impl ClientCa {
             fingerprints,
             earliest_not_after,
             content_hash: hash_all(&[bytes]),
+            trust_domains: Vec::new(),
         })
     }
 

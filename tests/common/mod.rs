@@ -135,6 +135,30 @@ impl Ca {
         )
     }
 
+    /// An X509-SVID as SPIRE issues one (`CA:false`, server and client auth) for
+    /// `spiffe_id`, also naming localhost so a test client can check the name it dialled.
+    pub fn svid(&self, spiffe_id: &str) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = dn("SPIRE SVID");
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.subject_alt_names = vec![
+            SanType::URI(spiffe_id.try_into().unwrap()),
+            SanType::DnsName("localhost".try_into().unwrap()),
+        ];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        validity(&mut p, -1, 1);
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        Identity::new(format!("{}{}", cert.pem(), self.chain_pem), &key)
+    }
+
     /// A client X509-SVID for `spiffe_id`.
     pub fn client(&self, spiffe_id: &str) -> Identity {
         self.leaf(
