@@ -46,8 +46,9 @@ LABEL org.opencontainers.image.title="regate" \
 COPY --from=build /regate /usr/local/bin/regate
 # 65532 is distroless's nonroot user; numeric, so Kubernetes' runAsNonRoot can check it.
 USER 65532:65532
-# 8443: mTLS listener. 9902: the read-only health listener (health_listen). The admin API
-# (9901) binds loopback and is reached with kubectl port-forward, so it is not exposed.
+# 8443: the mTLS listener. 9902: the read-only health listener, when health_listen sets it
+# (the chart does). The admin API (9901) binds loopback and is reached with kubectl
+# port-forward, so it is not exposed.
 EXPOSE 8443 9902
 ENTRYPOINT ["/usr/local/bin/regate"]
 CMD ["run", "--config", "/etc/regate/regate.yaml"]

@@ -331,7 +331,11 @@ def run_rules(docs, label, quiet=False):
         print(f"FAIL {label}: {e}")
         return ["rendering"]
     for name, rule in RULES.items():
-        result = rule(r)
+        try:
+            result = rule(r)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+            # A rendering too broken for the rule to read fails it.
+            result = [f"cannot check: {e!r}"], ""
         if result is None:
             continue
         bad, summary = result
