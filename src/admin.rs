@@ -79,9 +79,10 @@ const MAX_BODY: usize = 16 * 1024;
 enum Endpoints {
     /// Everything: the admin listener (`--admin`, loopback by default).
     All,
-    /// `/healthz`, `/readyz` and `/metrics` alone, which only read and reveal nothing of the
-    /// policy or the certificates: `--health-listen`, for kubelet probes and Prometheus on
-    /// the pod's address, while the kill switch and `/status` stay on loopback.
+    /// `/healthz`, `/readyz` and `/metrics` alone, which change nothing and show no
+    /// certificate, key or policy source (the metrics do carry deny reasons and the policy
+    /// revision): `--health-listen`, for kubelet probes and Prometheus on the pod's address,
+    /// while the kill switch and `/status` stay on loopback.
     Health,
 }
 
@@ -95,7 +96,17 @@ pub async fn serve_health(listener: TcpListener, state: Arc<AdminState>) {
     accept(listener, state, Endpoints::Health).await
 }
 
+/// The health listener faces the pod network: at most this many connections at once, each
+/// closed after [`HEALTH_CONNECTION_LIFETIME`], so nobody there can hold its descriptors.
+/// Probes and scrapes open a connection, or reuse one briefly; a refused one is retried.
+const HEALTH_CONNECTIONS: usize = 64;
+const HEALTH_CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoints) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(match endpoints {
+        Endpoints::Health => HEALTH_CONNECTIONS,
+        Endpoints::All => tokio::sync::Semaphore::MAX_PERMITS,
+    }));
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(pair) => pair,
@@ -105,9 +116,13 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
@@ -122,11 +137,18 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
                     Ok::<_, Infallible>(response)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+                .serve_connection(TokioIo::new(tcp), service);
+            match endpoints {
+                Endpoints::Health => {
+                    let _ = tokio::time::timeout(HEALTH_CONNECTION_LIFETIME, connection).await;
+                }
+                Endpoints::All => {
+                    let _ = connection.await;
+                }
+            }
         });
     }
 }

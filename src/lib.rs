@@ -17,8 +17,10 @@
 //! - [`config`]: flags and YAML merged into one validated [`Config`].
 //! - `listener`: one client connection from accept to close (handshake, identity, idle and
 //!   shutdown closing); [`limits`]: how many connections, in all and per certificate.
-//! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates.
+//! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates;
+//!   [`tls::workload`] takes regate's SVID and trust bundles from the SPIFFE Workload API.
 //! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract;
+//!   [`policy::git`] names a set by the git commit it was checked out at;
 //!   [`policy::evaluator`] places evaluations; [`policy::cache`] keeps answers by what
 //!   [`policy::analysis`] finds the policy can read.
 //! - [`request`]: what a request may carry before policy, and the headers it is forwarded
@@ -31,8 +33,9 @@
 //!   before the policy and shown to it as `input.delegation`.
 //! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
 //!   and kept in `--revocations FILE`.
-//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener (side channels that
-//!   only read, but for the admin API's changes to [`revocations`]).
+//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener and the read-only
+//!   health listener (side channels that only read, but for the admin API's changes to
+//!   [`revocations`]).
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
 //!
 //! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its

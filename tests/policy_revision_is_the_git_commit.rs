@@ -50,8 +50,10 @@ fn publish(root: &Path, commit: &str) {
 
 /// The decision records written so far.
 fn records_so_far(regate: &Regate) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(&regate.decisions)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(&regate.decisions).unwrap_or_default();
+    // The writer may be halfway through a line: only whole lines count.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

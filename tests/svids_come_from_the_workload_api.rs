@@ -165,6 +165,12 @@ impl WorkloadApi {
     fn push(&self, response: Vec<u8>) {
         self.current.send_replace(response);
     }
+
+    /// Withdraw the workload's identity, as an agent does when its registration entry is
+    /// deleted: open streams end with PERMISSION_DENIED, and so do new calls, until a push.
+    fn withdraw(&self) {
+        self.current.send_replace(Vec::new());
+    }
 }
 
 /// gRPC status in a trailers-only response.
@@ -196,12 +202,25 @@ fn answer(
         refused.fetch_add(1, Ordering::SeqCst);
         return grpc_status(3, "security header missing from request");
     }
+    if updates.borrow().is_empty() {
+        return grpc_status(7, "no identity issued");
+    }
     calls.fetch_add(1, Ordering::SeqCst);
     let mut current = updates.subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         loop {
             let message = current.borrow_and_update().clone();
+            if message.is_empty() {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("7"));
+                trailers.insert(
+                    "grpc-message",
+                    http::HeaderValue::from_static("no identity issued"),
+                );
+                let _ = tx.send(Frame::trailers(trailers)).await;
+                return;
+            }
             let mut framed = vec![0u8];
             framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
             framed.extend_from_slice(&message);
@@ -347,14 +366,6 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
         }
     };
     assert!(refused, "with Workload API bundles, a caller needs an SVID");
-    let records = regate.decisions(2).await;
-    assert_eq!(
-        records.len(),
-        2,
-        "the forged caller never reached policy: {records:?}"
-    );
-    assert_eq!(records[1]["spiffe_id"], PARTNER);
-
     let before = status(&regate).await;
     assert_eq!(before["certificate"]["source"], "workload_api");
     assert_eq!(before["certificate"]["serial"], first_serial.as_str());
@@ -399,6 +410,17 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
     );
     let after = status(&regate).await;
     assert!(after["client_ca"]["generation"].as_u64().unwrap() > ca_generation);
+    // Neither refused caller reached policy: every record is of an accepted one.
+    let forged_serial = regate::tls::identity::PeerIdentity::from_der(&forged.chain[0])
+        .unwrap()
+        .serial;
+    let records = regate.decisions(2).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r["serial"] != forged_serial.as_str()),
+        "{records:?}"
+    );
     let (_, metrics) = admin_get(regate.admin, "/metrics").await;
     assert!(
         metrics.contains(r#"regate_reloads_total{kind="cert",result="success"}"#),
@@ -463,7 +485,7 @@ async fn an_svid_whose_key_does_not_match_is_refused_and_the_last_good_one_stays
         }
         .encode(),
     );
-    // Then a good rotation, so the test knows the bad one was seen and passed over.
+    // Then a good rotation, which is served.
     let good = agent_ca.svid(SERVER_ID);
     let good_serial = regate::tls::identity::PeerIdentity::from_der(&good.chain[0])
         .unwrap()
@@ -471,16 +493,21 @@ async fn an_svid_whose_key_does_not_match_is_refused_and_the_last_good_one_stays
     let bad_serial = regate::tls::identity::PeerIdentity::from_der(&other.chain[0])
         .unwrap()
         .serial;
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < deadline {
-        seen.push(served_serial(&regate, config.clone()).await.unwrap());
-    }
-    assert!(
-        !seen.contains(&bad_serial),
+    // regate's own check refuses it: a failed certificate reload, the old SVID still served.
+    let refused = eventually(Duration::from_secs(10), || async {
+        status(&regate).await["reloads"]["cert"]["last_result"] == "failure"
+    })
+    .await;
+    assert!(refused, "the mismatched SVID is refused");
+    let after = status(&regate).await;
+    let error = after["reloads"]["cert"]["last_error"].as_str().unwrap();
+    assert!(error.contains("does not match"), "{error}");
+    let served = served_serial(&regate, config.clone()).await.unwrap();
+    assert_ne!(
+        served, bad_serial,
         "a certificate whose key regate does not hold is never served"
     );
-    assert!(seen.iter().all(|s| *s == first_serial));
+    assert_eq!(served, first_serial);
     api.push(
         Svid {
             id: SERVER_ID,
@@ -535,4 +562,79 @@ fn an_unreachable_workload_api_is_a_startup_error_naming_the_socket() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot be combined"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_identity_shows_as_a_failed_reload_and_the_credentials_in_force_stay() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_KNOWN_CALLERS)]);
+    let upstream = Upstream::start().await;
+    let agent_ca = Ca::new("example.org SPIRE CA");
+    let first = agent_ca.svid(SERVER_ID);
+    let api = WorkloadApi::start(
+        setup.dir.path(),
+        Svid {
+            id: SERVER_ID,
+            identity: &first,
+            bundle: &agent_ca,
+            federated: &[],
+        }
+        .encode(),
+    );
+    let regate = Regate::start(
+        start_args(&setup, &upstream, &api),
+        setup.path("decisions.log"),
+    )
+    .await;
+    let summarizer = agent_ca.client(SUMMARIZER);
+    let config = client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]);
+    let first_serial = served_serial(&regate, config.clone()).await.unwrap();
+
+    api.withdraw();
+    let failed = eventually(Duration::from_secs(10), || async {
+        let s = status(&regate).await;
+        s["reloads"]["cert"]["last_result"] == "failure"
+            && s["reloads"]["ca"]["last_result"] == "failure"
+    })
+    .await;
+    assert!(
+        failed,
+        "a withdrawal is a failed reload of the certificate and the bundles"
+    );
+    let s = status(&regate).await;
+    let error = s["reloads"]["cert"]["last_error"].as_str().unwrap();
+    assert!(error.contains("withdrawn"), "{error}");
+    let (_, metrics) = admin_get(regate.admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"regate_reloads_total{kind="cert",result="failure"}"#),
+        "{metrics}"
+    );
+    // Nothing new to serve or trust: the SVID and bundles in force stay, callers still pass.
+    assert_eq!(
+        served_serial(&regate, config.clone()).await.unwrap(),
+        first_serial
+    );
+    let tls = regate.connect(config.clone()).await.unwrap();
+    let mut client = http1_over(tls).await;
+    assert_eq!(get(&mut client, "/docs/a").await.0, StatusCode::OK);
+
+    // The agent issues an identity again: the source reconnects and it is served.
+    let again = agent_ca.svid(SERVER_ID);
+    let again_serial = regate::tls::identity::PeerIdentity::from_der(&again.chain[0])
+        .unwrap()
+        .serial;
+    api.push(
+        Svid {
+            id: SERVER_ID,
+            identity: &again,
+            bundle: &agent_ca,
+            federated: &[],
+        }
+        .encode(),
+    );
+    let back = eventually(Duration::from_secs(30), || async {
+        served_serial(&regate, config.clone()).await.as_deref() == Some(again_serial.as_str())
+    })
+    .await;
+    assert!(back, "a new SVID after the withdrawal is served");
+    regate.stop().await;
 }

@@ -41,6 +41,10 @@ pub enum PolicyError {
     },
     #[error("policies: {dir} holds no .rego file")]
     Empty { dir: String },
+    /// A symlink (in a git checkout, say) that would have the policy read a file it was not
+    /// given: a private key, a token.
+    #[error("policies: {path} leads outside the policy directory")]
+    Outside { path: String },
     /// `file:line:col: message`, from [`summary`]; never the source text.
     #[error("policy: {0}")]
     Compile(String),
@@ -491,6 +495,20 @@ pub struct Sources {
 
 impl Sources {
     pub fn read(dir: &Path) -> Result<Sources, Vec<PolicyError>> {
+        // A sync tool can swap the directory while it is read (git-sync's link): read again
+        // until the files and the commit named come from one and the same checkout.
+        let mut attempts = 0;
+        loop {
+            let before = std::fs::canonicalize(dir).ok();
+            let sources = Sources::read_once(dir)?;
+            attempts += 1;
+            if attempts >= 3 || std::fs::canonicalize(dir).ok() == before {
+                return Ok(sources);
+            }
+        }
+    }
+
+    fn read_once(dir: &Path) -> Result<Sources, Vec<PolicyError>> {
         let listed = collect_files(dir).map_err(|e| vec![e])?;
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut files = Vec::with_capacity(listed.len());
@@ -843,7 +861,16 @@ struct PolicyFile {
 /// Every policy and data file below `dir`, sorted, so the revision is stable. Names starting
 /// with `.` are skipped: that leaves out `.git`, and the `..data`/`..2024_…` directories of a
 /// Kubernetes volume, whose files are reached through the visible symlinks instead.
+///
+/// Symlinks are followed (a ConfigMap's files are symlinks into `..data`), but only within
+/// the directory's real path: one that leads outside it is an error, and a directory reached
+/// twice (a symlink loop) is read once.
 fn collect_files(dir: &Path) -> Result<Vec<PolicyFile>, PolicyError> {
+    let root = std::fs::canonicalize(dir).map_err(|source| PolicyError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut seen = std::collections::HashSet::from([root.clone()]);
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), Vec::<String>::new())];
     while let Some((current, data_path)) = stack.pop() {
@@ -863,17 +890,29 @@ fn collect_files(dir: &Path) -> Result<Vec<PolicyFile>, PolicyError> {
                 path: path.display().to_string(),
                 source,
             })?;
-            if meta.is_dir() {
-                let mut sub = data_path.clone();
-                sub.push(name);
-                stack.push((path, sub));
-                continue;
-            }
             let kind = match path.extension().and_then(|e| e.to_str()) {
-                Some("rego") => FileKind::Rego,
-                Some("json") => FileKind::Json,
-                Some("yaml" | "yml") => FileKind::Yaml,
+                _ if meta.is_dir() => None,
+                Some("rego") => Some(FileKind::Rego),
+                Some("json") => Some(FileKind::Json),
+                Some("yaml" | "yml") => Some(FileKind::Yaml),
                 _ => continue,
+            };
+            let real = std::fs::canonicalize(&path).map_err(|source| PolicyError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            if !real.starts_with(&root) {
+                return Err(PolicyError::Outside {
+                    path: path.display().to_string(),
+                });
+            }
+            let Some(kind) = kind else {
+                if seen.insert(real) {
+                    let mut sub = data_path.clone();
+                    sub.push(name);
+                    stack.push((path, sub));
+                }
+                continue;
             };
             let mut rel = data_path.join("/");
             if !rel.is_empty() {

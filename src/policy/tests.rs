@@ -307,3 +307,37 @@ fn a_v0_policy_mentioning_if_in_a_comment_still_loads() {
     );
     assert!(d.allowed);
 }
+
+#[test]
+fn a_symlink_out_of_the_policy_directory_is_refused_and_a_loop_is_read_once() {
+    let secret = dir_with(&[("p.rego", "package t\nallow := true\n")]);
+    std::fs::write(
+        secret.path().join("tls.key"),
+        "-----BEGIN PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let dir = dir_with(&[("p.rego", "package t\nallow := true\n")]);
+    std::os::unix::fs::symlink(secret.path().join("tls.key"), dir.path().join("k.yaml")).unwrap();
+    let error = load_error(&dir, "data.t.allow");
+    assert!(
+        error.contains("k.yaml") && error.contains("outside"),
+        "{error}"
+    );
+    std::fs::remove_file(dir.path().join("k.yaml")).unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("elsewhere")).unwrap();
+    let error = load_error(&dir, "data.t.allow");
+    assert!(
+        error.contains("elsewhere") && error.contains("outside"),
+        "{error}"
+    );
+    std::fs::remove_file(dir.path().join("elsewhere")).unwrap();
+
+    // Inside the directory, symlinks are followed (a ConfigMap's files are), and one that
+    // loops back is not walked again.
+    std::fs::create_dir(dir.path().join("..data")).unwrap();
+    std::fs::write(dir.path().join("..data/d.json"), r#"{"x": 1}"#).unwrap();
+    std::os::unix::fs::symlink("..data/d.json", dir.path().join("d.json")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("again")).unwrap();
+    let set = PolicySet::load(dir.path(), &Options::new("data.t.allow", TIMEOUT)).unwrap();
+    assert!(set.revision.starts_with("sha256:"));
+}

@@ -55,6 +55,10 @@ pub struct Credentials {
 impl Credentials {
     /// The selected (default) SVID and every bundle of one coherent observation.
     pub fn from_state(state: &X509SourceState) -> Credentials {
+        let own = state
+            .svid()
+            .ok()
+            .map(|svid| svid.spiffe_id().trust_domain().to_string());
         let served = state
             .svid()
             .map_err(|e| TlsError::Workload(format!("no usable SVID: {e}")))
@@ -82,9 +86,20 @@ impl Credentials {
                         (td.to_string(), roots)
                     })
                     .collect();
-                ClientCa::from_bundles(bundles)
+                ClientCa::from_bundles(bundles, own.as_deref())
             });
         Credentials { served, ca }
+    }
+
+    /// The agent withdrew this workload's identity: nothing new to serve or trust. Recorded
+    /// as a failed reload of both, so `/status` and the metrics show it; what is in force
+    /// stays.
+    pub fn withdrawn(why: &str) -> Credentials {
+        let error = || TlsError::Workload(format!("the identity was withdrawn: {why}"));
+        Credentials {
+            served: Err(error()),
+            ca: Err(error()),
+        }
     }
 }
 
@@ -119,8 +134,13 @@ impl ServedCert {
 
 impl ClientCa {
     /// Trust per trust domain: each domain's bundle verifies only SVIDs of that domain.
+    /// A federated bundle that does not check out is left out (its callers are refused) and
+    /// logged, rather than holding back the rest: a root this trust domain has dropped must
+    /// not stay trusted because a partner's bundle broke. The bundle of `own`, regate's own
+    /// trust domain (unknown: every bundle), is required to check out.
     pub fn from_bundles(
         bundles: BTreeMap<String, Vec<CertificateDer<'static>>>,
+        own: Option<&str>,
     ) -> Result<ClientCa, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut by_domain = BTreeMap::new();
@@ -132,16 +152,28 @@ impl ClientCa {
             let mut store = RootCertStore::empty();
             let (added, ignored) = store.add_parsable_certificates(roots.iter().cloned());
             // As for a CA file: a bundle with a member that does not parse is refused whole.
-            if added == 0 || ignored > 0 {
-                return Err(TlsError::Workload(format!(
+            let checked = if added == 0 || ignored > 0 {
+                Err(TlsError::Workload(format!(
                     "the trust bundle of {td} holds no CA certificate, or one that does not parse"
-                )));
-            }
-            hints.extend(store.subjects());
-            let verifier =
+                )))
+            } else {
+                hints.extend(store.subjects());
                 WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
                     .build()
-                    .map_err(|e| TlsError::Workload(format!("the trust bundle of {td}: {e}")))?;
+                    .map_err(|e| TlsError::Workload(format!("the trust bundle of {td}: {e}")))
+            };
+            let verifier = match checked {
+                Ok(v) => v,
+                Err(e) if own.is_some_and(|own| own != td) => {
+                    tracing::error!(
+                        trust_domain = %td,
+                        error = %e,
+                        "a federated trust bundle was refused; that domain's callers are not trusted",
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             by_domain.insert(td.clone(), verifier);
             hashed.push(td.as_bytes());
             for root in roots {
@@ -161,7 +193,7 @@ impl ClientCa {
         }
         Ok(ClientCa {
             content_hash: hash_all(&hashed),
-            trust_domains: bundles.keys().cloned().collect(),
+            trust_domains: by_domain.keys().cloned().collect(),
             verifier: Arc::new(PerTrustDomain {
                 by_domain,
                 hints,
@@ -313,15 +345,10 @@ pub async fn watch(endpoint: String, apply: impl Fn(Credentials)) {
             let state = source.state();
             if let Some(withdrawn) = state.withdrawal() {
                 // The agent no longer issues this workload an identity. The last SVID stays
-                // served until it expires, and the last bundles keep deciding whom to trust:
-                // withdrawing them would widen nothing, but would cut every caller off on an
-                // agent hiccup.
-                tracing::error!(
-                    endpoint,
-                    error = %withdrawn,
-                    "the Workload API withdrew this workload's identity; the credentials in \
-                     force stay until they expire",
-                );
+                // served until it expires, and the last bundles keep deciding whom to trust
+                // (no wider than before): dropping them would cut every caller off on an
+                // agent hiccup. It shows as a failed reload of both.
+                apply(Credentials::withdrawn(&withdrawn.to_string()));
                 continue;
             }
             apply(Credentials::from_state(&state));
