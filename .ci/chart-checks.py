@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """Checks on the manifests `helm template` renders from helm/regate, one file per values variant.
 
-  chart-checks.py schema FILE...   built-in kinds against the Kubernetes 1.29 and newest
-                                   schemas that kubernetes-validate ships (strict: unknown
-                                   fields fail); other kinds are listed for the CRD check
-  chart-checks.py rules FILE...    what the chart promises (issue 12's "Done when")
-  chart-checks.py crds FILE...     the custom resources, as JSON for crd-validate.mjs
-  chart-checks.py self-test FILE   breaks a good rendering one promise at a time and shows
-                                   that the matching rule then fails
+  chart-checks.py schema FILE...     built-in kinds against the schemas of the Kubernetes
+                                     version each file was rendered for and of the newest
+                                     one kubernetes-validate ships (strict: unknown fields
+                                     fail); other kinds are listed for the CRD check
+  chart-checks.py rules FILE...      what the chart promises (issue 12's "Done when")
+  chart-checks.py crds FILE...       the custom resources, as JSON for crd-validate.mjs
+  chart-checks.py self-test FILE...  breaks good renderings one promise at a time and shows
+                                     that the matching rule then fails
+
+FILE is a `helm template` output, written PATH@KUBE_VERSION (1.30.0) when it was rendered
+with --kube-version: the schema check then uses that version, and the rules check what
+needs a newer cluster. Without the version, the schema check uses 1.29.0 and the
+version-dependent rules are left out.
 
 Every check prints what it found; the exit code is 1 if any failed.
 """
@@ -19,13 +25,25 @@ import sys
 
 import yaml
 
-# The oldest Kubernetes the chart supports (native sidecars) and the newest schema shipped.
-SCHEMA_VERSIONS = ["1.29.0", None]
+# The schema for a file rendered without --kube-version (the native sidecar's first release).
+DEFAULT_SCHEMA_VERSION = "1.29.0"
+# The git-sync image's own user, the only one in its /etc/passwd: ssh refuses any other uid.
+GIT_SYNC_UID = 65533
 CRD_KINDS = {("cert-manager.io/v1", "Certificate"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 
-def load(path):
-    with open(path) as f:
+def split_arg(arg):
+    """PATH@KUBE_VERSION as (PATH, "1.30.0"), or (PATH, None)."""
+    path, at, kube = arg.rpartition("@")
+    return (path, kube) if at and re.fullmatch(r"\d+\.\d+\.\d+", kube) else (arg, None)
+
+
+def version_tuple(kube):
+    return tuple(int(p) for p in kube.split(".")[:2]) if kube else None
+
+
+def load(arg):
+    with open(split_arg(arg)[0]) as f:
         return [d for d in yaml.safe_load_all(f) if d]
 
 
@@ -36,10 +54,11 @@ def schema(paths):
     import kubernetes_validate
     from kubernetes_validate import utils
 
-    versions = [v or utils.latest_version() for v in SCHEMA_VERSIONS]
     failed = 0
-    for path in paths:
-        for doc in load(path):
+    for arg in paths:
+        path, kube = split_arg(arg)
+        versions = list(dict.fromkeys([kube or DEFAULT_SCHEMA_VERSION, utils.latest_version()]))
+        for doc in load(arg):
             key = (doc["apiVersion"], doc["kind"])
             name = f"{path}: {doc['kind']}/{doc['metadata']['name']}"
             if key in CRD_KINDS:
@@ -73,8 +92,10 @@ def duration_seconds(text):
 
 
 class Rendering:
-    def __init__(self, docs):
+    def __init__(self, docs, kube=None):
         self.docs = docs
+        # The Kubernetes version it was rendered for, as (1, 30), or None when unknown.
+        self.kube = version_tuple(kube)
         deployments = self.of_kind("Deployment")
         if len(deployments) != 1:
             raise ValueError(f"expected one Deployment, found {len(deployments)}")
@@ -149,12 +170,107 @@ def check_no_subpath(r):
     return bad, "every volume is mounted as a directory"
 
 
+def pre_stop_sleep(container):
+    """Seconds of the container's preStop sleep handler, 0 without one."""
+    if container is None:
+        return 0
+    pre_stop = (container.get("lifecycle") or {}).get("preStop") or {}
+    return int((pre_stop.get("sleep") or {}).get("seconds", 0))
+
+
 def check_grace(r):
     grace = duration_seconds(r.config.get("shutdown_grace", "15s"))
+    # The app sleeps, then stops, then (native) regate drains; a classic regate sleeps alongside.
+    sleep = max(pre_stop_sleep(r.container("app")), pre_stop_sleep(r.container("regate")))
     period = r.pod.get("terminationGracePeriodSeconds", 30)
-    if not period > grace:
-        return [f"terminationGracePeriodSeconds {period} is not more than shutdown_grace {grace}s"], ""
-    return [], f"terminationGracePeriodSeconds {period} > shutdown_grace {grace:g}s"
+    if not period > sleep + grace:
+        return [f"terminationGracePeriodSeconds {period} is not more than the preStop sleep "
+                f"{sleep}s plus shutdown_grace {grace:g}s"], ""
+    return [], f"terminationGracePeriodSeconds {period} > preStop sleep {sleep}s + shutdown_grace {grace:g}s"
+
+
+def check_kube_version(r):
+    """What the pod asks of the cluster it was rendered for."""
+    if r.kube is None:
+        return None
+    bad = []
+    regate = r.container("regate")
+    if regate in r.init and r.kube < (1, 29):
+        bad.append(f"regate is a native sidecar, which Kubernetes {r.kube[0]}.{r.kube[1]} lacks (1.29+)")
+    for c in r.containers:
+        for hook, handler in (c.get("lifecycle") or {}).items():
+            if "sleep" in (handler or {}) and r.kube < (1, 30):
+                bad.append(f"{c['name']}'s {hook} uses the sleep handler, which needs Kubernetes 1.30")
+    return bad, f"nothing the cluster ({r.kube[0]}.{r.kube[1]}) lacks"
+
+
+def check_shutdown(r):
+    """On pod deletion nothing stops while regate may still send it requests."""
+    if r.kube is None:
+        return None
+    regate, app = r.container("regate"), r.container("app")
+    if r.kube < (1, 30):
+        return [], f"Kubernetes {r.kube[0]}.{r.kube[1]} has no sleep handler: no preStop sleep from the chart"
+    bad = []
+    app_sleep = pre_stop_sleep(app)
+    if not (app.get("lifecycle") or {}).get("preStop"):
+        bad.append("the app has no preStop: it stops while the endpoints still send through regate")
+    if regate in r.main:
+        regate_sleep = pre_stop_sleep(regate)
+        if not regate_sleep:
+            bad.append("the classic regate has no preStop sleep: it stops accepting while the endpoints still send")
+        elif app_sleep and regate_sleep != app_sleep:
+            bad.append(f"the classic regate sleeps {regate_sleep}s before SIGTERM, the app "
+                       f"{app_sleep}s: they must stop together")
+    how = "with the app" if regate in r.main else "after the app"
+    return bad, f"the app serves {app_sleep}s into the pod's deletion; regate stops {how}"
+
+
+def check_ports(r):
+    """regate's listeners and the app share the pod's network namespace."""
+    ports = {}
+    bad = []
+    defaults = {"listen": "0.0.0.0:8443", "health_listen": "", "admin": "127.0.0.1:9901", "upstream": ""}
+    for key, default in defaults.items():
+        value = str(r.config.get(key, default))
+        if key == "admin" and value == "none" or key == "health_listen" and not value:
+            continue
+        m = re.search(r":(\d+)/?$", value)
+        if not m:
+            bad.append(f"{key} {value!r} names no port")
+            continue
+        if m.group(1) in ports:
+            bad.append(f"{key} and {ports[m.group(1)]} are both on port {m.group(1)}")
+        ports.setdefault(m.group(1), key)
+    return bad, "listen, health_listen, admin and the app on ports " + ", ".join(sorted(ports, key=int))
+
+
+def check_git_sync_user(r):
+    syncs = [c for c in r.containers if c["name"].startswith("git-sync")]
+    if not syncs:
+        return None
+    pod_sc = r.pod.get("securityContext") or {}
+    bad = []
+    for c in syncs:
+        uid = (c.get("securityContext") or {}).get("runAsUser", pod_sc.get("runAsUser"))
+        if uid != GIT_SYNC_UID:
+            bad.append(f"{c['name']} runs as {uid}, not the image's git-sync user {GIT_SYNC_UID}: ssh refuses an unknown uid")
+    if pod_sc.get("fsGroup") is None:
+        bad.append("no pod fsGroup: git-sync could not read the key Secret (0440) nor regate the checkout through the group")
+    return bad, f"git-sync as {GIT_SYNC_UID}, the pod's fsGroup {pod_sc.get('fsGroup')} on the volumes"
+
+
+def check_federation(r):
+    """spiffe-helper's one ca.crt is a plain client CA set: federated bundles must stay out."""
+    confs = [d["data"]["helper.conf"] for d in r.of_kind("ConfigMap") if "helper.conf" in d.get("data", {})]
+    if not confs:
+        return None
+    bad = []
+    for conf in confs:
+        m = re.search(r"^\s*include_federated_domains\s*=\s*(\S+)", conf, re.M)
+        if m and m.group(1).strip('"').lower() != "false":
+            bad.append("spiffe-helper writes the federated bundles into ca.crt: their CAs could sign this trust domain's IDs")
+    return bad, "spiffe-helper writes only the own trust domain's bundle"
 
 
 def check_sidecar(r):
@@ -315,18 +431,23 @@ RULES = {
     "security context": check_security_context,
     "no subPath": check_no_subpath,
     "grace period": check_grace,
+    "kubernetes version": check_kube_version,
+    "shutdown": check_shutdown,
+    "ports": check_ports,
     "sidecar": check_sidecar,
     "health listener": check_probes,
     "git-sync": check_git_sync,
+    "git-sync user": check_git_sync_user,
+    "federation": check_federation,
     "cert-manager": check_certificate,
     "certificates": check_tls_source,
 }
 
 
-def run_rules(docs, label, quiet=False):
+def run_rules(docs, label, kube=None, quiet=False):
     failed = []
     try:
-        r = Rendering(docs)
+        r = Rendering(docs, kube)
     except (ValueError, KeyError) as e:
         print(f"FAIL {label}: {e}")
         return ["rendering"]
@@ -350,7 +471,7 @@ def run_rules(docs, label, quiet=False):
 
 
 def rules(paths):
-    return sum(len(run_rules(load(p), p)) for p in paths)
+    return sum(len(run_rules(load(p), split_arg(p)[0], split_arg(p)[1])) for p in paths)
 
 
 # ---------------------------------------------------------------- self-test
@@ -378,7 +499,30 @@ def break_mount(docs):
             m["name"] = "policies-copy"
 
 
-# One mutation per promise: (rule that must catch it, what is broken, the change).
+def container_of(docs, name):
+    pod = pod_of(docs)
+    return [c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == name][0]
+
+
+def git_syncs_as_pod_user(docs):
+    pod = pod_of(docs)
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        if c["name"].startswith("git-sync"):
+            c["securityContext"].pop("runAsUser")
+
+
+def helper_includes_federation(docs):
+    cm = [d for d in docs if d["kind"] == "ConfigMap" and "helper.conf" in d.get("data", {})][0]
+    cm["data"]["helper.conf"] = cm["data"]["helper.conf"].replace(
+        "include_federated_domains = false", "include_federated_domains = true")
+
+
+# Which rendering each mutation breaks (helm/regate/ci/<variant>-values.yaml, or default).
+SELF_TEST_VARIANT = "git-sync"
+
+# One mutation per promise: (rule that must catch it, what is broken, the change). The change
+# edits the documents; one that returns a version renders them as if for that Kubernetes.
+# Those for another rendering than SELF_TEST_VARIANT's name it: (rule, what, change, variant).
 MUTATIONS = [
     ("security context", "app may write its root filesystem",
      lambda d: pod_of(d)["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False)),
@@ -411,27 +555,52 @@ MUTATIONS = [
      lambda d: [c["spec"]["privateKey"].update(rotationPolicy="Never") for c in d if c["kind"] == "Certificate"]),
     ("certificates", "the CA bundle on no volume",
      lambda d: set_config(d, "client_ca", "/etc/ssl/ca.pem")),
+    ("git-sync user", "git-sync as the pod's 65532, a uid ssh cannot look up", git_syncs_as_pod_user),
+    ("git-sync user", "no pod fsGroup", lambda d: pod_of(d)["securityContext"].pop("fsGroup")),
+    ("ports", "the app on the health listener's port",
+     lambda d: set_config(d, "upstream", "http://127.0.0.1:9902")),
+    ("ports", "the admin API on the mTLS port", lambda d: set_config(d, "admin", "127.0.0.1:8443")),
+    ("kubernetes version", "a native sidecar for Kubernetes 1.28", lambda d: "1.28.0"),
+    ("federation", "spiffe-helper writes federated bundles into the one ca.crt",
+     helper_includes_federation, "csi"),
+    ("kubernetes version", "the sleep handler for Kubernetes 1.29", lambda d: "1.29.0", "default"),
+    ("shutdown", "the app stops at once on deletion",
+     lambda d: container_of(d, "app").pop("lifecycle"), "default"),
+    ("shutdown", "the classic regate stops accepting before the app",
+     lambda d: container_of(d, "regate").pop("lifecycle"), "classic-sidecar"),
+    ("grace period", "a grace period that covers the drain, not the preStop sleep too",
+     lambda d: pod_of(d).update(terminationGracePeriodSeconds=18), "default"),
 ]
 
 
-def self_test(path):
-    good = load(path)
-    if run_rules(good, path, quiet=True):
-        print(f"FAIL self-test: {path} does not pass the rules to begin with")
-        return 1
+def self_test(args):
+    """`args`: the renderings, named <variant>.yaml[@KUBE_VERSION]."""
+    variants = {posixpath.basename(split_arg(a)[0]).removesuffix(".yaml"): a for a in args}
     failed = 0
-    for rule, what, mutate in MUTATIONS:
-        docs = copy.deepcopy(good)
-        mutate(docs)
-        caught = run_rules(docs, path, quiet=True)
+    for arg in variants.values():
+        path, kube = split_arg(arg)
+        if run_rules(load(arg), path, kube, quiet=True):
+            print(f"FAIL self-test: {path} does not pass the rules to begin with")
+            return 1
+    for rule, what, mutate, *variant in MUTATIONS:
+        name = variant[0] if variant else SELF_TEST_VARIANT
+        if name not in variants:
+            print(f"FAIL self-test: {what}: no rendering of the {name} variant given")
+            failed += 1
+            continue
+        path, kube = split_arg(variants[name])
+        docs = load(variants[name])
+        version = mutate(docs)
+        kube = version if isinstance(version, str) else kube
+        caught = run_rules(docs, path, kube, quiet=True)
         if rule in caught:
-            print(f"ok   self-test: {what}: caught by {rule}")
+            print(f"ok   self-test: {what} ({name}): caught by {rule}")
         else:
-            print(f"FAIL self-test: {what}: not caught by {rule} (caught: {caught})")
+            print(f"FAIL self-test: {what} ({name}): not caught by {rule} (caught: {caught})")
             failed += 1
     # The schema check too: a misspelt field must fail strict validation.
     import kubernetes_validate
-    docs = copy.deepcopy(good)
+    docs = load(variants[SELF_TEST_VARIANT])
     regate_of(docs)["readinesProbe"] = regate_of(docs).pop("readinessProbe")
     try:
         kubernetes_validate.validate(pod_deployment(docs), "1.29.0", strict=True)
@@ -449,7 +618,7 @@ def pod_deployment(docs):
 def crds(paths):
     import json
 
-    out = [{"file": p, "doc": d} for p in paths for d in load(p)
+    out = [{"file": split_arg(p)[0], "doc": d} for p in paths for d in load(p)
            if (d["apiVersion"], d["kind"]) in CRD_KINDS]
     json.dump(out, sys.stdout)
     return 0
@@ -461,7 +630,7 @@ def main():
         return 2
     cmd, paths = sys.argv[1], sys.argv[2:]
     failed = {"schema": schema, "rules": rules, "crds": crds,
-              "self-test": lambda p: self_test(p[0])}[cmd](paths)
+              "self-test": self_test}[cmd](paths)
     return 1 if failed else 0
 
 

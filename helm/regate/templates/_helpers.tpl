@@ -67,8 +67,53 @@ pod's grace period can be derived from --shutdown-grace and never fall short of 
 {{- end -}}
 {{- end -}}
 
+{{/* The preStop sleep counts whether or not the cluster can run it: a longer bound is harmless. */}}
 {{- define "regate.terminationGracePeriodSeconds" -}}
-{{- add (include "regate.durationSeconds" .Values.regate.shutdownGrace | atoi) .Values.terminationGraceExtraSeconds -}}
+{{- add (int .Values.app.preStopSleepSeconds) (include "regate.durationSeconds" .Values.regate.shutdownGrace | atoi) .Values.terminationGraceExtraSeconds -}}
+{{- end -}}
+
+{{/*
+Values the schema cannot judge alone, refused before anything renders: each is a pod that
+could not start, or one that would trust more than it should.
+*/}}
+{{- define "regate.validate" -}}
+{{- $kube := .Capabilities.KubeVersion.Version -}}
+{{- if and (eq .Values.regate.sidecar "native") (semverCompare "<1.29.0-0" $kube) -}}
+{{- fail (printf "regate.sidecar: native needs Kubernetes 1.29 or later (sidecar init containers), and the cluster is %s: set regate.sidecar=classic (helm template renders for its own default version unless given --kube-version)" $kube) -}}
+{{- end -}}
+{{- if and (eq .Values.tls.mode "csi") .Values.tls.csi.includeFederatedDomains -}}
+{{- fail "tls.csi.includeFederatedDomains: federation needs tls.mode=spire, where regate trusts each bundle only for its own trust domain; in csi mode spiffe-helper would write every federated bundle into the one ca.crt, and a federated CA could then sign IDs of this trust domain" -}}
+{{- end -}}
+{{/* One network namespace for the whole pod: every listener needs a port of its own. */}}
+{{- $ports := list (list "regate.port" (int .Values.regate.port)) (list "regate.healthPort" (int .Values.regate.healthPort)) -}}
+{{- if ne .Values.regate.admin "none" -}}
+{{- if not (regexMatch ":[0-9]+$" .Values.regate.admin) -}}
+{{- fail (printf "regate.admin: %q is not IP:port on loopback, or none" .Values.regate.admin) -}}
+{{- end -}}
+{{- $ports = append $ports (list "regate.admin" (regexReplaceAll "^.*:" .Values.regate.admin "" | int)) -}}
+{{- end -}}
+{{- $ports = append $ports (list "app.port" (int .Values.app.port)) -}}
+{{- $seen := dict -}}
+{{- range $ports -}}
+{{- $key := toString (index . 1) -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "%s and %s are both port %s: regate's listeners and the app share the pod's network, so each needs a port of its own" (get $seen $key) (index . 0) $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key (index . 0) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The preStop sleep as a lifecycle, or nothing: the sleep handler needs Kubernetes 1.30 (beta,
+on by default) and no binary in the image, which regate's distroless image lacks.
+*/}}
+{{- define "regate.preStopSleep" -}}
+{{- $s := int .Values.app.preStopSleepSeconds -}}
+{{- if and (gt $s 0) (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version) -}}
+preStop:
+  sleep:
+    seconds: {{ $s }}
+{{- end -}}
 {{- end -}}
 
 {{/* Where each input is mounted in the pod; regate.yaml names these absolute paths. */}}
@@ -142,6 +187,14 @@ pod's grace period can be derived from --shutdown-grace and never fall short of 
   restartPolicy: Always
   {{- end }}
   args: ["run", "--config", "/etc/regate/regate.yaml"]
+  {{- if ne .Values.regate.sidecar "native" }}
+  {{- with include "regate.preStopSleep" . }}
+  # A classic sidecar gets its SIGTERM with the app's: the same sleep keeps regate accepting
+  # while the Service's endpoints go away. (A native one is stopped after the app anyway.)
+  lifecycle:
+    {{- . | nindent 4 }}
+  {{- end }}
+  {{- end }}
   ports:
     - {name: https, containerPort: {{ .Values.regate.port }}, protocol: TCP}
     - {name: health, containerPort: {{ .Values.regate.healthPort }}, protocol: TCP}
@@ -217,7 +270,7 @@ pod's grace period can be derived from --shutdown-grace and never fall short of 
   resources:
     {{- toYaml $g.resources | nindent 4 }}
   securityContext:
-    {{- include "regate.containerSecurityContext" $ctx | nindent 4 }}
+    {{- toYaml (mergeOverwrite (deepCopy $ctx.Values.containerSecurityContext) $g.securityContext) | nindent 4 }}
   volumeMounts:
     - {name: git, mountPath: {{ include "regate.paths.gitRoot" $ctx }}}
     - {name: git-sync-tmp, mountPath: /tmp}
