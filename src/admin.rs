@@ -3,9 +3,9 @@
 //! from the mTLS listener.
 //!
 //! It reads metrics, the reload status, the identity inventory and the current TLS and
-//! policy state; the only thing
-//! it changes is the revocations (`POST /revocations`, `DELETE /revocations/{id}`), through
-//! [`Revocations`], which the request path reads. Nothing here is on the request path.
+//! policy state; the only thing it changes is the revocations (`POST /revocations`,
+//! `DELETE /revocations/{id}`), through [`Revocations`], which the request path reads.
+//! Nothing here is on the request path.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -38,12 +38,12 @@ const MAX_TEXT: usize = 128;
 /// The `--max-identities` default.
 pub const DEFAULT_MAX_IDENTITIES: usize = 10_000;
 
-/// What names an entry.
+/// What names an entry. The table and the entry share one copy of the name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     /// True: `name` is a SPIFFE ID; false: a certificate subject.
     spiffe: bool,
-    name: Box<str>,
+    name: Arc<str>,
 }
 
 impl Key {
