@@ -1,10 +1,12 @@
 //! The admin listener (`--admin`, loopback by default): `/metrics`, `/healthz`, `/readyz`,
-//! `/status`, and the kill switch `/revocations`, on plain HTTP/1.1, apart from the mTLS
-//! listener; and the health listener (`--health-listen`), which serves the first three alone.
+//! `/status`, `/identities`, and the kill switch `/revocations`, on plain HTTP/1.1, apart
+//! from the mTLS listener; and the health listener (`--health-listen`), which serves
+//! `/metrics`, `/healthz` and `/readyz` alone.
 //!
-//! It reads metrics, the reload status and the current TLS and policy state; the only thing
-//! it changes is the revocations (`POST /revocations`, `DELETE /revocations/{id}`), through
-//! [`Revocations`], which the request path reads. Nothing here is on the request path.
+//! It reads metrics, the reload status, the identity inventory and the current TLS and
+//! policy state; the only thing it changes is the revocations (`POST /revocations`,
+//! `DELETE /revocations/{id}`), through [`Revocations`], which the request path reads.
+//! Nothing here is on the request path.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use crate::audit::{Audit, RevocationRecord};
+use crate::identities::Inventory;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::reload::{KindStatus, ReloadStatus};
@@ -69,6 +72,8 @@ pub struct AdminState {
     pub audit: Audit,
     /// The Workload API the certificate and bundles come from, if not files.
     pub spiffe_socket: Option<String>,
+    /// What `GET /identities` lists, as the request path published it.
+    pub identities: Arc<Inventory>,
 }
 
 /// The largest revocation request body read.
@@ -158,6 +163,10 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
+        "/identities" => match limit(req.uri().query()) {
+            Ok(limit) => json_response(StatusCode::OK, &json!(state.identities.listing(limit))),
+            Err(detail) => problem(StatusCode::BAD_REQUEST, detail),
+        },
         "/status" => {
             let mut r = text(StatusCode::OK, status(state).to_string());
             r.headers_mut().insert(
@@ -307,6 +316,25 @@ async fn revocations(
             "GET or POST /revocations, DELETE /revocations/{id}\n",
         ),
     }
+}
+
+/// `?limit=N` of `GET /identities`: at most N entries, the most recently seen.
+fn limit(query: Option<&str>) -> Result<Option<usize>, &'static str> {
+    let mut limit = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("limit", n)) => match n.parse::<usize>() {
+                Ok(n) => limit = Some(n),
+                Err(_) => return Err("limit must be a whole number"),
+            },
+            _ => return Err("the only parameter is limit"),
+        }
+    }
+    Ok(limit)
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -169,6 +169,10 @@ pub struct RunArgs {
     /// policy (input.parsed_body, input.jsonrpc, input.mcp); 0 reads none [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub inspect_body_limit: Option<String>,
+    /// Workload identities the inventory (admin `GET /identities`) holds; past it, the least
+    /// recently seen is dropped [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_identities: Option<usize>,
 }
 
 /// The `delegation:` section of the YAML file.
@@ -228,6 +232,7 @@ struct FileSettings {
     revocations: Option<String>,
     delegation: Option<DelegationFile>,
     inspect_body_limit: Option<String>,
+    max_identities: Option<usize>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -278,6 +283,8 @@ pub struct Config {
     pub delegation: crate::delegation::Settings,
     /// Bytes of a JSON body read for the policy; zero: none.
     pub inspect_body_limit: usize,
+    /// Entries the identity inventory holds (at least 1).
+    pub max_identities: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -663,6 +670,11 @@ impl Config {
                 .or(file.max_upstream_requests_per_connection),
             32,
         );
+        let max_identities = positive(
+            "max-identities",
+            args.max_identities.or(file.max_identities),
+            crate::identities::DEFAULT_MAX_IDENTITIES,
+        );
         let decision_cache_entries = args
             .decision_cache_entries
             .or(file.decision_cache_entries)
@@ -707,6 +719,7 @@ impl Config {
             revocations,
             delegation,
             inspect_body_limit,
+            max_identities,
         };
         Checked { config, errors }
     }

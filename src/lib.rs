@@ -36,6 +36,8 @@
 //! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener and the read-only
 //!   health listener (side channels that only read, but for the admin API's changes to
 //!   [`revocations`]).
+//! - [`identities`]: the identity inventory; each connection publishes its identity's
+//!   requests there, and `GET /identities` reads it.
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
 //!
 //! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its
@@ -49,6 +51,7 @@ pub mod config;
 pub mod delegation;
 pub mod demo;
 pub mod devcerts;
+pub mod identities;
 pub mod limits;
 mod listener;
 pub mod metrics;
@@ -250,6 +253,10 @@ impl App {
         };
         let (audit, audit_writer) = self.audit;
         let (stopping, stop) = watch::channel(false);
+        let identities = Arc::new(identities::Inventory::new(
+            self.config.max_identities,
+            self.metrics.identities(),
+        ));
         let proxy = Arc::new(Proxy {
             policies: self.policies.clone(),
             tls: self.tls.clone(),
@@ -277,6 +284,7 @@ impl App {
             inspect_body_limit: self.config.inspect_body_limit,
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
+            identities: identities.clone(),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -308,6 +316,7 @@ impl App {
             revocations: self.revocations.clone(),
             audit: proxy.audit.clone(),
             spiffe_socket: self.config.spiffe_socket.clone(),
+            identities,
         });
         let admin_task = match admin {
             Some(admin) => {

@@ -117,6 +117,8 @@ pub struct Metrics {
     revocations_in_force: Gauge,
     revocation_changes: Family<ResultLabels, Counter>,
     revoked_connections_closed: Counter,
+    identities: Gauge,
+    identities_evicted: Counter,
     policy_reasons: RwLock<HashSet<String>>,
 }
 
@@ -275,6 +277,18 @@ impl Metrics {
             "Client connections closed because their identity was revoked",
             revoked_connections_closed.clone(),
         );
+        let identities = Gauge::default();
+        registry.register(
+            "regate_identities",
+            "Workload identities held by the identity inventory (GET /identities)",
+            identities.clone(),
+        );
+        let identities_evicted = Counter::default();
+        registry.register(
+            "regate_identities_evicted",
+            "Identities dropped from the inventory to stay within --max-identities",
+            identities_evicted.clone(),
+        );
         for result in ["added", "removed", "reloaded"] {
             let _ = revocation_changes.get_or_create(&ResultLabels { result });
         }
@@ -329,6 +343,8 @@ impl Metrics {
             revocations_in_force,
             revocation_changes,
             revoked_connections_closed,
+            identities,
+            identities_evicted,
             policy_reasons: RwLock::default(),
         }
     }
@@ -423,6 +439,11 @@ impl Metrics {
         self.decision_cache
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// The identity inventory's size gauge and eviction counter, for the inventory to keep.
+    pub fn identities(&self) -> (Gauge, Counter) {
+        (self.identities.clone(), self.identities_evicted.clone())
     }
 
     /// The gauge of running evaluations, for the evaluator to keep.

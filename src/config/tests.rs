@@ -125,3 +125,47 @@ fn admin_beyond_loopback_needs_an_explicit_flag() {
         DEFAULT_ADMIN
     );
 }
+
+#[test]
+fn max_identities_is_read_from_the_file_and_a_flag_wins_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\nmax_identities: 50\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let from_file = Config::from_args(args(&["--config", config])).unwrap();
+    assert_eq!(from_file.max_identities, 50);
+    let flag = Config::from_args(args(&["--config", config, "--max-identities", "7"])).unwrap();
+    assert_eq!(flag.max_identities, 7);
+    let err = Config::from_args(args(&["--config", config, "--max-identities", "0"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("max-identities: must be at least 1"),
+        "{err}"
+    );
+    let default = Config::from_args(args(&[
+        "--upstream",
+        "http://127.0.0.1:8080",
+        "--cert",
+        dir.path().join("cert.pem").to_str().unwrap(),
+        "--key",
+        dir.path().join("key.pem").to_str().unwrap(),
+        "--client-ca",
+        dir.path().join("ca.pem").to_str().unwrap(),
+        "--policies",
+        dir.path().join("policies").to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(
+        default.max_identities,
+        crate::identities::DEFAULT_MAX_IDENTITIES
+    );
+}

@@ -33,6 +33,8 @@ pub struct Connection {
     pub activity: Arc<Activity>,
     /// `--max-upstream-requests-per-connection`.
     pub(super) upstream_slots: Arc<Semaphore>,
+    /// Its identity's entry in the inventory, counted open as long as the connection is.
+    pub(super) inventory: crate::identities::Presence,
     /// Whatever must live exactly as long as the connection: its places in the connection
     /// limits, the open-connections gauge, the shutdown drain.
     _held: Box<dyn Send + Sync>,
@@ -63,6 +65,7 @@ impl Connection {
             })
             .unwrap_or_default();
         Connection {
+            inventory: proxy.identities.connected(&peer),
             cert_sha256,
             input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),
             peer,

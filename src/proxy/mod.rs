@@ -66,6 +66,8 @@ pub struct Proxy {
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
     pub failure_log: crate::limits::RateLimited,
+    /// Where each connection's identity and its requests are counted.
+    pub identities: Arc<crate::identities::Inventory>,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -696,6 +698,14 @@ impl<'a> Pending<'a> {
         self.proxy
             .metrics
             .request(decision, &self.reason, duration, self.eval_ns);
+        self.conn.inventory.request(
+            self.allowed,
+            &self.reason,
+            self.noted
+                .delegation
+                .as_ref()
+                .and_then(|d| d.subject.as_deref()),
+        );
     }
 }
 
