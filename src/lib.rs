@@ -244,6 +244,7 @@ impl App {
             inspect_body_limit: self.config.inspect_body_limit,
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
+            input_recording: self.config.decision_log_input.clone(),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
