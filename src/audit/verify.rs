@@ -192,7 +192,7 @@ impl Walk {
         // A line cut short is only a crash's mark when the restart right after it links past.
         if let Some((file, line, _)) = self.cut.take() {
             let past = self.prev.as_ref().map(|l| l.chain.as_str());
-            if !(checkpoint && linked_to.is_some() && linked_to == past) {
+            if !(checkpoint && linked_to == past) {
                 return Err(format!("{file}:{line}: not a chained record"));
             }
             self.warnings.push(format!(
