@@ -11,8 +11,7 @@ use common::*;
 /// allowed, some denied; return the admin's `/status` decision_log object from before stop.
 async fn run_once(setup: &Setup, n: usize) -> serde_json::Value {
     let upstream = Upstream::start().await;
-    let before =
-        records_in(&std::fs::read_to_string(setup.path("decisions.log")).unwrap_or_default()).len();
+    let before = requests_in(setup);
     let regate = setup.start(&upstream.url(), &[]).await;
     let mut client = regate.http1(setup, &setup.ca.client(SUMMARIZER)).await;
     for i in 0..n {
@@ -22,10 +21,20 @@ async fn run_once(setup: &Setup, n: usize) -> serde_json::Value {
         };
         get(&mut client, &path).await;
     }
-    regate.decisions(before + n).await;
-    let written = lines(setup).len() as u64;
-    // The writer publishes the head once the lines are written.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while requests_in(setup) < before + n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records were not written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Every whole line is chained; a line cut short is not.
+    let written = lines(setup)
+        .iter()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        .count() as u64;
+    // The writer publishes the head once the lines are written.
     let (status, published) = loop {
         let (_, body) = admin_get(regate.admin, "/status").await;
         let status =
@@ -38,6 +47,16 @@ async fn run_once(setup: &Setup, n: usize) -> serde_json::Value {
     assert!(published, "{status}");
     regate.stop().await;
     status
+}
+
+/// Request records in the log so far; a line cut short is not one.
+fn requests_in(setup: &Setup) -> usize {
+    std::fs::read_to_string(setup.path("decisions.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r.get("request_id").is_some() && r.get("event").is_none())
+        .count()
 }
 
 fn verify(files: &[&std::path::Path], extra: &[&str]) -> (Option<i32>, String) {
@@ -196,4 +215,40 @@ async fn an_unreadable_file_is_exit_2() {
     let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
     let (code, out) = verify(&[&setup.path("nowhere.log")], &[]);
     assert_eq!(code, Some(2), "{out}");
+}
+
+#[tokio::test]
+async fn a_line_cut_short_by_a_crash_is_a_warning_once_the_restart_links_past_it() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    run_once(&setup, 2).await;
+    // What a regate killed in the middle of a write leaves behind.
+    let path = setup.path("decisions.log");
+    let mut log = std::fs::read_to_string(&path).unwrap();
+    log.push_str(r#"{"timestamp":"2026-12-06T20:26:26.34"#);
+    std::fs::write(&path, &log).unwrap();
+    let (code, out) = verify(&[&path], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("decisions.log:4: the last line is incomplete"),
+        "{out}"
+    );
+
+    run_once(&setup, 2).await;
+    let restart: serde_json::Value = serde_json::from_str(&lines(&setup)[4]).unwrap();
+    assert_eq!(restart["event"], "chain_checkpoint");
+    let (code, out) = verify(&[&path], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("decisions.log:4: a line cut short"), "{out}");
+
+    // The same cut line anywhere else is a break.
+    let mut moved = lines(&setup);
+    let cut = moved.remove(3);
+    moved.insert(1, cut);
+    let path = tampered(&setup, "moved-cut.log", &moved);
+    let (code, out) = verify(&[&path], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("moved-cut.log:2: not a chained record"),
+        "{out}"
+    );
 }

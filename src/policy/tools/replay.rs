@@ -314,7 +314,7 @@ fn replay_one(
     };
     into.count += 1;
     into.accepted += usize::from(flip.accepted);
-    // Unexpected flips are the ones to show first.
+    // Unexpected flips are the ones worth showing: they take the place of expected ones.
     if into.examples.len() < args.examples {
         into.examples.push(flip);
     } else if !flip.accepted {
