@@ -422,6 +422,12 @@ fn decision_cache(policy: &crate::policy::PolicySet) -> serde_json::Value {
     }
 }
 
+/// The head of the decision log's hash chain: a copy off the log, to anchor it.
+fn decision_log(state: &AdminState) -> serde_json::Value {
+    let (seq, chain_head) = state.audit.chain_head();
+    json!({"seq": seq, "chain_head": chain_head})
+}
+
 fn status(state: &AdminState) -> serde_json::Value {
     let policy = state.policies.load();
     let tls = state.tls.load();
@@ -461,6 +467,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             "earliest_not_after": unix_rfc3339(tls.ca.earliest_not_after),
             "generation": tls.ca_generation,
         },
+        "decision_log": decision_log(state),
         "revocations": {
             "in_force": state.revocations.len(),
             "file": state.revocations.file().map(|p| p.display().to_string()),

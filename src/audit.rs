@@ -7,7 +7,14 @@
 //! go, so a slow disk or a blocked pipe never stalls a tokio worker, and a busy proxy pays one
 //! `write` per batch instead of one wake-up and one `write` per request.
 //! [`AuditWriter::finish`] writes whatever is left. Records carry no header values, so
-//! credentials cannot leak through them.
+//! credentials cannot leak through them; with `--decision-log-input` a record also carries
+//! the policy input, with credential headers digested and no body ([`input`]).
+//!
+//! The writer thread also links every line into a hash chain ([`chain`]), in file order, so
+//! the request path pays nothing for it: each line gets `seq` and `chain`, and the first line
+//! after a start is a `chain_checkpoint` record that links to the last line of the file it
+//! appends to. The head of the chain is published ([`Audit::chain_head`], an `info` line on
+//! stderr every [`ANCHOR_INTERVAL`]) so it can be kept off the log; [`verify`] checks it.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +27,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::DecisionLog;
+
+pub mod chain;
+pub mod input;
+pub mod verify;
 
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
 #[derive(Debug, Serialize)]
@@ -61,6 +72,10 @@ pub struct DecisionRecord<'a> {
     /// From sending the request upstream to its response head.
     pub upstream_ns: Option<u64>,
     pub duration_ns: u64,
+    /// The policy input as evaluated, recorded ([`input::Recording`]), when
+    /// `--decision-log-input` is on and the decision came from the policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<&'a regorus::Value>,
 }
 
 /// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
@@ -102,6 +117,20 @@ pub struct RevocationRecord<'a> {
     pub in_force: usize,
 }
 
+/// The first line after a start: where the chain picks up.
+#[derive(Debug, Serialize)]
+pub struct CheckpointRecord {
+    /// Always `chain_checkpoint`.
+    pub event: &'static str,
+    /// When this regate started writing, RFC 3339.
+    pub started: String,
+    /// The `chain` of the last line of the file appended to; null when the file was new or
+    /// its last line carried no chain (and always on stdout).
+    pub previous_chain: Option<String>,
+    pub regate_version: &'static str,
+    pub pid: u32,
+}
+
 #[derive(Serialize)]
 struct Line<'a, R> {
     timestamp: String,
@@ -115,10 +144,16 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// A buffer this large is written at once rather than at the next interval.
 pub const EARLY_FLUSH_BYTES: usize = 256 * 1024;
 
+/// How often the writer logs the chain head on stderr (when it moved), to anchor it off the
+/// log.
+pub const ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
+
 struct Shared {
     buffer: Mutex<Vec<u8>>,
     wake: Condvar,
     closed: AtomicBool,
+    /// The last line written: `seq` (0: none yet) and `chain`.
+    head: Mutex<(u64, Option<String>)>,
 }
 
 /// The sending side, shared by every connection.
@@ -134,31 +169,59 @@ pub struct AuditWriter {
 }
 
 impl Audit {
+    /// Open the decision log (appending to a file), pick the chain up from its last line,
+    /// and queue the checkpoint record that starts this run's lines.
     pub fn start(target: &DecisionLog) -> io::Result<(Audit, AuditWriter)> {
-        let out: Box<dyn Write + Send> = match target {
-            DecisionLog::Stdout => Box::new(io::stdout()),
-            DecisionLog::File(path) => Box::new(
-                std::fs::OpenOptions::new()
+        let (out, tail): (Box<dyn Write + Send>, chain::Tail) = match target {
+            DecisionLog::Stdout => (Box::new(io::stdout()), chain::Tail::default()),
+            DecisionLog::File(path) => {
+                let tail = chain::read_tail(path)?;
+                let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)?,
-            ),
+                    .open(path)?;
+                (Box::new(file), tail)
+            }
         };
+        let links = chain::Chain::after(tail.last.as_ref());
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Vec::with_capacity(EARLY_FLUSH_BYTES)),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
+            head: Mutex::new((links.head().0, links.head().1.map(str::to_string))),
+        });
+        let audit = Audit {
+            shared: shared.clone(),
+        };
+        audit.log(&CheckpointRecord {
+            event: "chain_checkpoint",
+            started: OffsetDateTime::from(SystemTime::now())
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            previous_chain: tail.last.map(|l| l.chain),
+            regate_version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
         });
         let writer_side = shared.clone();
+        // A line cut short by a regate killed mid-write is ended, so this run's lines stand
+        // on their own; `audit verify` reports it.
+        let first = match tail.incomplete {
+            true => b"\n".to_vec(),
+            false => Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("regate-audit".into())
-            .spawn(move || write_loop(&writer_side, out))?;
-        Ok((
-            Audit {
-                shared: shared.clone(),
-            },
-            AuditWriter { shared, thread },
-        ))
+            .spawn(move || write_loop(&writer_side, out, links, first))?;
+        Ok((audit, AuditWriter { shared, thread }))
+    }
+
+    /// The last line written to the decision log: its `seq` (0: none yet) and `chain`.
+    pub fn chain_head(&self) -> (u64, Option<String>) {
+        self.shared
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Queue one record (a [`DecisionRecord`] or a [`TunnelRecord`]) for the writer.
@@ -192,8 +255,19 @@ impl Audit {
     }
 }
 
-fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) -> io::Result<()> {
+fn write_loop(
+    shared: &Shared,
+    out: Box<dyn Write + Send>,
+    links: chain::Chain,
+    first: Vec<u8>,
+) -> io::Result<()> {
     let mut batch = Vec::with_capacity(EARLY_FLUSH_BYTES);
+    let mut out = Chained {
+        out,
+        links,
+        lines: first,
+        anchored: (0, std::time::Instant::now()),
+    };
     loop {
         let closed = {
             let buffer = shared
@@ -209,7 +283,7 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) -> io::Result<()>
             std::mem::swap(&mut *buffer, &mut batch);
             shared.closed.load(Ordering::Acquire)
         };
-        write_batch(&mut out, &batch);
+        out.write_batch(shared, &batch);
         batch.clear();
         if closed {
             // Anything appended between the swap and now is picked up by one last pass.
@@ -219,20 +293,62 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) -> io::Result<()>
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
-            write_batch(&mut out, &rest);
+            out.write_batch(shared, &rest);
+            let (seq, chain) = out.links.head();
+            tracing::info!(seq, chain, "decision log chain head at exit");
             return Ok(());
         }
+        out.anchor();
     }
 }
 
-/// A sink that fails (disk full, closed pipe) costs that batch, loudly; the writer goes on,
-/// so memory stays bounded and records flow again once the sink recovers.
-fn write_batch(out: &mut Box<dyn Write + Send>, batch: &[u8]) {
-    if batch.is_empty() {
-        return;
+/// The sink and the chain its lines are linked into.
+struct Chained {
+    out: Box<dyn Write + Send>,
+    links: chain::Chain,
+    /// The batch's lines, chained: reused from batch to batch.
+    lines: Vec<u8>,
+    /// The `seq` last logged on stderr, and when.
+    anchored: (u64, std::time::Instant),
+}
+
+impl Chained {
+    /// Link a batch of records (one JSON object a line) and write it. A sink that fails (disk
+    /// full, closed pipe) costs that batch, loudly; the writer goes on, so memory stays
+    /// bounded and records flow again once the sink recovers. The chain goes on past the
+    /// lost lines, so `audit verify` shows the gap where they were.
+    fn write_batch(&mut self, shared: &Shared, batch: &[u8]) {
+        if batch.is_empty() {
+            return;
+        }
+        for record in batch.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
+            if !self.links.append(record, &mut self.lines) {
+                tracing::error!("a decision record is not a JSON object; left out");
+            }
+        }
+        if let Err(e) = self
+            .out
+            .write_all(&self.lines)
+            .and_then(|()| self.out.flush())
+        {
+            tracing::error!(error = %e, bytes = self.lines.len(), "cannot write decision records; batch lost");
+        }
+        self.lines.clear();
+        let (seq, chain) = self.links.head();
+        *shared
+            .head
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = (seq, chain.map(str::to_string));
     }
-    if let Err(e) = out.write_all(batch).and_then(|()| out.flush()) {
-        tracing::error!(error = %e, bytes = batch.len(), "cannot write decision records; batch lost");
+
+    /// The chain head on stderr, every [`ANCHOR_INTERVAL`] when it moved: a copy off the log
+    /// that whoever ships stderr keeps.
+    fn anchor(&mut self) {
+        let (seq, chain) = self.links.head();
+        if seq != self.anchored.0 && self.anchored.1.elapsed() >= ANCHOR_INTERVAL {
+            tracing::info!(seq, chain, "decision log chain head");
+            self.anchored = (seq, std::time::Instant::now());
+        }
     }
 }
 
@@ -276,6 +392,7 @@ mod tests {
             upstream_status: None,
             upstream_ns: None,
             duration_ns: 0,
+            input: None,
         }
     }
 
@@ -302,8 +419,13 @@ mod tests {
         writer.finish();
         let text = std::fs::read_to_string(path).unwrap();
         let mut ids = std::collections::HashSet::new();
-        for line in text.lines() {
+        for (i, line) in text.lines().enumerate() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["seq"], i as u64 + 1);
+            if i == 0 {
+                assert_eq!(v["event"], "chain_checkpoint");
+                continue;
+            }
             ids.insert(v["request_id"].as_str().unwrap().to_string());
         }
         assert_eq!(ids.len(), 20_000);

@@ -62,6 +62,15 @@ pub struct RunArgs {
     /// Where decision records go: `stdout` or a file path [default: stdout].
     #[arg(long, value_name = "stdout|FILE")]
     pub decision_log: Option<String>,
+    /// Decision records also carry the policy input (for `regate policy replay`), with
+    /// credential headers digested and nothing of the body.
+    #[arg(long)]
+    pub decision_log_input: bool,
+    /// A header (or `x-*-token` pattern) whose value a recorded input holds only as its
+    /// SHA-256, in addition to authorization, cookie, proxy-authorization and x-*-token
+    /// (repeatable).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    pub redact_headers: Vec<String>,
     /// How long to wait for the upstream's response headers [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
@@ -205,6 +214,10 @@ struct FileSettings {
     #[serde(default)]
     context: BTreeMap<String, String>,
     decision_log: Option<String>,
+    #[serde(default)]
+    decision_log_input: bool,
+    #[serde(default)]
+    redact_headers: Vec<String>,
     upstream_timeout: Option<String>,
     upstream_protocol: Option<String>,
     handshake_timeout: Option<String>,
@@ -253,6 +266,8 @@ pub struct Config {
     pub trust_domains: Vec<String>,
     pub context: BTreeMap<String, String>,
     pub decision_log: DecisionLog,
+    /// Decision records carry the policy input, recorded this way; none: they do not.
+    pub decision_log_input: Option<crate::audit::input::Recording>,
     pub upstream_timeout: Duration,
     pub upstream_protocol: UpstreamProtocol,
     pub handshake_timeout: Duration,
@@ -502,6 +517,28 @@ impl Config {
             }
         };
 
+        let mut redact_headers = args.redact_headers.clone();
+        redact_headers.extend(file.redact_headers.iter().cloned());
+        for name in &redact_headers {
+            let plain = name.replace('*', "a");
+            if http::HeaderName::from_bytes(plain.trim().as_bytes()).is_err() {
+                errors.push(format!(
+                    "redact-header: {name:?} is not a header name (or a pattern with *)"
+                ));
+            }
+        }
+        // The delegation token travels in its own header when one is set: it is a
+        // credential like `authorization`.
+        let delegation_header = delegation.header.as_ref().map(|h| h.as_str().to_string());
+        let decision_log_input = (args.decision_log_input || file.decision_log_input).then(|| {
+            crate::audit::input::Recording::new(
+                redact_headers
+                    .iter()
+                    .map(String::as_str)
+                    .chain(delegation_header.as_deref()),
+            )
+        });
+
         let inspect_body_limit = match args
             .inspect_body_limit
             .clone()
@@ -698,6 +735,7 @@ impl Config {
             trust_domains,
             context,
             decision_log,
+            decision_log_input,
             upstream_timeout,
             upstream_protocol,
             handshake_timeout,

@@ -28,6 +28,10 @@
 //! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
 //!   [`proxy::tunnel`] supervises upgraded connections.
 //! - [`audit`]: one decision record per request, on its own stream.
+//!   [`audit::chain`] links every line into a hash chain in the writer thread;
+//!   [`audit::input`] is the policy input as a record keeps it (`--decision-log-input`);
+//!   [`audit::verify`] is `regate audit verify`. `regate policy replay` (in
+//!   [`policy::tools`]) re-evaluates recorded inputs.
 //! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
 //! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
 //!   before the policy and shown to it as `input.delegation`.
@@ -285,6 +289,7 @@ impl App {
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
             identities: identities.clone(),
+            input_recording: self.config.decision_log_input.clone(),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()

@@ -33,6 +33,9 @@ enum Command {
     /// Test, evaluate and check policies, as the proxy would load them.
     #[command(subcommand)]
     Policy(regate::policy::tools::PolicyCommand),
+    /// Check the decision log's hash chain.
+    #[command(subcommand)]
+    Audit(regate::audit::verify::AuditCommand),
     /// Write a DEV ONLY CA, server certificate and client SVIDs into a directory.
     DevCerts {
         #[arg(long, value_name = "DIR", default_value = "certs-dev")]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run(*args),
         Command::Policy(command) => regate::policy::tools::run(command),
+        Command::Audit(command) => regate::audit::verify::run(command),
     }
 }
 

@@ -169,3 +169,32 @@ fn max_identities_is_read_from_the_file_and_a_flag_wins_and_zero_is_refused() {
         crate::identities::DEFAULT_MAX_IDENTITIES
     );
 }
+
+#[test]
+fn redacted_headers_add_to_the_defaults_and_bad_names_are_refused() {
+    let checked = Config::check(args(&[
+        "--decision-log-input",
+        "--redact-header",
+        "X-Session",
+        "--redact-header",
+        "x-*-secret",
+        "--delegation-header",
+        "x-agent-token-v2",
+    ]));
+    let recording = checked.config.decision_log_input.unwrap();
+    for name in [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-*-token",
+        "x-session",
+        "x-*-secret",
+        "x-agent-token-v2",
+    ] {
+        assert!(recording.redacted().iter().any(|r| r == name), "{name}");
+    }
+    let off = Config::check(args(&["--redact-header", "x-session"]));
+    assert!(off.config.decision_log_input.is_none());
+    let bad = Config::check(args(&["--redact-header", "bad name"]));
+    assert!(bad.errors.iter().any(|e| e.starts_with("redact-header:")));
+}

@@ -6,9 +6,11 @@
 //! - [`check`]: what `regate run` would say about a policy directory at startup.
 //! - [`test`]: every `test_*` rule, each evaluated on its own.
 //! - [`eval`]: the decision for one input, or for a request described on the command line.
+//! - [`replay`]: the decisions a candidate set would flip, on inputs recorded in decision logs.
 
 mod check;
 mod eval;
+mod replay;
 mod test;
 
 use std::process::ExitCode;
@@ -24,6 +26,9 @@ pub enum PolicyCommand {
     Eval(Box<eval::EvalArgs>),
     /// Load a policy directory as `regate run` would; report every problem; exit 1 if any.
     Check(check::CheckArgs),
+    /// Re-evaluate the inputs recorded in decision logs against a candidate policy set and
+    /// report every flipped decision; exit 1 on a flip no --expect accepts.
+    Replay(Box<replay::ReplayArgs>),
 }
 
 /// Run one `regate policy` subcommand; the exit code is the command's verdict.
@@ -32,6 +37,7 @@ pub fn run(command: PolicyCommand) -> ExitCode {
         PolicyCommand::Test(args) => test::run(args),
         PolicyCommand::Eval(args) => eval::run(*args),
         PolicyCommand::Check(args) => check::run(args),
+        PolicyCommand::Replay(args) => replay::run(*args),
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Proxy {
     pub failure_log: crate::limits::RateLimited,
     /// Where each connection's identity and its requests are counted.
     pub identities: Arc<crate::identities::Inventory>,
+    /// `--decision-log-input`: how a record keeps the policy input; none: it does not.
+    pub input_recording: Option<crate::audit::input::Recording>,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -366,8 +368,22 @@ impl Proxy {
                 // The whole input is built only if the decision cache does not answer.
                 let view = InputView::new(&conn.input, &request);
                 let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+                // The record keeps the input of the call that decides: the denied one, or the
+                // first. A cached decision built none; it is built now, for the record.
+                let recorded = self
+                    .input_recording
+                    .as_ref()
+                    .filter(|_| !decision.allowed || outcome.is_none());
+                let whole = match (prepared.upgrade.is_some() || recorded.is_some(), built) {
+                    (true, Some(input)) => Some(input),
+                    (true, None) => Some(conn.input.build(&request)),
+                    (false, _) => None,
+                };
+                if let (Some(recording), Some(input)) = (recorded, &whole) {
+                    noted.input = Some(recording.record(input.clone()));
+                }
                 if prepared.upgrade.is_some() {
-                    kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
+                    kept_input = whole;
                 }
                 if policies.cache().is_some() {
                     self.metrics.decision_cache(decision.cached);
@@ -389,6 +405,8 @@ impl Proxy {
                         if let Some(call) = call {
                             noted.denied_call = Some(denied_call(index, call));
                         }
+                        // regate's own rule decided, not the policy on one input.
+                        noted.input = None;
                         outcome = Some(Decision::deny("batch_decisions_differ"));
                         break;
                     }
@@ -439,6 +457,7 @@ impl Proxy {
         // A revocation that landed while the body was read or the policy ran still stops
         // this request.
         if self.revocations.revoked(&conn.peer) || token_revoked_now(self, noted) {
+            noted.input = None;
             return Err(ProxyError::Denied(Box::new(Decision::deny("revoked"))));
         }
         Ok(Allowed {
@@ -579,6 +598,8 @@ struct Pending<'a> {
 struct Noted {
     delegation: Option<crate::delegation::Delegation>,
     denied_call: Option<serde_json::Value>,
+    /// The policy input as recorded, when the policy decided and `--decision-log-input` is on.
+    input: Option<Value>,
 }
 
 /// Whether the verified delegation token's jti has been revoked since it was checked.
@@ -693,6 +714,7 @@ impl<'a> Pending<'a> {
             upstream_status: self.upstream.map(|(status, _)| status),
             upstream_ns: self.upstream.map(|(_, ns)| ns),
             duration_ns: duration.as_nanos() as u64,
+            input: self.noted.input.as_ref(),
         });
         let decision = if self.allowed { "allow" } else { "deny" };
         self.proxy

@@ -866,16 +866,22 @@ pub async fn get(client: &mut Http1, path: &str) -> (StatusCode, HeaderMap, Byte
     send(client, request("GET", path, b"")).await
 }
 
-/// Wait (bounded) until `path` holds at least `n` JSON lines.
+/// The records of a decision log: every JSON line but the `chain_checkpoint` lines that
+/// start each run.
+pub fn records_in(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] != "chain_checkpoint")
+        .collect()
+}
+
+/// Wait (bounded) until `path` holds at least `n` records (checkpoints not counted).
 pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = records_in(&text);
         if lines.len() >= n || tokio::time::Instant::now() > deadline {
             assert!(
                 lines.len() >= n,

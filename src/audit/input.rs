@@ -1,0 +1,176 @@
+//! The policy input as a decision record keeps it (`--decision-log-input`), for
+//! `regate policy replay`: the document the policy evaluated, with the values of credential
+//! headers replaced by their SHA-256 and nothing taken from the request body.
+//!
+//! What is dropped or digested is listed in docs/policy-input.md ("Recorded input"). The
+//! input itself is [`crate::policy::input`]'s; this module only takes parts out of a copy.
+
+use regorus::Value;
+
+/// Headers whose values are never recorded, whatever `--redact-header` adds.
+pub const DEFAULT_REDACTED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-*-token",
+];
+
+/// What of `input.jsonrpc` and `input.mcp` is kept: which call it was, never its arguments.
+const KEPT_CALL_FIELDS: &[&str] = &["method", "tool", "id", "batch_index", "batch_size"];
+
+/// How inputs are recorded: which header names (lowercase, `*` matching any run of
+/// characters) have their values digested.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    redacted: Vec<String>,
+}
+
+impl Recording {
+    /// The default names and `extra`, lowercased.
+    pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> Recording {
+        let mut redacted: Vec<String> = DEFAULT_REDACTED.iter().map(|s| s.to_string()).collect();
+        for name in extra {
+            let name = name.trim().to_ascii_lowercase();
+            if !redacted.contains(&name) {
+                redacted.push(name);
+            }
+        }
+        Recording { redacted }
+    }
+
+    /// The names whose values are digested.
+    pub fn redacted(&self) -> &[String] {
+        &self.redacted
+    }
+
+    fn redacts(&self, header: &str) -> bool {
+        self.redacted.iter().any(|p| wildcard(p, header))
+    }
+
+    /// `input` as recorded: credential header values digested, body-derived fields dropped.
+    /// The objects `input` shares with the proxy's copy are copied only where they change.
+    pub fn record(&self, mut input: Value) -> Value {
+        let Ok(top) = input.as_object_mut() else {
+            return input;
+        };
+        top.remove(&Value::from("parsed_body"));
+        for name in ["jsonrpc", "mcp"] {
+            if let Some(Ok(call)) = top.get_mut(&Value::from(name)).map(Value::as_object_mut) {
+                call.retain(|k, _| {
+                    k.as_string()
+                        .is_ok_and(|k| KEPT_CALL_FIELDS.contains(&k.as_ref()))
+                });
+            }
+        }
+        let http = top
+            .get_mut(&Value::from("attributes"))
+            .and_then(|v| v.as_object_mut().ok())
+            .and_then(|a| a.get_mut(&Value::from("request")))
+            .and_then(|v| v.as_object_mut().ok())
+            .and_then(|r| r.get_mut(&Value::from("http")))
+            .and_then(|v| v.as_object_mut().ok());
+        if let Some(http) = http {
+            http.remove(&Value::from("body"));
+            http.remove(&Value::from("raw_body"));
+            if let Some(Ok(headers)) = http
+                .get_mut(&Value::from("headers"))
+                .map(Value::as_object_mut)
+            {
+                for (name, value) in headers.iter_mut() {
+                    let redact = name.as_string().is_ok_and(|n| self.redacts(n));
+                    if redact {
+                        *value = Value::from(digest(value));
+                    }
+                }
+            }
+        }
+        input
+    }
+}
+
+/// `sha256:` and the hex SHA-256 of a header value as the policy saw it.
+fn digest(value: &Value) -> String {
+    let text = value.as_string().map(|s| s.to_string()).unwrap_or_default();
+    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!("sha256:{}", crate::tls::identity::hex(hash.as_ref()))
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (`/` too) and
+/// everything else matches itself.
+pub fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much of the text it has taken so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(c) if *c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_runs_of_characters() {
+        for (p, t, m) in [
+            ("x-*-token", "x-api-token", true),
+            ("x-*-token", "x-token", false),
+            ("x-*-token", "x-a-b-token", true),
+            ("authorization", "authorization", true),
+            ("authorization", "authorizations", false),
+            ("/admin/*", "/admin/users/1", true),
+            ("/admin/*", "/admins", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(wildcard(p, t), m, "{p} {t}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_digested_and_bodies_dropped() {
+        let input = Value::from_json_str(
+            r#"{"attributes": {"request": {"http": {"method": "POST", "body": "{\"q\":1}",
+                "headers": {"authorization": "Bearer s3cret", "x-api-token": "t",
+                            "x-custom": "c", "accept": "*/*"}}}},
+               "parsed_body": {"q": 1},
+               "jsonrpc": {"method": "tools/call", "params": {"q": 1}, "id": 7},
+               "mcp": {"method": "tools/call", "tool": "search", "arguments": {"q": 1}, "id": 7}}"#,
+        )
+        .unwrap();
+        let recorded = Recording::new(["X-Custom"]).record(input);
+        let http = &recorded["attributes"]["request"]["http"];
+        let sha = |s: &str| digest(&Value::from(s));
+        assert_eq!(
+            http["headers"]["authorization"],
+            Value::from(sha("Bearer s3cret"))
+        );
+        assert_eq!(http["headers"]["x-api-token"], Value::from(sha("t")));
+        assert_eq!(http["headers"]["x-custom"], Value::from(sha("c")));
+        assert_eq!(http["headers"]["accept"], Value::from("*/*"));
+        assert_eq!(http["body"], Value::Undefined);
+        assert_eq!(recorded["parsed_body"], Value::Undefined);
+        assert_eq!(recorded["jsonrpc"]["params"], Value::Undefined);
+        assert_eq!(recorded["mcp"]["arguments"], Value::Undefined);
+        assert_eq!(recorded["mcp"]["tool"], Value::from("search"));
+        assert_eq!(recorded["jsonrpc"]["method"], Value::from("tools/call"));
+    }
+}
