@@ -67,6 +67,10 @@ pub struct AdminState {
     pub revocations: Arc<Revocations>,
     /// Revocation changes are recorded in the decision log.
     pub audit: Audit,
+    /// The shadow policy set, when there is one.
+    pub shadow: Option<PolicyStore>,
+    /// `--mode`, shown at the top of `/status`.
+    pub mode: crate::config::Mode,
 }
 
 /// The largest revocation request body read.
@@ -339,11 +343,25 @@ fn decision_cache(policy: &crate::policy::PolicySet) -> serde_json::Value {
     }
 }
 
+/// The shadow set, in `/status`: what is compared, and how its reloads went.
+fn shadow_policy(shadow: &crate::policy::PolicySet) -> serde_json::Value {
+    json!({
+        "revision": &*shadow.revision,
+        "query": &*shadow.query,
+        "slow_evaluation_seen": shadow.slow_seen(),
+        "decision_cache": decision_cache(shadow),
+        "sample_evaluation_error": shadow.sample_error.as_deref(),
+    })
+}
+
 fn status(state: &AdminState) -> serde_json::Value {
     let policy = state.policies.load();
     let tls = state.tls.load();
     let local = &tls.cert.local;
     json!({
+        // In audit mode nothing the policy denies is refused: the first thing to see.
+        "mode": state.mode.as_str(),
+        "shadow_policy": state.shadow.as_ref().map(|store| shadow_policy(&store.load())),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "ready": state.health.ready(),
@@ -378,6 +396,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             "policy": kind(&state.reloads.policy),
             "cert": kind(&state.reloads.cert),
             "ca": kind(&state.reloads.ca),
+            "shadow_policy": kind(&state.reloads.shadow_policy),
         },
     })
 }

@@ -9,7 +9,8 @@
 //!          -> per request: check the request and clean its headers (request)
 //!          -> revoked? (revocations) -> delegation token verified (delegation)
 //!          -> build input (policy::input)
-//!          -> decide (policy::evaluator) -> record (audit)
+//!          -> decide (policy::evaluator) [-> shadow set, beside (proxy::shadow)]
+//!          -> record (audit)
 //!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
 //!             (proxy::tunnel)
 //! ```
@@ -24,7 +25,8 @@
 //! - [`request`]: what a request may carry before policy, and the headers it is forwarded
 //!   with; shared with `regate policy eval`.
 //! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
-//!   [`proxy::tunnel`] supervises upgraded connections.
+//!   [`proxy::tunnel`] supervises upgraded connections; [`proxy::shadow`] evaluates the
+//!   shadow policy set beside the decision, off the response's path.
 //! - [`audit`]: one decision record per request, on its own stream.
 //! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
 //! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
@@ -93,6 +95,8 @@ pub struct App {
     audit: (audit::Audit, audit::AuditWriter),
     revocations: Arc<revocations::Revocations>,
     delegation: Arc<delegation::Verifier>,
+    /// `--shadow-policies`, loaded; none without the flag.
+    shadow: Option<PolicyStore>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -145,24 +149,55 @@ impl App {
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
-        match (tls, policies, audit, revocations, delegation) {
-            (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
-                if errors.is_empty() =>
-            {
+        // A broken shadow set is reported with everything else, as a broken main set is.
+        let shadow = match config.shadow_policy_options() {
+            Some((dir, options)) if dir.is_dir() => PolicySet::load(&dir, &options)
+                .map(|set| Some(set.with_decision_cache(config.decision_cache_entries)))
+                .map_err(|es| {
+                    errors.extend(
+                        es.iter()
+                            .map(|e| format!("shadow-policies: {}", error_chain(e))),
+                    )
+                })
+                .ok(),
+            Some(_) => None,
+            None => Some(None),
+        };
+        match (tls, policies, audit, revocations, delegation, shadow) {
+            (
+                Some(tls),
+                Some(policies),
+                Some(audit),
+                Some(revocations),
+                Some(delegation),
+                Some(shadow),
+            ) if errors.is_empty() => {
                 let revocations = Arc::new(revocations);
                 let delegation = Arc::new(delegation);
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
                 let metrics = Arc::new(metrics::Metrics::new());
-                let reloader = Arc::new(reload::Reloader::new(
-                    &config,
-                    policies.clone(),
-                    tls.clone(),
-                    metrics.clone(),
-                    revocations.clone(),
-                    delegation.clone(),
-                    audit.0.clone(),
-                ));
+                let shadow: Option<PolicyStore> =
+                    shadow.map(|set| Arc::new(ArcSwap::from_pointee(set)));
+                let shadow_source = config.shadow_policy_options().zip(shadow.clone()).map(
+                    |((dir, options), store)| reload::ShadowSource {
+                        dir,
+                        options,
+                        store,
+                    },
+                );
+                let reloader = Arc::new(
+                    reload::Reloader::new(
+                        &config,
+                        policies.clone(),
+                        tls.clone(),
+                        metrics.clone(),
+                        revocations.clone(),
+                        delegation.clone(),
+                        audit.0.clone(),
+                    )
+                    .with_shadow(shadow_source),
+                );
                 metrics.revocations_in_force(revocations.len());
                 Ok(App {
                     config,
@@ -174,6 +209,7 @@ impl App {
                     audit,
                     revocations,
                     delegation,
+                    shadow,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -244,6 +280,10 @@ impl App {
             inspect_body_limit: self.config.inspect_body_limit,
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
+            shadow: self.shadow.clone().map(|store| {
+                proxy::shadow::Shadow::new(store, self.config.policy_timeout, self.metrics.clone())
+            }),
+            mode: self.config.mode,
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -270,6 +310,8 @@ impl App {
                     started: std::time::Instant::now(),
                     revocations: self.revocations.clone(),
                     audit: proxy.audit.clone(),
+                    shadow: self.shadow.clone(),
+                    mode: self.config.mode,
                 });
                 Some(tokio::spawn(admin::serve(admin, state)))
             }
@@ -353,6 +395,13 @@ impl App {
             .is_err()
         {
             tracing::warn!("grace period over; closing remaining connections");
+        }
+        // Records still waiting for the shadow set's answer are written before the log
+        // closes; each evaluation is bounded by --policy-timeout.
+        if let Some(shadow) = &proxy.shadow {
+            if !shadow.drained(self.config.shutdown_grace).await {
+                tracing::warn!("shadow evaluations still running at exit; their records are lost");
+            }
         }
         // The last `Audit` sender goes with the proxy; then the writer drains and exits.
         drop(proxy);

@@ -7,10 +7,15 @@
 //! connection. Responses for anything but a forwarded request are built in [`error`]. A
 //! request that got as far as a decision is recorded whatever happens next, the client
 //! going away included (`Pending`).
+//!
+//! Two things come after the decision without changing it: the shadow policy set ([`shadow`])
+//! is started on the same input, and in `--mode audit` a deny by the policy is forwarded and
+//! recorded as `would_deny`.
 
 pub mod connection;
 pub mod error;
 pub mod forward;
+pub mod shadow;
 pub mod tunnel;
 
 use std::borrow::Cow;
@@ -28,7 +33,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use regorus::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::{Audit, DecisionRecord};
+use crate::audit::{Audit, DecisionRecord, ShadowOutcome};
+use crate::config::Mode;
 use crate::metrics::Metrics;
 use crate::policy::input::{BodyInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
@@ -66,6 +72,10 @@ pub struct Proxy {
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
     pub failure_log: crate::limits::RateLimited,
+    /// `--shadow-policies`: evaluated beside the policy, never deciding.
+    pub shadow: Option<shadow::Shadow>,
+    /// `--mode`: whether a policy deny is answered or only recorded.
+    pub mode: Mode,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -139,6 +149,7 @@ impl hyper::body::Body for Body {
 }
 
 /// The parts of a request every decision record carries, whatever the outcome.
+#[derive(Clone)]
 struct Seen {
     /// regate's own id, sent upstream as `x-request-id`.
     request_id: String,
@@ -190,7 +201,7 @@ impl Proxy {
         // The policy set is read once, at the start: this request is decided, and recorded,
         // with one revision even if a reload lands while it is being forwarded.
         let policies = self.policies.load_full();
-        let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
+        let mut record = Pending::new(self, &conn.peer, &seen, policies.revision.clone());
         let authorized = self
             .authorize(conn, req, &seen, &policies, &mut record.noted)
             .await;
@@ -332,7 +343,9 @@ impl Proxy {
             .as_ref()
             .and_then(|i| i.calls.as_deref())
             .unwrap_or_default();
-        let decision = if let Some(reason) = refused {
+        // Whether the policy made the decision (not regate's own refusals before it).
+        let mut by_policy = false;
+        let mut decision = if let Some(reason) = refused {
             Decision::deny(reason)
         } else if token_revoked {
             Decision::deny("revoked")
@@ -342,30 +355,43 @@ impl Proxy {
             // Each JSON-RPC call of a batch is decided on its own; one denied call denies the
             // request, and the record names it. Without JSON-RPC, one evaluation, with no call.
             let mut outcome: Option<Decision> = None;
+            let delegation = noted.delegation.as_ref().map(|d| &d.input);
+            // The policy sees the headers exactly as the upstream will receive them.
+            let request_for = |call| RequestInput {
+                id: &seen.request_id,
+                method: seen.method.as_str(),
+                headers: &parts.headers,
+                path: &seen.path,
+                host: &seen.host,
+                protocol: protocol(parts.version),
+                parsed_path: &prepared.target.segments,
+                parsed_query: &prepared.target.query,
+                upgrade: prepared.upgrade.as_deref(),
+                delegation,
+                body: inspected
+                    .as_ref()
+                    .map(|inspected| BodyInput { inspected, call }),
+                now,
+            };
+            // The shadow set decides the same inputs, one per call.
+            let mut shadow_inputs = Vec::new();
             for index in 0..calls.len().max(1) {
                 let call = calls.get(index);
-                // The policy sees the headers exactly as the upstream will receive them.
-                let request = RequestInput {
-                    id: &seen.request_id,
-                    method: seen.method.as_str(),
-                    headers: &parts.headers,
-                    path: &seen.path,
-                    host: &seen.host,
-                    protocol: protocol(parts.version),
-                    parsed_path: &prepared.target.segments,
-                    parsed_query: &prepared.target.query,
-                    upgrade: prepared.upgrade.as_deref(),
-                    delegation: noted.delegation.as_ref().map(|d| &d.input),
-                    body: inspected
-                        .as_ref()
-                        .map(|inspected| BodyInput { inspected, call }),
-                    now,
-                };
-                // The whole input is built only if the decision cache does not answer.
+                let request = request_for(call);
+                // The whole input is built only if the decision cache does not answer, or if
+                // it is kept: for a tunnel to be judged again, or for the shadow set.
                 let view = InputView::new(&conn.input, &request);
                 let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+                let keep = prepared.upgrade.is_some() || self.shadow.is_some();
+                let built = match built {
+                    None if keep => Some(conn.input.build(&request)),
+                    built => built,
+                };
+                if let (Some(_), Some(input)) = (&self.shadow, &built) {
+                    shadow_inputs.push(input.clone());
+                }
                 if prepared.upgrade.is_some() {
-                    kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
+                    kept_input = built;
                 }
                 if policies.cache().is_some() {
                     self.metrics.decision_cache(decision.cached);
@@ -392,7 +418,17 @@ impl Proxy {
                     }
                 }
             }
-            outcome.unwrap_or_else(|| Decision::deny("policy_undefined"))
+            let decision = outcome.unwrap_or_else(|| Decision::deny("policy_undefined"));
+            if let Some(shadow) = &self.shadow {
+                // The calls after a denied one were not asked of the main set; the shadow
+                // set decides the whole batch as the main set would have on its own.
+                for call in calls.iter().skip(shadow_inputs.len()) {
+                    shadow_inputs.push(conn.input.build(&request_for(Some(call))));
+                }
+                noted.shadow = Some(shadow.start(shadow_inputs, &decision));
+            }
+            by_policy = true;
+            decision
         };
         if let Some(e) = &decision.error {
             // A client can make every one of its requests fail the policy: a line per second,
@@ -409,7 +445,14 @@ impl Proxy {
             }
         }
         if !decision.allowed {
-            return Err(ProxyError::Denied(Box::new(decision)));
+            if !(by_policy && self.mode == Mode::Audit) {
+                return Err(ProxyError::Denied(Box::new(decision)));
+            }
+            // Audit mode forwards the request as it came; what the policy's answer would have
+            // added to the deny (status, body, headers) applies to nothing.
+            noted.would_deny = true;
+            self.metrics.would_deny(&decision.reason);
+            decision = unenforced(decision);
         }
         for name in &decision.remove_headers {
             parts.headers.remove(name);
@@ -556,8 +599,8 @@ impl Proxy {
 /// while the upstream was still working), as `client_cancelled` when dropped. Every request
 /// that reached the policy, and so every one that reached the upstream, is recorded.
 struct Pending<'a> {
-    proxy: &'a Proxy,
-    conn: &'a Connection,
+    proxy: &'a Arc<Proxy>,
+    peer: &'a crate::tls::identity::PeerIdentity,
     seen: &'a Seen,
     revision: Arc<str>,
     start: Instant,
@@ -577,6 +620,22 @@ struct Pending<'a> {
 struct Noted {
     delegation: Option<crate::delegation::Delegation>,
     denied_call: Option<serde_json::Value>,
+    /// The shadow set's decision, under way.
+    shadow: Option<shadow::Running>,
+    /// Audit mode forwarded what the policy denied.
+    would_deny: bool,
+}
+
+/// A policy deny forwarded in audit mode: its reason and timings are recorded, nothing else
+/// of it applies.
+fn unenforced(decision: Decision) -> Decision {
+    Decision {
+        reason: decision.reason,
+        error: decision.error,
+        eval_ns: decision.eval_ns,
+        cached: decision.cached,
+        ..Decision::deny("denied")
+    }
 }
 
 /// Whether the verified delegation token's jti has been revoked since it was checked.
@@ -589,7 +648,7 @@ fn token_revoked_now(proxy: &Proxy, noted: &Noted) -> bool {
 }
 
 /// Whether two allows change the forwarded request and the response alike.
-fn same_changes(a: &Decision, b: &Decision) -> bool {
+pub(crate) fn same_changes(a: &Decision, b: &Decision) -> bool {
     a.headers == b.headers
         && a.response_headers == b.response_headers
         && a.remove_headers == b.remove_headers
@@ -617,10 +676,15 @@ fn denied_call(index: usize, call: &request::body::Call) -> serde_json::Value {
 const CLIENT_CLOSED: u16 = 499;
 
 impl<'a> Pending<'a> {
-    fn new(proxy: &'a Proxy, conn: &'a Connection, seen: &'a Seen, revision: Arc<str>) -> Self {
+    fn new(
+        proxy: &'a Arc<Proxy>,
+        peer: &'a crate::tls::identity::PeerIdentity,
+        seen: &'a Seen,
+        revision: Arc<str>,
+    ) -> Self {
         Pending {
             proxy,
-            conn,
+            peer,
             seen,
             revision,
             start: Instant::now(),
@@ -653,16 +717,69 @@ impl<'a> Pending<'a> {
         self.write(status.as_u16());
     }
 
+    /// Count the request and write its record: now, or, when the shadow set has not answered
+    /// yet, once it has (the response does not wait for that).
     fn write(&mut self, http_status: u16) {
         self.done = true;
         let duration = self.start.elapsed();
+        let decision = if self.allowed { "allow" } else { "deny" };
+        self.proxy
+            .metrics
+            .request(decision, &self.reason, duration, self.eval_ns);
+        let duration_ns = duration.as_nanos() as u64;
+        match self.noted.shadow.take().map(shadow::Running::now) {
+            None => self.log(http_status, duration_ns, None),
+            Some(Ok(answer)) => self.log(http_status, duration_ns, answer.as_ref()),
+            Some(Err(running)) => self.log_later(running, http_status, duration_ns),
+        }
+    }
+
+    /// Hand the record to a task that writes it once the shadow set has answered. What the
+    /// record names is moved or copied out; the request's own borrows end here.
+    fn log_later(&mut self, running: shadow::Running, http_status: u16, duration_ns: u64) {
+        let Some(shadow) = &self.proxy.shadow else {
+            return self.log(http_status, duration_ns, None);
+        };
+        let proxy = self.proxy.clone();
+        let peer = self.peer.clone();
+        let seen = self.seen.clone();
+        let revision = self.revision.clone();
+        let reason = std::mem::take(&mut self.reason);
+        let noted = std::mem::take(&mut self.noted);
+        let (allowed, eval_ns, cached, upstream, start) = (
+            self.allowed,
+            self.eval_ns,
+            self.cached,
+            self.upstream,
+            self.start,
+        );
+        shadow.write_later(running, move |answer| {
+            let detached = Pending {
+                proxy: &proxy,
+                peer: &peer,
+                seen: &seen,
+                revision,
+                start,
+                allowed,
+                reason,
+                eval_ns,
+                cached,
+                upstream,
+                noted,
+                done: true,
+            };
+            detached.log(http_status, duration_ns, answer.as_ref());
+        });
+    }
+
+    fn log(&self, http_status: u16, duration_ns: u64, shadow: Option<&shadow::Answer>) {
         let seen = self.seen;
         self.proxy.audit.log(&DecisionRecord {
             request_id: &seen.request_id,
             client_request_id: seen.client_request_id.as_deref(),
             trace_id: seen.trace_id.as_deref(),
-            spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
-            serial: &self.conn.peer.serial,
+            spiffe_id: self.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+            serial: &self.peer.serial,
             delegation_subject: self
                 .noted
                 .delegation
@@ -690,12 +807,14 @@ impl<'a> Pending<'a> {
             cached: self.cached,
             upstream_status: self.upstream.map(|(status, _)| status),
             upstream_ns: self.upstream.map(|(_, ns)| ns),
-            duration_ns: duration.as_nanos() as u64,
+            duration_ns,
+            would_deny: self.noted.would_deny,
+            shadow: shadow.map(|answer| ShadowOutcome {
+                allowed: answer.allowed,
+                reason: &answer.reason,
+                revision: &answer.revision,
+            }),
         });
-        let decision = if self.allowed { "allow" } else { "deny" };
-        self.proxy
-            .metrics
-            .request(decision, &self.reason, duration, self.eval_ns);
     }
 }
 

@@ -1,0 +1,192 @@
+//! The shadow policy set (`--shadow-policies`): a candidate policy evaluated beside the main
+//! one on every request the main policy decided, and compared with it. It decides nothing.
+//! Its answer reaches the decision record (`shadow`, only when it differs) and the metrics,
+//! never a response, a status, a header or the upstream.
+//!
+//! Its evaluations start once the main decision is known and run while the request is
+//! forwarded, on evaluation threads of their own (an [`Evaluator`] that never evaluates
+//! inline): a slow shadow set holds neither an async worker nor a slot that the main set's
+//! evaluations need. The response never waits for the shadow. The request's record does:
+//! when the shadow's answer is not in by the time the response head is, the record is
+//! written by a task once it is ([`Shadow::write_later`]), and shutdown waits for those
+//! ([`Shadow::drained`]) before the decision log is closed.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regorus::Value;
+use tokio::sync::{oneshot, watch};
+
+use crate::metrics::Metrics;
+use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
+
+/// The shadow set and where its evaluations run. Shared by all connections.
+pub struct Shadow {
+    pub store: PolicyStore,
+    evaluator: Arc<Evaluator>,
+    metrics: Arc<Metrics>,
+    /// Records waiting for a shadow answer after their response went out.
+    waiting: watch::Sender<usize>,
+}
+
+/// The shadow set's decision for one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub allowed: bool,
+    pub reason: Cow<'static, str>,
+    pub revision: Arc<str>,
+}
+
+/// A shadow decision under way, and the main decision it is to be compared with.
+pub struct Running {
+    main_allowed: bool,
+    main_reason: Cow<'static, str>,
+    answer: oneshot::Receiver<Answer>,
+    metrics: Arc<Metrics>,
+}
+
+/// Counts a record as waiting while it lives.
+pub struct Waiting(watch::Sender<usize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Shadow {
+    /// Evaluations bounded by `timeout` each, as the main set's are.
+    pub fn new(store: PolicyStore, timeout: Duration, metrics: Arc<Metrics>) -> Shadow {
+        Shadow {
+            store,
+            evaluator: Arc::new(Evaluator::with_inline(
+                0,
+                timeout,
+                metrics.shadow_evaluations_running(),
+            )),
+            metrics,
+            waiting: watch::Sender::new(0),
+        }
+    }
+
+    /// Start deciding `inputs` (one per JSON-RPC call of a batch, else one) with the current
+    /// shadow set; `main` is the main set's decision on the same inputs. Returns at once.
+    pub fn start(&self, inputs: Vec<Value>, main: &Decision) -> Running {
+        let (tx, answer) = oneshot::channel();
+        let set = self.store.load_full();
+        let evaluator = self.evaluator.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let revision = set.revision.clone();
+            let decision = decide_all(&evaluator, set, inputs).await;
+            metrics.shadow_evaluated(start.elapsed());
+            let _ = tx.send(Answer {
+                allowed: decision.allowed,
+                reason: decision.reason,
+                revision,
+            });
+        });
+        Running {
+            main_allowed: main.allowed,
+            main_reason: main.reason.clone(),
+            answer,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Hold a place among the records waiting for their shadow answer.
+    pub fn waiting(&self) -> Waiting {
+        self.waiting.send_modify(|n| *n += 1);
+        Waiting(self.waiting.clone())
+    }
+
+    /// Wait, at most `within`, until no record waits for a shadow answer; false if some
+    /// still do.
+    pub async fn drained(&self, within: Duration) -> bool {
+        let mut waiting = self.waiting.subscribe();
+        let drained = tokio::time::timeout(within, waiting.wait_for(|n| *n == 0)).await;
+        drained.is_ok()
+    }
+
+    /// Run `write` with the shadow's answer once it is in, on a task of its own that holds a
+    /// place among the waiting records until it has run.
+    pub fn write_later<F>(&self, running: Running, write: F)
+    where
+        F: FnOnce(Option<Answer>) + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to wait on: the process is going down. The record is written now,
+            // its shadow unanswered (a failed evaluation).
+            let answer = running.now().unwrap_or_else(|running| running.lost());
+            return write(answer);
+        };
+        let waiting = self.waiting();
+        runtime.spawn(async move {
+            let answer = running.wait().await;
+            write(answer);
+            drop(waiting);
+        });
+    }
+}
+
+impl Running {
+    /// The shadow's answer if it is already in: `Ok(Some)` when it differs from the main
+    /// decision, `Ok(None)` when it agrees; `Err` gives the decision back to wait for.
+    pub fn now(mut self) -> Result<Option<Answer>, Running> {
+        match self.answer.try_recv() {
+            Ok(answer) => Ok(self.compare(answer)),
+            Err(oneshot::error::TryRecvError::Empty) => Err(self),
+            Err(oneshot::error::TryRecvError::Closed) => Ok(self.lost()),
+        }
+    }
+
+    /// The shadow's answer once it is in; as [`Running::now`].
+    async fn wait(mut self) -> Option<Answer> {
+        match (&mut self.answer).await {
+            Ok(answer) => self.compare(answer),
+            Err(_) => self.lost(),
+        }
+    }
+
+    /// The evaluation task went away without an answer (the runtime is shutting down): a
+    /// failed evaluation, which is a deny.
+    fn lost(&self) -> Option<Answer> {
+        self.compare(Answer {
+            allowed: false,
+            reason: Cow::Borrowed("policy_error"),
+            revision: Arc::from(""),
+        })
+    }
+
+    /// `answer` when it differs from the main decision, counted; `None` when they agree.
+    fn compare(&self, answer: Answer) -> Option<Answer> {
+        let differs = answer.allowed != self.main_allowed || answer.reason != self.main_reason;
+        if !differs {
+            return None;
+        }
+        self.metrics
+            .shadow_disagreement(self.main_allowed, answer.allowed);
+        Some(answer)
+    }
+}
+
+/// Decide every call as the main set's request path does: the first deny decides; allows
+/// that would change the request differently deny (`batch_decisions_differ`); else the
+/// first allow.
+async fn decide_all(evaluator: &Evaluator, set: Arc<PolicySet>, inputs: Vec<Value>) -> Decision {
+    let mut first: Option<Decision> = None;
+    for input in inputs {
+        let decision = evaluator.decide(set.clone(), input).await;
+        if !decision.allowed {
+            return decision;
+        }
+        match &first {
+            None => first = Some(decision),
+            Some(first) if super::same_changes(first, &decision) => {}
+            Some(_) => return Decision::deny("batch_decisions_differ"),
+        }
+    }
+    first.unwrap_or_else(|| Decision::deny("policy_undefined"))
+}
