@@ -348,7 +348,6 @@ fn shadow_policy(shadow: &crate::policy::PolicySet) -> serde_json::Value {
     json!({
         "revision": &*shadow.revision,
         "query": &*shadow.query,
-        "slow_evaluation_seen": shadow.slow_seen(),
         "decision_cache": decision_cache(shadow),
         "sample_evaluation_error": shadow.sample_error.as_deref(),
     })

@@ -255,6 +255,60 @@ async fn requests_refused_before_the_policy_are_not_asked_of_the_shadow() {
     regate.stop().await;
 }
 
+#[tokio::test]
+async fn every_call_of_a_batch_is_asked_of_the_shadow_set_even_after_a_main_deny() {
+    // The main set denies `wipe`; the shadow set denies `delete` instead, and allows `wipe`.
+    let main = r#"package regate.authz
+default allow := false
+allow if input.mcp.tool != "wipe"
+"#;
+    let candidate = r#"package regate.authz
+default allow := false
+allow := {"allowed": false, "reason": "no_delete"} if input.mcp.tool == "delete"
+allow if input.mcp.tool != "delete"
+"#;
+    let setup = Setup::new(&[("authz.rego", main)]);
+    let shadow = shadow_dir(&setup, candidate);
+    let upstream = Upstream::start().await;
+    let regate = setup
+        .start(&upstream.url(), &["--shadow-policies", &shadow])
+        .await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let call = |id: u32, tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        )
+    };
+    let batches = [
+        format!("[{},{}]", call(1, "read"), call(2, "delete")),
+        format!("[{},{}]", call(3, "wipe"), call(4, "delete")),
+        format!("[{},{}]", call(5, "read"), call(6, "search")),
+    ];
+    let mut statuses = Vec::new();
+    for (i, batch) in batches.into_iter().enumerate() {
+        let body: &'static [u8] = Box::leak(batch.into_bytes().into_boxed_slice());
+        let mut req = request("POST", "/mcp", body);
+        req.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        req.headers_mut()
+            .insert("x-request-id", format!("batch-{i}").parse().unwrap());
+        statuses.push(send(&mut client, req).await.0.as_u16());
+    }
+    assert_eq!(statuses, [200, 403, 200]);
+    // Records are written as their shadow answers come in, not in request order.
+    let mut records = regate.decisions(3).await;
+    records.sort_by_key(|r| r["client_request_id"].as_str().unwrap().to_string());
+    // Main allows both calls; the shadow denies the second.
+    assert_eq!(records[0]["shadow"]["allowed"], false);
+    assert_eq!(records[0]["shadow"]["reason"], "no_delete");
+    // Main denies the first call and stops there; the shadow set allows it and denies the
+    // second, which the main set never asked about.
+    assert_eq!(records[1]["reason"], "denied");
+    assert_eq!(records[1]["shadow"]["reason"], "no_delete");
+    assert!(records[2].get("shadow").is_none(), "{}", records[2]);
+    regate.stop().await;
+}
+
 /// Send GET `path` until its record's shadow reason is `want`; that record.
 async fn until_shadow_reason(
     regate: &Regate,

@@ -373,25 +373,19 @@ impl Proxy {
                     .map(|inspected| BodyInput { inspected, call }),
                 now,
             };
-            // The shadow set decides the same inputs, one per call.
-            let mut shadow_inputs = Vec::new();
+            // The shadow set is asked the same calls.
+            let mut shadow_ask = self.shadow.as_ref().map(shadow::Shadow::ask);
             for index in 0..calls.len().max(1) {
                 let call = calls.get(index);
                 let request = request_for(call);
-                // The whole input is built only if the decision cache does not answer, or if
-                // it is kept: for a tunnel to be judged again, or for the shadow set.
+                // The whole input is built only if the decision cache does not answer.
                 let view = InputView::new(&conn.input, &request);
                 let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
-                let keep = prepared.upgrade.is_some() || self.shadow.is_some();
-                let built = match built {
-                    None if keep => Some(conn.input.build(&request)),
-                    built => built,
-                };
-                if let (Some(_), Some(input)) = (&self.shadow, &built) {
-                    shadow_inputs.push(input.clone());
+                if let Some(ask) = &mut shadow_ask {
+                    ask.call(&conn.input, &request, built.as_ref());
                 }
                 if prepared.upgrade.is_some() {
-                    kept_input = built;
+                    kept_input = Some(built.unwrap_or_else(|| conn.input.build(&request)));
                 }
                 if policies.cache().is_some() {
                     self.metrics.decision_cache(decision.cached);
@@ -419,13 +413,13 @@ impl Proxy {
                 }
             }
             let decision = outcome.unwrap_or_else(|| Decision::deny("policy_undefined"));
-            if let Some(shadow) = &self.shadow {
+            if let (Some(shadow), Some(mut ask)) = (&self.shadow, shadow_ask) {
                 // The calls after a denied one were not asked of the main set; the shadow
                 // set decides the whole batch as the main set would have on its own.
-                for call in calls.iter().skip(shadow_inputs.len()) {
-                    shadow_inputs.push(conn.input.build(&request_for(Some(call))));
+                for call in calls.iter().skip(ask.len()) {
+                    ask.call(&conn.input, &request_for(Some(call)), None);
                 }
-                noted.shadow = Some(shadow.start(shadow_inputs, &decision));
+                noted.shadow = Some(shadow.start(ask, &decision));
             }
             by_policy = true;
             decision

@@ -3,8 +3,9 @@
 //! Its answer reaches the decision record (`shadow`, only when it differs) and the metrics,
 //! never a response, a status, a header or the upstream.
 //!
-//! Its evaluations start once the main decision is known and run while the request is
-//! forwarded, on evaluation threads of their own (an [`Evaluator`] that never evaluates
+//! The request path asks the shadow set's decision cache, as it asks the main set's; what
+//! the cache cannot answer is evaluated once the main decision is known, while the request is
+//! forwarded, on evaluation threads of its own (an [`Evaluator`] that never evaluates
 //! inline): a slow shadow set holds neither an async worker nor a slot that the main set's
 //! evaluations need. The response never waits for the shadow. The request's record does:
 //! when the shadow's answer is not in by the time the response head is, the record is
@@ -19,6 +20,7 @@ use regorus::Value;
 use tokio::sync::{oneshot, watch};
 
 use crate::metrics::Metrics;
+use crate::policy::input::{ConnInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
 
 /// The shadow set and where its evaluations run. Shared by all connections.
@@ -36,6 +38,48 @@ pub struct Answer {
     pub allowed: bool,
     pub reason: Cow<'static, str>,
     pub revision: Arc<str>,
+}
+
+/// The calls of one request, gathered for the shadow set.
+pub struct Ask {
+    set: Arc<PolicySet>,
+    calls: Vec<Call>,
+}
+
+enum Call {
+    /// From the shadow set's decision cache.
+    Answered(Decision),
+    /// To evaluate.
+    Input(Value),
+}
+
+impl Ask {
+    /// Add one call (the request, without JSON-RPC). The shadow set's cache is asked through
+    /// a view, as the main set's is; only when it cannot answer is the input kept: `built`
+    /// when the main set already built it, else built here.
+    pub fn call(&mut self, conn: &ConnInput, request: &RequestInput<'_>, built: Option<&Value>) {
+        let view = InputView::new(conn, request);
+        if let Some(cache) = self.set.cache() {
+            if let Some(decision) = cache.get(&cache.key(|p| view.at(p))) {
+                self.calls.push(Call::Answered(decision));
+                return;
+            }
+        }
+        let input = match built {
+            Some(input) => input.clone(),
+            None => view.into_value(),
+        };
+        self.calls.push(Call::Input(input));
+    }
+
+    /// How many calls were added.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
 }
 
 /// A shadow decision under way, and the main decision it is to be compared with.
@@ -70,24 +114,54 @@ impl Shadow {
         }
     }
 
-    /// Start deciding `inputs` (one per JSON-RPC call of a batch, else one) with the current
-    /// shadow set; `main` is the main set's decision on the same inputs. Returns at once.
-    pub fn start(&self, inputs: Vec<Value>, main: &Decision) -> Running {
+    /// A shadow decision to gather, call by call, with the shadow set current now.
+    pub fn ask(&self) -> Ask {
+        Ask {
+            set: self.store.load_full(),
+            calls: Vec::new(),
+        }
+    }
+
+    /// Decide what `ask` gathered; `main` is the main set's decision on the same calls.
+    /// Returns at once: what the cache answered is decided now, the rest on a task.
+    pub fn start(&self, ask: Ask, main: &Decision) -> Running {
         let (tx, answer) = oneshot::channel();
-        let set = self.store.load_full();
-        let evaluator = self.evaluator.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let revision = set.revision.clone();
-            let decision = decide_all(&evaluator, set, inputs).await;
-            metrics.shadow_evaluated(start.elapsed());
-            let _ = tx.send(Answer {
-                allowed: decision.allowed,
-                reason: decision.reason,
-                revision,
+        let Ask { set, calls } = ask;
+        let revision = set.revision.clone();
+        let answered = |d: Decision| Answer {
+            allowed: d.allowed,
+            reason: d.reason,
+            revision,
+        };
+        let start = Instant::now();
+        if calls.iter().all(|c| matches!(c, Call::Answered(_))) {
+            let mut batch = Batch::default();
+            let decided = calls.into_iter().find_map(|call| match call {
+                Call::Answered(d) => batch.add(d),
+                Call::Input(_) => None,
             });
-        });
+            self.metrics.shadow_evaluated(start.elapsed());
+            let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
+        } else {
+            let evaluator = self.evaluator.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let mut batch = Batch::default();
+                let mut decided = None;
+                for call in calls {
+                    let decision = match call {
+                        Call::Answered(d) => d,
+                        Call::Input(input) => evaluator.decide(set.clone(), input).await,
+                    };
+                    decided = batch.add(decision);
+                    if decided.is_some() {
+                        break;
+                    }
+                }
+                metrics.shadow_evaluated(start.elapsed());
+                let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
+            });
+        }
         Running {
             main_allowed: main.allowed,
             main_reason: main.reason.clone(),
@@ -172,21 +246,30 @@ impl Running {
     }
 }
 
-/// Decide every call as the main set's request path does: the first deny decides; allows
-/// that would change the request differently deny (`batch_decisions_differ`); else the
-/// first allow.
-async fn decide_all(evaluator: &Evaluator, set: Arc<PolicySet>, inputs: Vec<Value>) -> Decision {
-    let mut first: Option<Decision> = None;
-    for input in inputs {
-        let decision = evaluator.decide(set.clone(), input).await;
+/// The calls' decisions combined as the request path combines the main set's: the first
+/// deny decides; allows that would change the request otherwise deny
+/// (`batch_decisions_differ`); else the first allow.
+#[derive(Default)]
+struct Batch {
+    first: Option<Decision>,
+}
+
+impl Batch {
+    /// The request's decision once one call settles it.
+    fn add(&mut self, decision: Decision) -> Option<Decision> {
         if !decision.allowed {
-            return decision;
+            return Some(decision);
         }
-        match &first {
-            None => first = Some(decision),
+        match &self.first {
+            None => self.first = Some(decision),
             Some(first) if super::same_changes(first, &decision) => {}
-            Some(_) => return Decision::deny("batch_decisions_differ"),
+            Some(_) => return Some(Decision::deny("batch_decisions_differ")),
         }
+        None
     }
-    first.unwrap_or_else(|| Decision::deny("policy_undefined"))
+
+    fn end(self) -> Decision {
+        self.first
+            .unwrap_or_else(|| Decision::deny("policy_undefined"))
+    }
 }
