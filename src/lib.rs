@@ -149,10 +149,11 @@ impl App {
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
-        // A broken shadow set is reported with everything else, as a broken main set is.
+        // A broken shadow set is reported with everything else, as a broken main set is (a
+        // missing directory is already among the config's errors).
         let shadow = match config.shadow_policy_options() {
             Some((dir, options)) if dir.is_dir() => PolicySet::load(&dir, &options)
-                .map(|set| Some(set.with_decision_cache(config.decision_cache_entries)))
+                .map(|set| set.with_decision_cache(config.decision_cache_entries))
                 .map_err(|es| {
                     errors.extend(
                         es.iter()
@@ -160,18 +161,12 @@ impl App {
                     )
                 })
                 .ok(),
-            Some(_) => None,
-            None => Some(None),
+            _ => None,
         };
-        match (tls, policies, audit, revocations, delegation, shadow) {
-            (
-                Some(tls),
-                Some(policies),
-                Some(audit),
-                Some(revocations),
-                Some(delegation),
-                Some(shadow),
-            ) if errors.is_empty() => {
+        match (tls, policies, audit, revocations, delegation) {
+            (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
+                if errors.is_empty() =>
+            {
                 let revocations = Arc::new(revocations);
                 let delegation = Arc::new(delegation);
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
@@ -186,18 +181,16 @@ impl App {
                         store,
                     },
                 );
-                let reloader = Arc::new(
-                    reload::Reloader::new(
-                        &config,
-                        policies.clone(),
-                        tls.clone(),
-                        metrics.clone(),
-                        revocations.clone(),
-                        delegation.clone(),
-                        audit.0.clone(),
-                    )
-                    .with_shadow(shadow_source),
+                let reloader = reload::Reloader::new(
+                    &config,
+                    policies.clone(),
+                    tls.clone(),
+                    metrics.clone(),
+                    revocations.clone(),
+                    delegation.clone(),
+                    audit.0.clone(),
                 );
+                let reloader = Arc::new(reloader.with_shadow(shadow_source));
                 metrics.revocations_in_force(revocations.len());
                 Ok(App {
                     config,
