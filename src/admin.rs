@@ -74,6 +74,10 @@ pub struct AdminState {
     pub spiffe_socket: Option<String>,
     /// What `GET /identities` lists, as the request path published it.
     pub identities: Arc<Inventory>,
+    /// The shadow policy set, when there is one.
+    pub shadow: Option<PolicyStore>,
+    /// `--mode`, shown at the top of `/status`.
+    pub mode: crate::config::Mode,
 }
 
 /// The largest revocation request body read.
@@ -428,11 +432,24 @@ fn decision_log(state: &AdminState) -> serde_json::Value {
     json!({"seq": seq, "chain_head": chain_head})
 }
 
+/// The shadow set, in `/status`: what is compared, and how its reloads went.
+fn shadow_policy(shadow: &crate::policy::PolicySet) -> serde_json::Value {
+    json!({
+        "revision": &*shadow.revision,
+        "query": &*shadow.query,
+        "decision_cache": decision_cache(shadow),
+        "sample_evaluation_error": shadow.sample_error.as_deref(),
+    })
+}
+
 fn status(state: &AdminState) -> serde_json::Value {
     let policy = state.policies.load();
     let tls = state.tls.load();
     let local = &tls.cert.local;
     json!({
+        // In audit mode nothing the policy denies is refused: the first thing to see.
+        "mode": state.mode.as_str(),
+        "shadow_policy": state.shadow.as_ref().map(|store| shadow_policy(&store.load())),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "ready": state.health.ready(),
@@ -476,6 +493,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             "policy": kind(&state.reloads.policy),
             "cert": kind(&state.reloads.cert),
             "ca": kind(&state.reloads.ca),
+            "shadow_policy": kind(&state.reloads.shadow_policy),
         },
     })
 }

@@ -76,6 +76,23 @@ pub struct DecisionRecord<'a> {
     /// `--decision-log-input` is on and the decision came from the policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<&'a regorus::Value>,
+    /// `--mode audit`: the policy denied (for `reason`) and the request was forwarded anyway.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub would_deny: bool,
+    /// The shadow policy set's decision, when it differs from the main policy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOutcome<'a>>,
+}
+
+/// What the shadow policy set (`--shadow-policies`) decided for a request, when it differs
+/// from the main set's decision in `allowed` or in `reason`. An evaluation that failed is a
+/// deny with its reason (`policy_error`, `policy_timeout`, ...), as for the main set.
+#[derive(Debug, Serialize)]
+pub struct ShadowOutcome<'a> {
+    pub allowed: bool,
+    pub reason: &'a str,
+    /// The shadow set's revision that decided.
+    pub revision: &'a str,
 }
 
 /// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
@@ -393,6 +410,8 @@ mod tests {
             upstream_ns: None,
             duration_ns: 0,
             input: None,
+            would_deny: false,
+            shadow: None,
         }
     }
 

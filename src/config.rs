@@ -182,6 +182,17 @@ pub struct RunArgs {
     /// recently seen is dropped [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_identities: Option<usize>,
+    /// A second policy directory, evaluated beside --policies on every decided request; it
+    /// never changes a response, and its disagreements are recorded (`shadow`).
+    #[arg(long, value_name = "DIR")]
+    pub shadow_policies: Option<PathBuf>,
+    /// The rule of --shadow-policies that decides [default: --query].
+    #[arg(long, value_name = "QUERY")]
+    pub shadow_query: Option<String>,
+    /// enforce, or audit: forward what the policy denies and record it as `would_deny`
+    /// [default: enforce].
+    #[arg(long, value_name = "enforce|audit")]
+    pub mode: Option<String>,
 }
 
 /// The `delegation:` section of the YAML file.
@@ -246,6 +257,9 @@ struct FileSettings {
     delegation: Option<DelegationFile>,
     inspect_body_limit: Option<String>,
     max_identities: Option<usize>,
+    shadow_policies: Option<PathBuf>,
+    shadow_query: Option<String>,
+    mode: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -300,6 +314,36 @@ pub struct Config {
     pub inspect_body_limit: usize,
     /// Entries the identity inventory holds (at least 1).
     pub max_identities: usize,
+    /// The shadow policy set and its query; none: no shadow evaluation.
+    pub shadow: Option<Shadow>,
+    pub mode: Mode,
+}
+
+/// `--shadow-policies` and `--shadow-query`.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    pub policies: PathBuf,
+    pub query: String,
+}
+
+/// What a policy deny does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The deny is answered (403 or the policy's status).
+    #[default]
+    Enforce,
+    /// The request is forwarded anyway and recorded with `would_deny`; regate's own refusals
+    /// (TLS, trust domain, revocations, malformed requests, bad tokens) still refuse.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,6 +413,15 @@ impl Config {
             strict_builtin_errors: self.strict_builtin_errors,
             sample: true,
         }
+    }
+
+    /// How the shadow policy set is loaded and asked: as the main set, with its own query.
+    pub fn shadow_policy_options(&self) -> Option<(PathBuf, crate::policy::Options)> {
+        self.shadow.as_ref().map(|shadow| {
+            let mut options = self.policy_options();
+            options.query = shadow.query.clone();
+            (shadow.policies.clone(), options)
+        })
     }
 
     /// Merge the flags over the file named by `--config`, and validate the result.
@@ -721,6 +774,21 @@ impl Config {
             .or(file.max_connections_per_identity)
             .unwrap_or(128);
 
+        let shadow = shadow_settings(
+            args.shadow_policies.or(from_file(file.shadow_policies)),
+            args.shadow_query.or(file.shadow_query),
+            (policies.as_deref(), &query),
+            &mut errors,
+        );
+        let mode = match args.mode.or(file.mode).as_deref() {
+            None | Some("enforce") => Mode::Enforce,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                errors.push(format!("mode: {other:?} is not enforce or audit"));
+                Mode::Enforce
+            }
+        };
+
         // Bad values get placeholders so the rest can still be checked; `errors` says which.
         let config = Config {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
@@ -758,9 +826,52 @@ impl Config {
             delegation,
             inspect_body_limit,
             max_identities,
+            shadow,
+            mode,
         };
         Checked { config, errors }
     }
+}
+
+/// The shadow directory, checked like `--policies`, and its query (the main one unless given).
+fn shadow_settings(
+    dir: Option<PathBuf>,
+    query: Option<String>,
+    (main_policies, main_query): (Option<&Path>, &str),
+    errors: &mut Vec<String>,
+) -> Option<Shadow> {
+    let Some(dir) = dir else {
+        if query.is_some() {
+            errors.push("shadow-query: needs --shadow-policies".into());
+        }
+        return None;
+    };
+    if !dir.is_dir() {
+        errors.push(format!(
+            "shadow-policies: {} is not a directory",
+            dir.display()
+        ));
+    }
+    // Nested, one set would load the other's files as its own.
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    if let (Some(shadow), Some(main)) = (real(&dir), main_policies.and_then(real)) {
+        if shadow.starts_with(&main) || main.starts_with(&shadow) {
+            errors.push(format!(
+                "shadow-policies: {} and --policies must not be inside one another",
+                dir.display()
+            ));
+        }
+    }
+    let query = query.unwrap_or_else(|| main_query.to_string());
+    if !valid_query(&query) {
+        errors.push(format!(
+            "shadow-query: {query:?} is not a rule path like data.package.rule"
+        ));
+    }
+    Some(Shadow {
+        policies: dir,
+        query,
+    })
 }
 
 /// `4096`, `64KiB`, `1MiB` (also `KB`/`MB` as their binary counterparts): bytes.

@@ -9,7 +9,8 @@
 //!          -> per request: check the request and clean its headers (request)
 //!          -> revoked? (revocations) -> delegation token verified (delegation)
 //!          -> build input (policy::input)
-//!          -> decide (policy::evaluator) -> record (audit)
+//!          -> decide (policy::evaluator) [-> shadow set, beside (proxy::shadow)]
+//!          -> record (audit)
 //!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
 //!             (proxy::tunnel)
 //! ```
@@ -26,7 +27,8 @@
 //! - [`request`]: what a request may carry before policy, and the headers it is forwarded
 //!   with; shared with `regate policy eval`.
 //! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
-//!   [`proxy::tunnel`] supervises upgraded connections.
+//!   [`proxy::tunnel`] supervises upgraded connections; [`proxy::shadow`] evaluates the
+//!   shadow policy set beside the decision, off the response's path.
 //! - [`audit`]: one decision record per request, on its own stream.
 //!   [`audit::chain`] links every line into a hash chain in the writer thread;
 //!   [`audit::input`] is the policy input as a record keeps it (`--decision-log-input`);
@@ -105,6 +107,8 @@ pub struct App {
     delegation: Arc<delegation::Verifier>,
     /// Serves /healthz, /readyz and /metrics alone (`--health-listen`).
     health_listener: Option<TcpListener>,
+    /// `--shadow-policies`, loaded; none without the flag.
+    shadow: Option<PolicyStore>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -173,6 +177,20 @@ impl App {
             }
             _ => tls,
         };
+        // A broken shadow set is reported with everything else, as a broken main set is (a
+        // missing directory is already among the config's errors).
+        let shadow = match config.shadow_policy_options() {
+            Some((dir, options)) if dir.is_dir() => PolicySet::load(&dir, &options)
+                .map(|set| set.with_decision_cache(config.decision_cache_entries))
+                .map_err(|es| {
+                    errors.extend(
+                        es.iter()
+                            .map(|e| format!("shadow-policies: {}", error_chain(e))),
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
         match (tls, policies, audit, revocations, delegation) {
             (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
                 if errors.is_empty() =>
@@ -182,7 +200,16 @@ impl App {
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
                 let metrics = Arc::new(metrics::Metrics::new());
-                let reloader = Arc::new(reload::Reloader::new(
+                let shadow: Option<PolicyStore> =
+                    shadow.map(|set| Arc::new(ArcSwap::from_pointee(set)));
+                let shadow_source = config.shadow_policy_options().zip(shadow.clone()).map(
+                    |((dir, options), store)| reload::ShadowSource {
+                        dir,
+                        options,
+                        store,
+                    },
+                );
+                let reloader = reload::Reloader::new(
                     &config,
                     policies.clone(),
                     tls.clone(),
@@ -190,7 +217,8 @@ impl App {
                     revocations.clone(),
                     delegation.clone(),
                     audit.0.clone(),
-                ));
+                );
+                let reloader = Arc::new(reloader.with_shadow(shadow_source));
                 metrics.revocations_in_force(revocations.len());
                 Ok(App {
                     config,
@@ -203,6 +231,7 @@ impl App {
                     revocations,
                     delegation,
                     health_listener: None,
+                    shadow,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -290,6 +319,10 @@ impl App {
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
             identities: identities.clone(),
             input_recording: self.config.decision_log_input.clone(),
+            shadow: self.shadow.clone().map(|store| {
+                proxy::shadow::Shadow::new(store, self.config.policy_timeout, self.metrics.clone())
+            }),
+            mode: self.config.mode,
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
@@ -322,6 +355,8 @@ impl App {
             audit: proxy.audit.clone(),
             spiffe_socket: self.config.spiffe_socket.clone(),
             identities,
+            shadow: self.shadow.clone(),
+            mode: self.config.mode,
         });
         let admin_task = match admin {
             Some(admin) => {
@@ -418,6 +453,13 @@ impl App {
             .is_err()
         {
             tracing::warn!("grace period over; closing remaining connections");
+        }
+        // Records still waiting for the shadow set's answer are written before the log
+        // closes; each evaluation is bounded by --policy-timeout.
+        if let Some(shadow) = &proxy.shadow {
+            if !shadow.drained(self.config.shutdown_grace).await {
+                tracing::warn!("shadow evaluations still running at exit; their records are lost");
+            }
         }
         // The last `Audit` sender goes with the proxy; then the writer drains and exits.
         drop(proxy);

@@ -143,6 +143,12 @@ fn run(args: RunArgs) -> ExitCode {
     if checked.config.admin.is_some_and(|a| !a.ip().is_loopback()) {
         tracing::warn!("the admin endpoints are unauthenticated and bound beyond loopback");
     }
+    if checked.config.mode == regate::config::Mode::Audit {
+        tracing::warn!(
+            "--mode audit: requests the policy denies are forwarded and only recorded \
+             (would_deny); TLS, trust domains, revocations and request checks still refuse"
+        );
+    }
     // Everything is checked before anything is bound: a bad setting leaves nothing listening.
     let mut app = match App::load_checked(checked) {
         Ok(app) => app,

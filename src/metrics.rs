@@ -95,6 +95,17 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisagreementLabels {
+    pub main: &'static str,
+    pub shadow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundedReasonLabels {
+    pub reason: Cow<'static, str>,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -120,6 +131,56 @@ pub struct Metrics {
     identities: Gauge,
     identities_evicted: Counter,
     policy_reasons: RwLock<HashSet<String>>,
+    shadow: ShadowMetrics,
+}
+
+/// The shadow policy set and audit mode (docs/metrics.md).
+struct ShadowMetrics {
+    disagreements: Family<DisagreementLabels, Counter>,
+    duration: Histogram,
+    running: Gauge,
+    would_deny: Family<BoundedReasonLabels, Counter>,
+}
+
+impl ShadowMetrics {
+    fn register(registry: &mut Registry) -> ShadowMetrics {
+        let disagreements = Family::<DisagreementLabels, Counter>::default();
+        registry.register(
+            "regate_shadow_disagreements",
+            "Requests the shadow policy set decided otherwise than the main set, by each one's \
+             decision (allow, deny); main and shadow alike means the reasons differ",
+            disagreements.clone(),
+        );
+        let duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_shadow_evaluation_duration_seconds",
+            "Time to decide one request with the shadow policy set, off the response's path",
+            duration.clone(),
+        );
+        let running = Gauge::default();
+        registry.register(
+            "regate_shadow_evaluations_running",
+            "Shadow policy evaluations running now, on their own evaluation threads",
+            running.clone(),
+        );
+        let would_deny = Family::<BoundedReasonLabels, Counter>::default();
+        registry.register(
+            "regate_would_deny",
+            "Requests forwarded in --mode audit that the policy denied, by bounded reason",
+            would_deny.clone(),
+        );
+        for main in ["allow", "deny"] {
+            for shadow in ["allow", "deny"] {
+                let _ = disagreements.get_or_create(&DisagreementLabels { main, shadow });
+            }
+        }
+        ShadowMetrics {
+            disagreements,
+            duration,
+            running,
+            would_deny,
+        }
+    }
 }
 
 /// Why a connection was closed before it could send a request.
@@ -292,6 +353,11 @@ impl Metrics {
         for result in ["added", "removed", "reloaded"] {
             let _ = revocation_changes.get_or_create(&ResultLabels { result });
         }
+        let shadow = ShadowMetrics::register(&mut registry);
+        for result in ["success", "failure"] {
+            let kind = "shadow_policy";
+            let _ = reloads.get_or_create(&ReloadLabels { kind, result });
+        }
         // Series that exist from the start read 0 instead of missing, so rates and alerts
         // work before the first event of each kind.
         for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
@@ -346,7 +412,39 @@ impl Metrics {
             identities,
             identities_evicted,
             policy_reasons: RwLock::default(),
+            shadow,
         }
+    }
+
+    /// A shadow decision that differs from the main one (in `allowed`, or only in `reason`).
+    pub fn shadow_disagreement(&self, main_allowed: bool, shadow_allowed: bool) {
+        let word = |allowed: bool| if allowed { "allow" } else { "deny" };
+        self.shadow
+            .disagreements
+            .get_or_create(&DisagreementLabels {
+                main: word(main_allowed),
+                shadow: word(shadow_allowed),
+            })
+            .inc();
+    }
+
+    /// One shadow decision's time, from its start to its answer.
+    pub fn shadow_evaluated(&self, duration: Duration) {
+        self.shadow.duration.observe(duration.as_secs_f64());
+    }
+
+    /// The gauge of running shadow evaluations, for the shadow's evaluator to keep.
+    pub fn shadow_evaluations_running(&self) -> Gauge {
+        self.shadow.running.clone()
+    }
+
+    /// A request forwarded in audit mode that the policy denied for `reason`.
+    pub fn would_deny(&self, reason: &str) {
+        let reason = self.reason_label(reason);
+        self.shadow
+            .would_deny
+            .get_or_create(&BoundedReasonLabels { reason })
+            .inc();
     }
 
     /// One request's outcome. `decision` is allow, deny or error (regate could not serve an

@@ -6,7 +6,8 @@
 //! hashed first and only rebuilt when its bytes changed. A new state is built and checked off
 //! the request path (policies are compiled and smoke-evaluated), then published whole through
 //! its `ArcSwap`. Anything that fails keeps the last good state, logs the error, and records
-//! it in [`ReloadStatus`].
+//! it in [`ReloadStatus`]. The shadow policy set (`--shadow-policies`) is reloaded the same
+//! way into a store of its own; its failures never touch the main set.
 //!
 //! Directories are watched, never single files: Kubernetes ConfigMap and Secret volumes
 //! update by swapping a `..data` symlink, which a watch on a file does not survive. The
@@ -53,6 +54,8 @@ pub struct ReloadStatus {
     pub policy: Mutex<KindStatus>,
     pub cert: Mutex<KindStatus>,
     pub ca: Mutex<KindStatus>,
+    /// `--shadow-policies`; never attempted when there is none.
+    pub shadow_policy: Mutex<KindStatus>,
 }
 
 /// What one reload attempt of one kind came to.
@@ -89,11 +92,21 @@ pub struct Reloader {
     /// Delegation token issuers, whose JWKS files are re-read like the others.
     delegation: Arc<crate::delegation::Verifier>,
     audit: crate::audit::Audit,
+    /// The shadow policy set, reloaded like the main one into a store of its own.
+    shadow: Option<ShadowSource>,
+}
+
+/// Where the shadow policy set is read from and published to.
+pub struct ShadowSource {
+    pub dir: PathBuf,
+    pub options: crate::policy::Options,
+    pub store: PolicyStore,
 }
 
 #[derive(Default)]
 struct Refused {
     policy: Option<Arc<str>>,
+    shadow: Option<Arc<str>>,
     cert: Option<Vec<u8>>,
     ca: Option<Vec<u8>>,
 }
@@ -126,9 +139,16 @@ impl Reloader {
             revocations,
             delegation,
             audit,
+            shadow: None,
         };
         reloader.publish_gauges();
         reloader
+    }
+
+    /// Also reload the shadow policy set from `source.dir` into `source.store`.
+    pub fn with_shadow(mut self, source: Option<ShadowSource>) -> Reloader {
+        self.shadow = source;
+        self
     }
 
     /// A receiver that sees every published policy set and CA bundle.
@@ -150,6 +170,7 @@ impl Reloader {
     pub fn reload_all(&self) -> [Outcome; 3] {
         self.reload_revocations();
         self.reload_jwks();
+        self.reload_shadow_policies();
         let policies = self.reload_policies();
         if self.workload_api {
             return [policies, Outcome::Unchanged, Outcome::Unchanged];
@@ -215,6 +236,58 @@ impl Reloader {
         );
         self.refused().policy = content_hash;
         self.record("policy", Some(message))
+    }
+
+    /// As [`Reloader::reload_policies`], for the shadow set: a set that fails keeps the last
+    /// good shadow, and nothing here touches the main set or moves `changes` (the shadow
+    /// decides nothing, so no tunnel has anything to judge again).
+    pub fn reload_shadow_policies(&self) -> Outcome {
+        let Some(shadow) = &self.shadow else {
+            return Outcome::Unchanged;
+        };
+        let sources = match Sources::read(&shadow.dir) {
+            Ok(s) => s,
+            Err(errors) => return self.shadow_failed(shadow, None, &errors),
+        };
+        let current = shadow.store.load().revision.clone();
+        if sources.revision == current {
+            self.refused().shadow = None;
+            return self.settled(&self.status.shadow_policy, "shadow_policy");
+        }
+        if self.refused().shadow.as_deref() == Some(&*sources.revision) {
+            return Outcome::Unchanged;
+        }
+        let revision = sources.revision.clone();
+        match PolicySet::compile(sources, &shadow.options) {
+            Ok(set) => {
+                let set = set.with_decision_cache(self.decision_cache_entries);
+                shadow.store.store(Arc::new(set));
+                self.refused().shadow = None;
+                tracing::info!(previous = %current, revision = %revision, "shadow policy reloaded");
+                self.record("shadow_policy", None)
+            }
+            Err(errors) => self.shadow_failed(shadow, Some(revision), &errors),
+        }
+    }
+
+    fn shadow_failed(
+        &self,
+        shadow: &ShadowSource,
+        revision: Option<Arc<str>>,
+        errors: &[crate::policy::PolicyError],
+    ) -> Outcome {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        tracing::error!(
+            kept = %shadow.store.load().revision,
+            error = %message,
+            "shadow policy reload failed; the last good shadow policy goes on being compared",
+        );
+        self.refused().shadow = revision;
+        self.record("shadow_policy", Some(message))
     }
 
     pub fn reload_cert(&self) -> Outcome {
@@ -425,6 +498,13 @@ impl Reloader {
             }
         }
         let mut targets = vec![(policies, RecursiveMode::Recursive)];
+        if let Some(shadow) = &self.shadow {
+            let dir = absolute(&shadow.dir);
+            if let Some(parent) = dir.parent() {
+                flat.insert(parent.to_path_buf());
+            }
+            targets.push((dir, RecursiveMode::Recursive));
+        }
         targets.extend(flat.into_iter().map(|d| (d, RecursiveMode::NonRecursive)));
         targets
     }
@@ -482,6 +562,7 @@ impl Reloader {
         let relevant = Relevant {
             policies_dir: absolute(&self.policies_dir),
             links: symlinked_ancestors(&absolute(&self.policies_dir)),
+            shadow_dir: self.shadow.as_ref().map(|s| absolute(&s.dir)),
             files: self
                 .tls_files()
                 .into_iter()
@@ -538,6 +619,7 @@ impl Reloader {
         let status = match kind {
             "policy" => &self.status.policy,
             "cert" => &self.status.cert,
+            "shadow_policy" => &self.status.shadow_policy,
             _ => &self.status.ca,
         };
         self.metrics.reload(kind, error.is_none());
@@ -572,6 +654,7 @@ struct Relevant {
     policies_dir: PathBuf,
     /// Symlinks above the policy directory: replacing one replaces the policies.
     links: Vec<PathBuf>,
+    shadow_dir: Option<PathBuf>,
     /// The certificate, key and CA bundle files.
     files: Vec<PathBuf>,
 }
@@ -579,6 +662,13 @@ struct Relevant {
 impl Relevant {
     fn matches(&self, path: &Path) -> bool {
         if path.starts_with(&self.policies_dir) || self.links.iter().any(|l| path == l) {
+            return true;
+        }
+        if self
+            .shadow_dir
+            .as_ref()
+            .is_some_and(|d| path.starts_with(d))
+        {
             return true;
         }
         self.files.iter().any(|file| {

@@ -55,7 +55,8 @@ fn records_so_far(regate: &Regate) -> Vec<serde_json::Value> {
     let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     whole
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r.get("event").is_none())
         .collect()
 }
 

@@ -198,3 +198,76 @@ fn redacted_headers_add_to_the_defaults_and_bad_names_are_refused() {
     let bad = Config::check(args(&["--redact-header", "bad name"]));
     assert!(bad.errors.iter().any(|e| e.starts_with("redact-header:")));
 }
+
+#[test]
+fn the_shadow_set_and_the_mode_come_from_the_file_with_the_main_query_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    for d in ["policies", "candidate"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\nquery: data.main.allow\nshadow_policies: candidate\nmode: audit\n",
+    )
+    .unwrap();
+    let cfg = Config::from_args(args(&["--config", file.to_str().unwrap()])).unwrap();
+    let shadow = cfg.shadow.unwrap();
+    assert_eq!(shadow.policies, dir.path().join("candidate"));
+    assert_eq!(shadow.query, "data.main.allow");
+    assert_eq!(cfg.mode, Mode::Audit);
+
+    let cfg = Config::from_args(args(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--mode",
+        "enforce",
+    ]))
+    .unwrap();
+    assert_eq!(cfg.mode, Mode::Enforce);
+}
+
+#[test]
+fn a_shadow_set_inside_the_main_one_or_a_shadow_query_alone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies/candidate")).unwrap();
+    let policies = dir.path().join("policies");
+    let nested = policies.join("candidate");
+    let err = Config::from_args(args(&[
+        "--policies",
+        policies.to_str().unwrap(),
+        "--shadow-policies",
+        nested.to_str().unwrap(),
+    ]))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("must not be inside one another"),
+        "{err}"
+    );
+
+    let err = Config::from_args(args(&["--shadow-query", "data.x.allow"])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("shadow-query: needs --shadow-policies"),
+        "{err}"
+    );
+    let err = Config::from_args(args(&[
+        "--policies",
+        policies.to_str().unwrap(),
+        "--shadow-policies",
+        dir.path().join("missing").to_str().unwrap(),
+        "--shadow-query",
+        "allow",
+    ]))
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("shadow-policies:") && text.contains("is not a directory"),
+        "{text}"
+    );
+    assert!(text.contains("shadow-query: \"allow\""), "{text}");
+}

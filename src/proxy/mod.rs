@@ -7,10 +7,15 @@
 //! connection. Responses for anything but a forwarded request are built in [`error`]. A
 //! request that got as far as a decision is recorded whatever happens next, the client
 //! going away included (`Pending`).
+//!
+//! Two things come after the decision without changing it: the shadow policy set ([`shadow`])
+//! is started on the same input, and in `--mode audit` a deny by the policy is forwarded and
+//! recorded as `would_deny`.
 
 pub mod connection;
 pub mod error;
 pub mod forward;
+pub mod shadow;
 pub mod tunnel;
 
 use std::borrow::Cow;
@@ -28,7 +33,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use regorus::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::{Audit, DecisionRecord};
+use crate::audit::{Audit, DecisionRecord, ShadowOutcome};
+use crate::config::Mode;
 use crate::metrics::Metrics;
 use crate::policy::input::{BodyInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
@@ -70,6 +76,10 @@ pub struct Proxy {
     pub identities: Arc<crate::identities::Inventory>,
     /// `--decision-log-input`: how a record keeps the policy input; none: it does not.
     pub input_recording: Option<crate::audit::input::Recording>,
+    /// `--shadow-policies`: evaluated beside the policy, never deciding.
+    pub shadow: Option<shadow::Shadow>,
+    /// `--mode`: whether a policy deny is answered or only recorded.
+    pub mode: Mode,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -143,6 +153,7 @@ impl hyper::body::Body for Body {
 }
 
 /// The parts of a request every decision record carries, whatever the outcome.
+#[derive(Clone)]
 struct Seen {
     /// regate's own id, sent upstream as `x-request-id`.
     request_id: String,
@@ -336,7 +347,9 @@ impl Proxy {
             .as_ref()
             .and_then(|i| i.calls.as_deref())
             .unwrap_or_default();
-        let decision = if let Some(reason) = refused {
+        // Whether the policy made the decision (not regate's own refusals before it).
+        let mut by_policy = false;
+        let mut decision = if let Some(reason) = refused {
             Decision::deny(reason)
         } else if token_revoked {
             Decision::deny("revoked")
@@ -346,28 +359,35 @@ impl Proxy {
             // Each JSON-RPC call of a batch is decided on its own; one denied call denies the
             // request, and the record names it. Without JSON-RPC, one evaluation, with no call.
             let mut outcome: Option<Decision> = None;
+            let delegation = noted.delegation.as_ref().map(|d| &d.input);
+            // The policy sees the headers exactly as the upstream will receive them.
+            let request_for = |call| RequestInput {
+                id: &seen.request_id,
+                method: seen.method.as_str(),
+                headers: &parts.headers,
+                path: &seen.path,
+                host: &seen.host,
+                protocol: protocol(parts.version),
+                parsed_path: &prepared.target.segments,
+                parsed_query: &prepared.target.query,
+                upgrade: prepared.upgrade.as_deref(),
+                delegation,
+                body: inspected
+                    .as_ref()
+                    .map(|inspected| BodyInput { inspected, call }),
+                now,
+            };
+            // The shadow set is asked the same calls.
+            let mut shadow_ask = self.shadow.as_ref().map(shadow::Shadow::ask);
             for index in 0..calls.len().max(1) {
                 let call = calls.get(index);
-                // The policy sees the headers exactly as the upstream will receive them.
-                let request = RequestInput {
-                    id: &seen.request_id,
-                    method: seen.method.as_str(),
-                    headers: &parts.headers,
-                    path: &seen.path,
-                    host: &seen.host,
-                    protocol: protocol(parts.version),
-                    parsed_path: &prepared.target.segments,
-                    parsed_query: &prepared.target.query,
-                    upgrade: prepared.upgrade.as_deref(),
-                    delegation: noted.delegation.as_ref().map(|d| &d.input),
-                    body: inspected
-                        .as_ref()
-                        .map(|inspected| BodyInput { inspected, call }),
-                    now,
-                };
+                let request = request_for(call);
                 // The whole input is built only if the decision cache does not answer.
                 let view = InputView::new(&conn.input, &request);
                 let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+                if let Some(ask) = &mut shadow_ask {
+                    ask.call(&conn.input, &request, built.as_ref());
+                }
                 // The record keeps the input of the call that decides: the denied one, or the
                 // first. A cached decision built none; it is built now, for the record.
                 let recorded = self
@@ -412,7 +432,17 @@ impl Proxy {
                     }
                 }
             }
-            outcome.unwrap_or_else(|| Decision::deny("policy_undefined"))
+            let decision = outcome.unwrap_or_else(|| Decision::deny("policy_undefined"));
+            if let (Some(shadow), Some(mut ask)) = (&self.shadow, shadow_ask) {
+                // The calls after a denied one were not asked of the main set; the shadow
+                // set decides the whole batch as the main set would have on its own.
+                for call in calls.iter().skip(ask.len()) {
+                    ask.call(&conn.input, &request_for(Some(call)), None);
+                }
+                noted.shadow = Some(shadow.start(ask, &decision));
+            }
+            by_policy = true;
+            decision
         };
         if let Some(e) = &decision.error {
             // A client can make every one of its requests fail the policy: a line per second,
@@ -429,7 +459,14 @@ impl Proxy {
             }
         }
         if !decision.allowed {
-            return Err(ProxyError::Denied(Box::new(decision)));
+            if !(by_policy && self.mode == Mode::Audit) {
+                return Err(ProxyError::Denied(Box::new(decision)));
+            }
+            // Audit mode forwards the request as it came; what the policy's answer would have
+            // added to the deny (status, body, headers) applies to nothing.
+            noted.would_deny = true;
+            self.metrics.would_deny(&decision.reason);
+            decision = unenforced(decision);
         }
         for name in &decision.remove_headers {
             parts.headers.remove(name);
@@ -577,8 +614,11 @@ impl Proxy {
 /// while the upstream was still working), as `client_cancelled` when dropped. Every request
 /// that reached the policy, and so every one that reached the upstream, is recorded.
 struct Pending<'a> {
-    proxy: &'a Proxy,
-    conn: &'a Connection,
+    proxy: &'a Arc<Proxy>,
+    peer: &'a crate::tls::identity::PeerIdentity,
+    /// The connection's entry in the identity inventory, counted in [`Pending::write`]; none
+    /// for a record written later, which has been counted.
+    inventory: Option<&'a crate::identities::Presence>,
     seen: &'a Seen,
     revision: Arc<str>,
     start: Instant,
@@ -600,6 +640,22 @@ struct Noted {
     denied_call: Option<serde_json::Value>,
     /// The policy input as recorded, when the policy decided and `--decision-log-input` is on.
     input: Option<Value>,
+    /// The shadow set's decision, under way.
+    shadow: Option<shadow::Running>,
+    /// Audit mode forwarded what the policy denied.
+    would_deny: bool,
+}
+
+/// A policy deny forwarded in audit mode: its reason and timings are recorded, nothing else
+/// of it applies.
+fn unenforced(decision: Decision) -> Decision {
+    Decision {
+        reason: decision.reason,
+        error: decision.error,
+        eval_ns: decision.eval_ns,
+        cached: decision.cached,
+        ..Decision::deny("denied")
+    }
 }
 
 /// Whether the verified delegation token's jti has been revoked since it was checked.
@@ -612,7 +668,7 @@ fn token_revoked_now(proxy: &Proxy, noted: &Noted) -> bool {
 }
 
 /// Whether two allows change the forwarded request and the response alike.
-fn same_changes(a: &Decision, b: &Decision) -> bool {
+pub(crate) fn same_changes(a: &Decision, b: &Decision) -> bool {
     a.headers == b.headers
         && a.response_headers == b.response_headers
         && a.remove_headers == b.remove_headers
@@ -640,10 +696,16 @@ fn denied_call(index: usize, call: &request::body::Call) -> serde_json::Value {
 const CLIENT_CLOSED: u16 = 499;
 
 impl<'a> Pending<'a> {
-    fn new(proxy: &'a Proxy, conn: &'a Connection, seen: &'a Seen, revision: Arc<str>) -> Self {
+    fn new(
+        proxy: &'a Arc<Proxy>,
+        conn: &'a Connection,
+        seen: &'a Seen,
+        revision: Arc<str>,
+    ) -> Self {
         Pending {
             proxy,
-            conn,
+            peer: &conn.peer,
+            inventory: Some(&conn.inventory),
             seen,
             revision,
             start: Instant::now(),
@@ -676,16 +738,81 @@ impl<'a> Pending<'a> {
         self.write(status.as_u16());
     }
 
+    /// Count the request and write its record: now, or, when the shadow set has not answered
+    /// yet, once it has (the response does not wait for that).
     fn write(&mut self, http_status: u16) {
         self.done = true;
         let duration = self.start.elapsed();
+        let decision = if self.allowed { "allow" } else { "deny" };
+        self.proxy
+            .metrics
+            .request(decision, &self.reason, duration, self.eval_ns);
+        if let Some(inventory) = self.inventory {
+            // What the policy decided: a request audit mode forwarded counts as denied.
+            inventory.request(
+                self.allowed && !self.noted.would_deny,
+                &self.reason,
+                self.noted
+                    .delegation
+                    .as_ref()
+                    .and_then(|d| d.subject.as_deref()),
+            );
+        }
+        let duration_ns = duration.as_nanos() as u64;
+        match self.noted.shadow.take().map(shadow::Running::now) {
+            None => self.log(http_status, duration_ns, None),
+            Some(Ok(answer)) => self.log(http_status, duration_ns, answer.as_ref()),
+            Some(Err(running)) => self.log_later(running, http_status, duration_ns),
+        }
+    }
+
+    /// Hand the record to a task that writes it once the shadow set has answered. What the
+    /// record names is moved or copied out; the request's own borrows end here.
+    fn log_later(&mut self, running: shadow::Running, http_status: u16, duration_ns: u64) {
+        let Some(shadow) = &self.proxy.shadow else {
+            return self.log(http_status, duration_ns, None);
+        };
+        let proxy = self.proxy.clone();
+        let peer = self.peer.clone();
+        let seen = self.seen.clone();
+        let revision = self.revision.clone();
+        let reason = std::mem::take(&mut self.reason);
+        let noted = std::mem::take(&mut self.noted);
+        let (allowed, eval_ns, cached, upstream, start) = (
+            self.allowed,
+            self.eval_ns,
+            self.cached,
+            self.upstream,
+            self.start,
+        );
+        shadow.write_later(running, move |answer| {
+            let detached = Pending {
+                proxy: &proxy,
+                peer: &peer,
+                inventory: None,
+                seen: &seen,
+                revision,
+                start,
+                allowed,
+                reason,
+                eval_ns,
+                cached,
+                upstream,
+                noted,
+                done: true,
+            };
+            detached.log(http_status, duration_ns, answer.as_ref());
+        });
+    }
+
+    fn log(&self, http_status: u16, duration_ns: u64, shadow: Option<&shadow::Answer>) {
         let seen = self.seen;
         self.proxy.audit.log(&DecisionRecord {
             request_id: &seen.request_id,
             client_request_id: seen.client_request_id.as_deref(),
             trace_id: seen.trace_id.as_deref(),
-            spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
-            serial: &self.conn.peer.serial,
+            spiffe_id: self.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+            serial: &self.peer.serial,
             delegation_subject: self
                 .noted
                 .delegation
@@ -713,21 +840,15 @@ impl<'a> Pending<'a> {
             cached: self.cached,
             upstream_status: self.upstream.map(|(status, _)| status),
             upstream_ns: self.upstream.map(|(_, ns)| ns),
-            duration_ns: duration.as_nanos() as u64,
+            duration_ns,
             input: self.noted.input.as_ref(),
+            would_deny: self.noted.would_deny,
+            shadow: shadow.map(|answer| ShadowOutcome {
+                allowed: answer.allowed,
+                reason: &answer.reason,
+                revision: &answer.revision,
+            }),
         });
-        let decision = if self.allowed { "allow" } else { "deny" };
-        self.proxy
-            .metrics
-            .request(decision, &self.reason, duration, self.eval_ns);
-        self.conn.inventory.request(
-            self.allowed,
-            &self.reason,
-            self.noted
-                .delegation
-                .as_ref()
-                .and_then(|d| d.subject.as_deref()),
-        );
     }
 }
 

@@ -8,7 +8,7 @@
 //!   connection, checked at once rather than on a next request that a tunnel never has);
 //! - after a policy or data reload, if the new policy denies the request that opened the
 //!   tunnel (revocation): that request's `input` is evaluated again, as it was, times
-//!   included;
+//!   included (not in `--mode audit`, which enforces no policy deny);
 //! - at shutdown.
 //!
 //! Its end is recorded as a [`TunnelRecord`] with the bytes each way and its duration.
@@ -134,7 +134,8 @@ where
                     let policies = proxy.policies.load_full();
                     revision = policies.revision.clone();
                     let decision = proxy.evaluator.decide(policies, opened.input.clone()).await;
-                    if !decision.allowed {
+                    // Audit mode enforces no policy deny, on a tunnel as on a request.
+                    if !decision.allowed && proxy.mode == crate::config::Mode::Enforce {
                         break (decision.reason, "policy_denied");
                     }
                 }
