@@ -63,6 +63,8 @@ fn record<'a>(input: Option<&'a regorus::Value>) -> DecisionRecord<'a> {
         upstream_ns: Some(350_000),
         duration_ns: 420_000,
         input,
+        would_deny: false,
+        shadow: None,
     }
 }
 
