@@ -317,10 +317,8 @@ async fn until_shadow_reason(
     want: &str,
 ) -> serde_json::Value {
     for _ in 0..500 {
-        let before = std::fs::read_to_string(&regate.decisions)
-            .unwrap_or_default()
-            .lines()
-            .count();
+        let before =
+            records_in(&std::fs::read_to_string(&regate.decisions).unwrap_or_default()).len();
         assert_eq!(get(client, path).await.0, 200);
         let records = regate.decisions(before + 1).await;
         let last = records.last().unwrap().clone();
@@ -449,10 +447,7 @@ async fn a_slow_shadow_holds_no_response_and_every_request_keeps_one_record() {
     let log = regate.decisions.clone();
     regate.stop().await;
     let text = std::fs::read_to_string(log).unwrap();
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = records_in(&text);
     assert_eq!(records.len(), 6, "{text}");
     let ids: HashSet<_> = records.iter().map(|r| r["request_id"].clone()).collect();
     assert_eq!(ids.len(), 6);
