@@ -638,3 +638,65 @@ async fn a_withdrawn_identity_shows_as_a_failed_reload_and_the_credentials_in_fo
     assert!(back, "a new SVID after the withdrawal is served");
     regate.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_endpoint_socket_is_used_only_when_no_credentials_are_named() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_KNOWN_CALLERS)]);
+    let upstream = Upstream::start().await;
+    let agent_ca = Ca::new("example.org SPIRE CA");
+    let svid = agent_ca.svid(SERVER_ID);
+    let api = WorkloadApi::start(
+        setup.dir.path(),
+        Svid {
+            id: SERVER_ID,
+            identity: &svid,
+            bundle: &agent_ca,
+            federated: &[],
+        }
+        .encode(),
+    );
+    let summarizer = agent_ca.client(SUMMARIZER);
+    let p = |n: &str| setup.path(n).display().to_string();
+    let bare: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream.url(),
+        "--policies",
+        &p("policies"),
+        "--decision-log",
+        &p("decisions.log"),
+        "--admin",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // No certificate flags: the SPIFFE convention's variable names the agent.
+    let process = Process::start(&bare, &[("SPIFFE_ENDPOINT_SOCKET", &api.endpoint())]);
+    let tls = tls_connect(
+        process.addr,
+        client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let expected = regate::tls::identity::PeerIdentity::from_der(&svid.chain[0]).unwrap();
+    assert_eq!(server_serial(&tls), expected.serial);
+    assert!(process.stop().success());
+
+    // Named files win: the variable (here naming no agent at all) is not consulted.
+    let with_files = setup.args(&upstream.url());
+    let process = Process::start(
+        &with_files,
+        &[("SPIFFE_ENDPOINT_SOCKET", "unix:///nonexistent/agent.sock")],
+    );
+    let tls = tls_connect(
+        process.addr,
+        setup.client_config(Some(&setup.ca.client(SUMMARIZER)), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let mut client = http1_over(tls).await;
+    assert_eq!(get(&mut client, "/docs/a").await.0, StatusCode::OK);
+    assert!(process.stop().success());
+}
