@@ -76,7 +76,7 @@ pub struct AdminState {
     pub identities: Arc<Inventory>,
     /// The shadow policy set, when there is one.
     pub shadow: Option<PolicyStore>,
-    /// `--mode`, shown at the top of `/status`.
+    /// `--mode`, shown at the top level of `/status`.
     pub mode: crate::config::Mode,
 }
 
@@ -447,7 +447,7 @@ fn status(state: &AdminState) -> serde_json::Value {
     let tls = state.tls.load();
     let local = &tls.cert.local;
     json!({
-        // In audit mode nothing the policy denies is refused: the first thing to see.
+        // In audit mode nothing the policy denies is refused: worth seeing first.
         "mode": state.mode.as_str(),
         "shadow_policy": state.shadow.as_ref().map(|store| shadow_policy(&store.load())),
         "version": env!("CARGO_PKG_VERSION"),

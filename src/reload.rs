@@ -497,6 +497,12 @@ impl Reloader {
                 flat.insert(parent.to_path_buf());
             }
         }
+        let shadow_dir = self.shadow.as_ref().map(|s| absolute(&s.dir));
+        for link in shadow_dir.iter().flat_map(|d| symlinked_ancestors(d)) {
+            if let Some(parent) = link.parent() {
+                flat.insert(parent.to_path_buf());
+            }
+        }
         let mut targets = vec![(policies, RecursiveMode::Recursive)];
         if let Some(shadow) = &self.shadow {
             let dir = absolute(&shadow.dir);
@@ -561,7 +567,14 @@ impl Reloader {
     fn start_watcher(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
         let relevant = Relevant {
             policies_dir: absolute(&self.policies_dir),
-            links: symlinked_ancestors(&absolute(&self.policies_dir)),
+            links: symlinked_ancestors(&absolute(&self.policies_dir))
+                .into_iter()
+                .chain(
+                    self.shadow
+                        .iter()
+                        .flat_map(|s| symlinked_ancestors(&absolute(&s.dir))),
+                )
+                .collect(),
             shadow_dir: self.shadow.as_ref().map(|s| absolute(&s.dir)),
             files: self
                 .tls_files()
@@ -652,7 +665,7 @@ impl Reloader {
 /// ignored, or a busy neighbour would keep the debounce from ever settling.
 struct Relevant {
     policies_dir: PathBuf,
-    /// Symlinks above the policy directory: replacing one replaces the policies.
+    /// Symlinks above the policy directories: replacing one replaces the policies.
     links: Vec<PathBuf>,
     shadow_dir: Option<PathBuf>,
     /// The certificate, key and CA bundle files.

@@ -252,3 +252,35 @@ async fn a_line_cut_short_by_a_crash_is_a_warning_once_the_restart_links_past_it
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn deleted_head_lines_and_an_unlinked_new_chain_are_breaks_unless_allowed() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    run_once(&setup, 6).await;
+    let log = lines(&setup);
+
+    // The checkpoint and the first records deleted: the log now starts mid-chain.
+    let headless = tampered(&setup, "headless.log", &log[3..]);
+    let (code, out) = verify(&[&headless], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("headless.log:1: the log starts mid-chain"),
+        "{out}"
+    );
+    // A file rotated by copying looks the same; the operator can say so.
+    let (code, out) = verify(&[&headless], &["--allow-new-chain"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning:"), "{out}");
+
+    // A second run on a new file starts a chain of its own: read after the first file, the
+    // lines before it cannot be proven, so it is a break unless allowed.
+    let second = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    run_once(&second, 3).await;
+    let first_file = tampered(&setup, "first.log", &log);
+    let second_file = tampered(&setup, "second.log", &lines(&second));
+    let (code, out) = verify(&[&first_file, &second_file], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("second.log:1: a new chain starts"), "{out}");
+    let (code, out) = verify(&[&first_file, &second_file], &["--allow-new-chain"]);
+    assert_eq!(code, Some(0), "{out}");
+}

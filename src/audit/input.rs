@@ -18,6 +18,18 @@ pub const DEFAULT_REDACTED: &[&str] = &[
 /// What of `input.jsonrpc` and `input.mcp` is kept: which call it was, never its arguments.
 const KEPT_CALL_FIELDS: &[&str] = &["method", "tool", "id", "batch_index", "batch_size"];
 
+/// The longest string kept of a call's `id`, `tool` or `method`.
+const MAX_CALL_NAME: usize = 128;
+
+/// A number, null or boolean, or a string of at most [`MAX_CALL_NAME`] bytes.
+fn names_a_call(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.len() <= MAX_CALL_NAME,
+        Value::Number(_) | Value::Null | Value::Bool(_) => true,
+        _ => false,
+    }
+}
+
 /// How inputs are recorded: which header names (lowercase, `*` matching any run of
 /// characters) have their values digested.
 #[derive(Debug, Clone)]
@@ -60,6 +72,9 @@ impl Recording {
                     k.as_string()
                         .is_ok_and(|k| KEPT_CALL_FIELDS.contains(&k.as_ref()))
                 });
+                // `id` and `tool` come from the body too: a client could put anything in
+                // them. Only a plain, short value names a call; anything else is not kept.
+                call.retain(|_, v| names_a_call(v));
             }
         }
         let http = top
@@ -171,6 +186,21 @@ mod tests {
         assert_eq!(recorded["jsonrpc"]["params"], Value::Undefined);
         assert_eq!(recorded["mcp"]["arguments"], Value::Undefined);
         assert_eq!(recorded["mcp"]["tool"], Value::from("search"));
+        assert_eq!(recorded["jsonrpc"]["method"], Value::from("tools/call"));
+    }
+
+    #[test]
+    fn a_call_id_or_tool_that_carries_more_than_a_name_is_not_kept() {
+        let long = "x".repeat(129);
+        let input = Value::from_json_str(&format!(
+            r#"{{"jsonrpc": {{"method": "tools/call", "id": {{"secret": "s3cret"}}}},
+                "mcp": {{"method": "tools/call", "tool": "{long}", "id": "call-1"}}}}"#
+        ))
+        .unwrap();
+        let recorded = Recording::new([]).record(input);
+        assert_eq!(recorded["jsonrpc"]["id"], Value::Undefined);
+        assert_eq!(recorded["mcp"]["tool"], Value::Undefined);
+        assert_eq!(recorded["mcp"]["id"], Value::from("call-1"));
         assert_eq!(recorded["jsonrpc"]["method"], Value::from("tools/call"));
     }
 }

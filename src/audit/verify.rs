@@ -32,6 +32,12 @@ pub struct VerifyArgs {
     /// shows that its tail was cut.
     #[arg(long = "anchor", value_name = "SEQ:CHAIN", value_parser = anchor)]
     anchors: Vec<Link>,
+    /// Accept a log that begins mid-chain (a file rotated by copying), and a new chain that
+    /// begins after chained lines (regate restarted on stdout or on a new file). Without it
+    /// both are breaks: they are what deleting the head of a log, or the lines before a
+    /// restart, looks like. Either way they are reported.
+    #[arg(long)]
+    allow_new_chain: bool,
 }
 
 fn anchor(s: &str) -> Result<Link, String> {
@@ -76,6 +82,8 @@ struct Walk {
     records: u64,
     warnings: Vec<String>,
     anchors_seen: Vec<u64>,
+    /// `--allow-new-chain`.
+    allow_new_chain: bool,
 }
 
 fn verify_files(args: &VerifyArgs) -> ExitCode {
@@ -89,7 +97,10 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
             }
         }
     }
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        allow_new_chain: args.allow_new_chain,
+        ..Walk::default()
+    };
     for (name, bytes) in &texts {
         let records_before = walk.records;
         if let Err(broken) = walk.file(name, bytes, &args.anchors) {
@@ -212,12 +223,19 @@ impl Walk {
                     expect_seq(at, prev.seq, seq)?;
                     linked_to
                 }
-                None => {
+                None if self.allow_new_chain => {
                     self.warnings.push(format!(
                         "{at}: a new chain starts (regate started on a new file or on stdout); \
                          its link to the lines before is not proven"
                     ));
                     None
+                }
+                None => {
+                    return Err(format!(
+                        "{at}: a new chain starts after chained lines: lines before it may have \
+                         been deleted (if regate was restarted on stdout or on a new file, \
+                         --allow-new-chain accepts it)"
+                    ))
                 }
             },
             (Some(prev), false) => {
@@ -225,6 +243,12 @@ impl Walk {
                 Some(prev.chain.as_str())
             }
             (None, true) => linked_to,
+            (None, false) if !self.allow_new_chain => {
+                return Err(format!(
+                    "{at}: the log starts mid-chain, at seq {seq}: its first lines may have been \
+                     deleted (if the file was rotated by copying, --allow-new-chain accepts it)"
+                ));
+            }
             (None, false) => {
                 self.warnings.push(format!(
                     "{at}: the log starts mid-chain, at seq {seq}; the lines before it are not \

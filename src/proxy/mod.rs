@@ -495,6 +495,8 @@ impl Proxy {
         // this request.
         if self.revocations.revoked(&conn.peer) || token_revoked_now(self, noted) {
             noted.input = None;
+            // Refused after all: nothing was forwarded, so nothing "would" have been denied.
+            noted.would_deny = false;
             return Err(ProxyError::Denied(Box::new(Decision::deny("revoked"))));
         }
         Ok(Allowed {
@@ -723,6 +725,10 @@ impl<'a> Pending<'a> {
         if let ProxyError::Denied(d) = err {
             self.eval_ns = d.eval_ns;
             self.cached = d.cached;
+        } else {
+            // Refused for a reason of regate's own after the policy ran (a query rewrite that
+            // is no URI): a replay of the input would compare the policy with regate.
+            self.noted.input = None;
         }
         self.reason = err.reason();
     }

@@ -165,6 +165,9 @@ struct Report {
     /// Decision records without `input`: refused before the policy, or written without
     /// --decision-log-input.
     without_input: usize,
+    /// Records refused after the policy ran, for a reason of regate's own (a cancelled
+    /// batch, a query rewrite that is no URI): what the policy decided is not in the record.
+    not_decided_by_policy: usize,
     /// Event records, by `event`.
     events: BTreeMap<String, usize>,
     /// Incomplete last lines of files (a regate stopped while writing).
@@ -274,10 +277,14 @@ fn replay_one(
         report.without_input += 1;
         return;
     };
-    report.replayed += 1;
     let recorded_allowed =
         record["allowed"].as_bool() == Some(true) && record["would_deny"].as_bool() != Some(true);
     let recorded_reason = record["reason"].as_str().unwrap_or_default();
+    if !recorded_allowed && AFTER_THE_POLICY.contains(&recorded_reason) {
+        report.not_decided_by_policy += 1;
+        return;
+    }
+    report.replayed += 1;
     let decision = set.decide(Value::from(input.clone()));
     let kind = match (recorded_allowed, decision.allowed) {
         (true, false) => Some(Kind::AllowToDeny),
@@ -365,8 +372,9 @@ fn print_text(report: &Report, examples: usize) {
         .map(|(e, n)| format!("{e} {n}"))
         .collect();
     println!(
-        "not replayed: {} without input, {} events{}{}",
+        "not replayed: {} without input, {} refused after the policy, {} events{}{}",
         report.without_input,
+        report.not_decided_by_policy,
         report.events.values().sum::<usize>(),
         match events.is_empty() {
             true => String::new(),
