@@ -282,6 +282,8 @@ pub struct Config {
     pub decision_log: DecisionLog,
     /// Decision records carry the policy input, recorded this way; none: they do not.
     pub decision_log_input: Option<crate::audit::input::Recording>,
+    /// The credential headers (`--redact-header` and the defaults), kept out of stderr too.
+    pub redaction: crate::audit::input::Recording,
     pub upstream_timeout: Duration,
     pub upstream_protocol: UpstreamProtocol,
     pub handshake_timeout: Duration,
@@ -583,14 +585,14 @@ impl Config {
         // The delegation token travels in its own header when one is set: it is a
         // credential like `authorization`.
         let delegation_header = delegation.header.as_ref().map(|h| h.as_str().to_string());
-        let decision_log_input = (args.decision_log_input || file.decision_log_input).then(|| {
-            crate::audit::input::Recording::new(
-                redact_headers
-                    .iter()
-                    .map(String::as_str)
-                    .chain(delegation_header.as_deref()),
-            )
-        });
+        let redaction = crate::audit::input::Recording::new(
+            redact_headers
+                .iter()
+                .map(String::as_str)
+                .chain(delegation_header.as_deref()),
+        );
+        let decision_log_input =
+            (args.decision_log_input || file.decision_log_input).then(|| redaction.clone());
 
         let inspect_body_limit = match args
             .inspect_body_limit
@@ -804,6 +806,7 @@ impl Config {
             context,
             decision_log,
             decision_log_input,
+            redaction,
             upstream_timeout,
             upstream_protocol,
             handshake_timeout,

@@ -55,7 +55,8 @@ impl Recording {
         &self.redacted
     }
 
-    fn redacts(&self, header: &str) -> bool {
+    /// Whether `header` (lowercase) names a credential whose value is never written out.
+    pub fn redacts(&self, header: &str) -> bool {
         self.redacted.iter().any(|p| wildcard(p, header))
     }
 

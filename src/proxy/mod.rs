@@ -76,6 +76,8 @@ pub struct Proxy {
     pub identities: Arc<crate::identities::Inventory>,
     /// `--decision-log-input`: how a record keeps the policy input; none: it does not.
     pub input_recording: Option<crate::audit::input::Recording>,
+    /// Credential headers whose values a policy error's log line must not repeat.
+    pub redaction: crate::audit::input::Recording,
     /// `--shadow-policies`: evaluated beside the policy, never deciding.
     pub shadow: Option<shadow::Shadow>,
     /// `--mode`: whether a policy deny is answered or only recorded.
@@ -452,7 +454,7 @@ impl Proxy {
                     request.id = %seen.request_id,
                     policy.revision = %policies.revision,
                     reason = %decision.reason,
-                    error = %redact(e, &parts.headers),
+                    error = %redact(e, &parts.headers, &self.redaction),
                     held_back,
                     "policy evaluation failed; denying",
                 );
@@ -924,14 +926,14 @@ fn protocol(v: Version) -> &'static str {
 }
 
 /// Credentials never reach a log, even inside a policy's error message.
-fn redact(message: &str, headers: &http::HeaderMap) -> String {
+fn redact(
+    message: &str,
+    headers: &http::HeaderMap,
+    credentials: &crate::audit::input::Recording,
+) -> String {
     let mut out = message.to_string();
-    for name in [
-        header::AUTHORIZATION,
-        header::COOKIE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        for v in headers.get_all(&name) {
+    for name in headers.keys().filter(|n| credentials.redacts(n.as_str())) {
+        for v in headers.get_all(name) {
             if let Ok(v) = v.to_str() {
                 if !v.is_empty() {
                     out = out.replace(v, "[redacted]");
