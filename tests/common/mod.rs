@@ -869,7 +869,10 @@ pub async fn get(client: &mut Http1, path: &str) -> (StatusCode, HeaderMap, Byte
 /// The records of a decision log: every JSON line but the `chain_checkpoint` lines that
 /// start each run.
 pub fn records_in(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
+    // The writer may be halfway through its last line: only whole lines count.
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    whole
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["event"] != "chain_checkpoint")
