@@ -139,6 +139,7 @@ struct ShadowMetrics {
     disagreements: Family<DisagreementLabels, Counter>,
     duration: Histogram,
     running: Gauge,
+    skipped: Counter,
     would_deny: Family<BoundedReasonLabels, Counter>,
 }
 
@@ -163,6 +164,13 @@ impl ShadowMetrics {
             "Shadow policy evaluations running now, on their own evaluation threads",
             running.clone(),
         );
+        let skipped = Counter::default();
+        registry.register(
+            "regate_shadow_skipped",
+            "Requests the shadow policy set was not asked about, because as many shadow \
+             evaluations as allowed were already under way",
+            skipped.clone(),
+        );
         let would_deny = Family::<BoundedReasonLabels, Counter>::default();
         registry.register(
             "regate_would_deny",
@@ -178,6 +186,7 @@ impl ShadowMetrics {
             disagreements,
             duration,
             running,
+            skipped,
             would_deny,
         }
     }
@@ -431,6 +440,11 @@ impl Metrics {
     /// One shadow decision's time, from its start to its answer.
     pub fn shadow_evaluated(&self, duration: Duration) {
         self.shadow.duration.observe(duration.as_secs_f64());
+    }
+
+    /// A request the shadow set was not asked about: too many evaluations under way.
+    pub fn shadow_skipped(&self) {
+        self.shadow.skipped.inc();
     }
 
     /// The gauge of running shadow evaluations, for the shadow's evaluator to keep.

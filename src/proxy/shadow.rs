@@ -23,11 +23,21 @@ use crate::metrics::Metrics;
 use crate::policy::input::{ConnInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
 
+/// Shadow decisions under way at once (each holds its request's input, up to
+/// `--inspect-body-limit` of body). Past it a request is not asked about (`shadow_skipped`),
+/// so a slow shadow set under load cannot grow memory without bound.
+pub const IN_FLIGHT: usize = 256;
+
+/// What a record says of a request the shadow set was not asked about.
+pub const SKIPPED: &str = "shadow_skipped";
+
 /// The shadow set and where its evaluations run. Shared by all connections.
 pub struct Shadow {
     pub store: PolicyStore,
     evaluator: Arc<Evaluator>,
     metrics: Arc<Metrics>,
+    /// Places for shadow decisions under way: [`IN_FLIGHT`].
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Records waiting for a shadow answer after their response went out.
     waiting: watch::Sender<usize>,
 }
@@ -102,7 +112,18 @@ impl Drop for Waiting {
 impl Shadow {
     /// Evaluations bounded by `timeout` each, as the main set's are.
     pub fn new(store: PolicyStore, timeout: Duration, metrics: Arc<Metrics>) -> Shadow {
+        Shadow::with_in_flight(store, timeout, metrics, IN_FLIGHT)
+    }
+
+    /// As [`Shadow::new`], with at most `in_flight` shadow decisions under way.
+    pub fn with_in_flight(
+        store: PolicyStore,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        in_flight: usize,
+    ) -> Shadow {
         Shadow {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight)),
             store,
             evaluator: Arc::new(Evaluator::with_inline(
                 0,
@@ -128,6 +149,7 @@ impl Shadow {
         let (tx, answer) = oneshot::channel();
         let Ask { set, calls } = ask;
         let revision = set.revision.clone();
+        let skipped_revision = revision.clone();
         let answered = |d: Decision| Answer {
             allowed: d.allowed,
             reason: d.reason,
@@ -142,10 +164,11 @@ impl Shadow {
             });
             self.metrics.shadow_evaluated(start.elapsed());
             let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
-        } else {
+        } else if let Ok(place) = self.in_flight.clone().try_acquire_owned() {
             let evaluator = self.evaluator.clone();
             let metrics = self.metrics.clone();
             tokio::spawn(async move {
+                let _place = place;
                 let mut batch = Batch::default();
                 let mut decided = None;
                 for call in calls {
@@ -160,6 +183,14 @@ impl Shadow {
                 }
                 metrics.shadow_evaluated(start.elapsed());
                 let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
+            });
+        } else {
+            // Not asked: the record says so, and no disagreement is counted for it.
+            self.metrics.shadow_skipped();
+            let _ = tx.send(Answer {
+                allowed: main.allowed,
+                reason: Cow::Borrowed(SKIPPED),
+                revision: skipped_revision,
             });
         }
         Running {
@@ -236,6 +267,9 @@ impl Running {
 
     /// `answer` when it differs from the main decision, counted; `None` when they agree.
     fn compare(&self, answer: Answer) -> Option<Answer> {
+        if answer.reason == SKIPPED {
+            return Some(answer);
+        }
         let differs = answer.allowed != self.main_allowed || answer.reason != self.main_reason;
         if !differs {
             return None;
@@ -273,3 +307,6 @@ impl Batch {
             .unwrap_or_else(|| Decision::deny("policy_undefined"))
     }
 }
+
+#[cfg(test)]
+mod tests;
