@@ -274,6 +274,55 @@ fn start_args(setup: &Setup, upstream: &Upstream, api: &WorkloadApi) -> Vec<Stri
     .collect()
 }
 
+/// The response of an agent holding one SVID for regate, with `ca` as its trust bundle.
+fn one_svid(identity: &Identity, ca: &Ca) -> Vec<u8> {
+    Svid {
+        id: SERVER_ID,
+        identity,
+        bundle: ca,
+        federated: &[],
+    }
+    .encode()
+}
+
+/// regate on a Workload API that holds one SVID, and a summarizer's client settings.
+struct OnOneSvid {
+    _setup: Setup,
+    _upstream: Upstream,
+    agent_ca: Ca,
+    api: WorkloadApi,
+    regate: Regate,
+    config: Arc<rustls::ClientConfig>,
+    first_serial: String,
+}
+
+async fn on_one_svid() -> OnOneSvid {
+    let setup = Setup::new(&[("authz.rego", ALLOW_KNOWN_CALLERS)]);
+    let upstream = Upstream::start().await;
+    let agent_ca = Ca::new("example.org SPIRE CA");
+    let api = WorkloadApi::start(
+        setup.dir.path(),
+        one_svid(&agent_ca.svid(SERVER_ID), &agent_ca),
+    );
+    let regate = Regate::start(
+        start_args(&setup, &upstream, &api),
+        setup.path("decisions.log"),
+    )
+    .await;
+    let summarizer = agent_ca.client(SUMMARIZER);
+    let config = client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]);
+    let first_serial = served_serial(&regate, config.clone()).await.unwrap();
+    OnOneSvid {
+        _setup: setup,
+        _upstream: upstream,
+        agent_ca,
+        api,
+        regate,
+        config,
+        first_serial,
+    }
+}
+
 const ALLOW_KNOWN_CALLERS: &str = r#"package regate.authz
 
 default allow := false
@@ -375,15 +424,7 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
 
     // The agent rotates the SVID and drops the federation: pushed, not polled.
     let second = agent_ca.svid(SERVER_ID);
-    api.push(
-        Svid {
-            id: SERVER_ID,
-            identity: &second,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
+    api.push(one_svid(&second, &agent_ca));
     let second_serial = regate::tls::identity::PeerIdentity::from_der(&second.chain[0])
         .unwrap()
         .serial;
@@ -445,28 +486,17 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_svid_whose_key_does_not_match_is_refused_and_the_last_good_one_stays() {
-    let setup = Setup::new(&[("authz.rego", ALLOW_KNOWN_CALLERS)]);
-    let upstream = Upstream::start().await;
-    let agent_ca = Ca::new("example.org SPIRE CA");
+    // Bound by name, not `..`: the temporary directory and the upstream must live on.
+    let OnOneSvid {
+        _setup,
+        _upstream,
+        agent_ca,
+        api,
+        regate,
+        config,
+        first_serial,
+    } = on_one_svid().await;
     let first = agent_ca.svid(SERVER_ID);
-    let api = WorkloadApi::start(
-        setup.dir.path(),
-        Svid {
-            id: SERVER_ID,
-            identity: &first,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
-    let regate = Regate::start(
-        start_args(&setup, &upstream, &api),
-        setup.path("decisions.log"),
-    )
-    .await;
-    let summarizer = agent_ca.client(SUMMARIZER);
-    let config = client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]);
-    let first_serial = served_serial(&regate, config.clone()).await.unwrap();
 
     // A certificate with another SVID's key: the crate or regate refuses it.
     let other = agent_ca.svid(SERVER_ID);
@@ -476,15 +506,7 @@ async fn an_svid_whose_key_does_not_match_is_refused_and_the_last_good_one_stays
         chain: other.chain.clone(),
         key: first.key.clone_key(),
     };
-    api.push(
-        Svid {
-            id: SERVER_ID,
-            identity: &mismatched,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
+    api.push(one_svid(&mismatched, &agent_ca));
     // Then a good rotation, which is served.
     let good = agent_ca.svid(SERVER_ID);
     let good_serial = regate::tls::identity::PeerIdentity::from_der(&good.chain[0])
@@ -508,15 +530,7 @@ async fn an_svid_whose_key_does_not_match_is_refused_and_the_last_good_one_stays
         "a certificate whose key regate does not hold is never served"
     );
     assert_eq!(served, first_serial);
-    api.push(
-        Svid {
-            id: SERVER_ID,
-            identity: &good,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
+    api.push(one_svid(&good, &agent_ca));
     let rotated = eventually(Duration::from_secs(10), || async {
         served_serial(&regate, config.clone()).await.as_deref() == Some(good_serial.as_str())
     })
@@ -566,28 +580,16 @@ fn an_unreachable_workload_api_is_a_startup_error_naming_the_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_identity_shows_as_a_failed_reload_and_the_credentials_in_force_stay() {
-    let setup = Setup::new(&[("authz.rego", ALLOW_KNOWN_CALLERS)]);
-    let upstream = Upstream::start().await;
-    let agent_ca = Ca::new("example.org SPIRE CA");
-    let first = agent_ca.svid(SERVER_ID);
-    let api = WorkloadApi::start(
-        setup.dir.path(),
-        Svid {
-            id: SERVER_ID,
-            identity: &first,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
-    let regate = Regate::start(
-        start_args(&setup, &upstream, &api),
-        setup.path("decisions.log"),
-    )
-    .await;
-    let summarizer = agent_ca.client(SUMMARIZER);
-    let config = client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]);
-    let first_serial = served_serial(&regate, config.clone()).await.unwrap();
+    // Bound by name, not `..`: the temporary directory and the upstream must live on.
+    let OnOneSvid {
+        _setup,
+        _upstream,
+        agent_ca,
+        api,
+        regate,
+        config,
+        first_serial,
+    } = on_one_svid().await;
 
     api.withdraw();
     let failed = eventually(Duration::from_secs(10), || async {
@@ -622,15 +624,7 @@ async fn a_withdrawn_identity_shows_as_a_failed_reload_and_the_credentials_in_fo
     let again_serial = regate::tls::identity::PeerIdentity::from_der(&again.chain[0])
         .unwrap()
         .serial;
-    api.push(
-        Svid {
-            id: SERVER_ID,
-            identity: &again,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
+    api.push(one_svid(&again, &agent_ca));
     let back = eventually(Duration::from_secs(30), || async {
         served_serial(&regate, config.clone()).await.as_deref() == Some(again_serial.as_str())
     })
@@ -645,16 +639,7 @@ async fn spiffe_endpoint_socket_is_used_only_when_no_credentials_are_named() {
     let upstream = Upstream::start().await;
     let agent_ca = Ca::new("example.org SPIRE CA");
     let svid = agent_ca.svid(SERVER_ID);
-    let api = WorkloadApi::start(
-        setup.dir.path(),
-        Svid {
-            id: SERVER_ID,
-            identity: &svid,
-            bundle: &agent_ca,
-            federated: &[],
-        }
-        .encode(),
-    );
+    let api = WorkloadApi::start(setup.dir.path(), one_svid(&svid, &agent_ca));
     let summarizer = agent_ca.client(SUMMARIZER);
     let p = |n: &str| setup.path(n).display().to_string();
     let bare: Vec<String> = [
