@@ -312,6 +312,13 @@ async fn on_one_svid() -> OnOneSvid {
     let summarizer = agent_ca.client(SUMMARIZER);
     let config = client_config(&agent_ca.pem, Some(&summarizer), &[b"http/1.1"]);
     let first_serial = served_serial(&regate, config.clone()).await.unwrap();
+    // The startup fetch, then the stream regate follows: only once that is open does a
+    // change on the agent's side reach it as an update.
+    let following = eventually(Duration::from_secs(10), || {
+        std::future::ready(api.calls.load(Ordering::SeqCst) >= 2)
+    })
+    .await;
+    assert!(following, "regate follows the Workload API");
     OnOneSvid {
         _setup: setup,
         _upstream: upstream,
