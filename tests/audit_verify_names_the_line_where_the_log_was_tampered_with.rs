@@ -283,4 +283,24 @@ async fn deleted_head_lines_and_an_unlinked_new_chain_are_breaks_unless_allowed(
     assert!(out.contains("second.log:1: a new chain starts"), "{out}");
     let (code, out) = verify(&[&first_file, &second_file], &["--allow-new-chain"]);
     assert_eq!(code, Some(0), "{out}");
+
+    // seq starts again in the second chain: its anchor is held by its own line, not
+    // contradicted by the first chain's line of the same seq.
+    let second_line: serde_json::Value = serde_json::from_str(&lines(&second)[1]).unwrap();
+    let anchor = format!("2:{}", second_line["chain"].as_str().unwrap());
+    let (code, out) = verify(
+        &[&first_file, &second_file],
+        &["--allow-new-chain", "--anchor", &anchor],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let wrong = format!("2:{}", "0".repeat(64));
+    let (code, out) = verify(
+        &[&first_file, &second_file],
+        &["--allow-new-chain", "--anchor", &wrong],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("first.log:2: seq 2: its chain is not the anchored"),
+        "{out}"
+    );
 }

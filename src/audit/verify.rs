@@ -84,6 +84,8 @@ struct Walk {
     anchors_seen: Vec<u64>,
     /// `--allow-new-chain`.
     allow_new_chain: bool,
+    /// Anchors a line of their seq contradicted, by seq: where the first one was.
+    contradicted: std::collections::BTreeMap<u64, String>,
 }
 
 fn verify_files(args: &VerifyArgs) -> ExitCode {
@@ -137,6 +139,10 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         .iter()
         .filter(|a| !walk.anchors_seen.contains(&a.seq))
         .collect();
+    if let Some(at) = missing.iter().find_map(|a| walk.contradicted.get(&a.seq)) {
+        println!("broken: {at}");
+        return ExitCode::from(1);
+    }
     if let Some(a) = missing.first() {
         println!(
             "broken: anchor seq {} is not in the log, which ends at seq {}: lines were cut",
@@ -275,13 +281,26 @@ impl Walk {
         at: &At<'_>,
     ) -> Result<(), String> {
         for anchor in anchors.iter().filter(|a| a.seq == seq) {
-            if anchor.chain != chain {
-                return Err(format!(
-                    "{at}: seq {seq}: its chain is not the anchored {}",
-                    anchor.chain
-                ));
+            match anchor.chain == chain {
+                true => self.anchors_seen.push(seq),
+                // With --allow-new-chain, seq starts again in each chain: another chain's
+                // line of the same seq may hold the anchor. The first contradiction is kept,
+                // and is the break if no line holds the anchor.
+                false if self.allow_new_chain => {
+                    self.contradicted.entry(seq).or_insert_with(|| {
+                        format!(
+                            "{at}: seq {seq}: its chain is not the anchored {}",
+                            anchor.chain
+                        )
+                    });
+                }
+                false => {
+                    return Err(format!(
+                        "{at}: seq {seq}: its chain is not the anchored {}",
+                        anchor.chain
+                    ))
+                }
             }
-            self.anchors_seen.push(seq);
         }
         self.records += 1;
         self.prev = Some(Link { seq, chain });
