@@ -165,18 +165,6 @@ impl App {
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
-        let tls = match &config.spiffe_socket {
-            Some(endpoint) if errors.is_empty() => {
-                tls::workload::first(endpoint, config.spiffe_startup_timeout)
-                    .and_then(|(served, ca)| {
-                        TlsState::build(Arc::new(served), Arc::new(ca), 0)
-                            .map_err(|e| error_chain(&e))
-                    })
-                    .map_err(|e| errors.push(format!("spiffe-socket: {e}")))
-                    .ok()
-            }
-            _ => tls,
-        };
         // A broken shadow set is reported with everything else, as a broken main set is (a
         // missing directory is already among the config's errors).
         let shadow = match config.shadow_policy_options() {
@@ -190,6 +178,18 @@ impl App {
                 })
                 .ok(),
             _ => None,
+        };
+        let tls = match &config.spiffe_socket {
+            Some(endpoint) if errors.is_empty() => {
+                tls::workload::first(endpoint, config.spiffe_startup_timeout)
+                    .and_then(|(served, ca)| {
+                        TlsState::build(Arc::new(served), Arc::new(ca), 0)
+                            .map_err(|e| error_chain(&e))
+                    })
+                    .map_err(|e| errors.push(format!("spiffe-socket: {e}")))
+                    .ok()
+            }
+            _ => tls,
         };
         match (tls, policies, audit, revocations, delegation) {
             (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
