@@ -103,6 +103,39 @@ pub struct ShadowSource {
     pub store: PolicyStore,
 }
 
+/// Which policy set a reload is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    Main,
+    Shadow,
+}
+
+impl Set {
+    /// As reload metrics and `/status` name it.
+    fn kind(self) -> &'static str {
+        match self {
+            Set::Main => "policy",
+            Set::Shadow => "shadow_policy",
+        }
+    }
+
+    fn status(self, status: &ReloadStatus) -> &Mutex<KindStatus> {
+        match self {
+            Set::Main => &status.policy,
+            Set::Shadow => &status.shadow_policy,
+        }
+    }
+}
+
+impl Refused {
+    fn set(&mut self, set: Set) -> &mut Option<Arc<str>> {
+        match set {
+            Set::Main => &mut self.policy,
+            Set::Shadow => &mut self.shadow,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Refused {
     policy: Option<Arc<str>>,
@@ -187,40 +220,71 @@ impl Reloader {
     }
 
     pub fn reload_policies(&self) -> Outcome {
-        let sources = match Sources::read(&self.policies_dir) {
-            Ok(s) => s,
-            Err(errors) => return self.policy_failed(None, &errors),
+        self.reload_set(Set::Main, &self.policies_dir, &self.policy, &self.policies)
+    }
+
+    /// As [`Reloader::reload_policies`], for the shadow set.
+    pub fn reload_shadow_policies(&self) -> Outcome {
+        let Some(shadow) = &self.shadow else {
+            return Outcome::Unchanged;
         };
-        let loaded = self.policies.load_full();
-        let current = loaded.revision.clone();
+        self.reload_set(Set::Shadow, &shadow.dir, &shadow.options, &shadow.store)
+    }
+
+    /// Read one policy set, and compile and publish it if it changed. A set that fails keeps
+    /// the last good one of its kind. Only a new main set moves `changes`: the shadow set
+    /// decides nothing, so no tunnel has anything to judge again.
+    fn reload_set(
+        &self,
+        set: Set,
+        dir: &Path,
+        options: &crate::policy::Options,
+        store: &PolicyStore,
+    ) -> Outcome {
+        let sources = match Sources::read(dir) {
+            Ok(s) => s,
+            Err(errors) => return self.set_failed(set, store, None, &errors),
+        };
+        let loaded = store.load_full();
         // Files can change under one commit (a hand edit in a checkout), and a commit can
         // leave the files as they were: either is a new set.
-        if sources.content_hash == loaded.content_hash && sources.revision == current {
-            self.refused().policy = None;
-            return self.settled(&self.status.policy, "policy");
+        if sources.content_hash == loaded.content_hash && sources.revision == loaded.revision {
+            *self.refused().set(set) = None;
+            return self.settled(set.status(&self.status), set.kind());
         }
-        if self.refused().policy.as_deref() == Some(&*sources.content_hash) {
+        if self.refused().set(set).as_deref() == Some(&*sources.content_hash) {
             return Outcome::Unchanged;
         }
         let revision = sources.revision.clone();
         let content_hash = sources.content_hash.clone();
-        match PolicySet::compile(sources, &self.policy) {
-            Ok(set) => {
+        match PolicySet::compile(sources, options) {
+            Ok(compiled) => {
                 // A new set starts with an empty cache: no answer outlives its policy.
-                let set = set.with_decision_cache(self.decision_cache_entries);
-                self.policies.store(Arc::new(set));
-                self.changes.send_modify(|n| *n += 1);
-                self.refused().policy = None;
-                tracing::info!(previous = %current, revision = %revision, content_hash = %content_hash, "policy reloaded");
-                self.record("policy", None)
+                store.store(Arc::new(
+                    compiled.with_decision_cache(self.decision_cache_entries),
+                ));
+                if set == Set::Main {
+                    self.changes.send_modify(|n| *n += 1);
+                }
+                *self.refused().set(set) = None;
+                tracing::info!(
+                    set = set.kind(),
+                    previous = %loaded.revision,
+                    revision = %revision,
+                    content_hash = %content_hash,
+                    "policy reloaded",
+                );
+                self.record(set.kind(), None)
             }
-            Err(errors) => self.policy_failed(Some(content_hash), &errors),
+            Err(errors) => self.set_failed(set, store, Some(content_hash), &errors),
         }
     }
 
     /// `content_hash` names the files refused, so they are not tried again until they change.
-    fn policy_failed(
+    fn set_failed(
         &self,
+        set: Set,
+        store: &PolicyStore,
         content_hash: Option<Arc<str>>,
         errors: &[crate::policy::PolicyError],
     ) -> Outcome {
@@ -230,64 +294,13 @@ impl Reloader {
             .collect::<Vec<_>>()
             .join("\n");
         tracing::error!(
-            kept = %self.policies.load().revision,
+            set = set.kind(),
+            kept = %store.load().revision,
             error = %message,
-            "policy reload failed; the last good policy keeps deciding",
+            "policy reload failed; the last good set of its kind stays",
         );
-        self.refused().policy = content_hash;
-        self.record("policy", Some(message))
-    }
-
-    /// As [`Reloader::reload_policies`], for the shadow set: a set that fails keeps the last
-    /// good shadow, and nothing here touches the main set or moves `changes` (the shadow
-    /// decides nothing, so no tunnel has anything to judge again).
-    pub fn reload_shadow_policies(&self) -> Outcome {
-        let Some(shadow) = &self.shadow else {
-            return Outcome::Unchanged;
-        };
-        let sources = match Sources::read(&shadow.dir) {
-            Ok(s) => s,
-            Err(errors) => return self.shadow_failed(shadow, None, &errors),
-        };
-        let current = shadow.store.load().revision.clone();
-        if sources.revision == current {
-            self.refused().shadow = None;
-            return self.settled(&self.status.shadow_policy, "shadow_policy");
-        }
-        if self.refused().shadow.as_deref() == Some(&*sources.revision) {
-            return Outcome::Unchanged;
-        }
-        let revision = sources.revision.clone();
-        match PolicySet::compile(sources, &shadow.options) {
-            Ok(set) => {
-                let set = set.with_decision_cache(self.decision_cache_entries);
-                shadow.store.store(Arc::new(set));
-                self.refused().shadow = None;
-                tracing::info!(previous = %current, revision = %revision, "shadow policy reloaded");
-                self.record("shadow_policy", None)
-            }
-            Err(errors) => self.shadow_failed(shadow, Some(revision), &errors),
-        }
-    }
-
-    fn shadow_failed(
-        &self,
-        shadow: &ShadowSource,
-        revision: Option<Arc<str>>,
-        errors: &[crate::policy::PolicyError],
-    ) -> Outcome {
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
-        tracing::error!(
-            kept = %shadow.store.load().revision,
-            error = %message,
-            "shadow policy reload failed; the last good shadow policy goes on being compared",
-        );
-        self.refused().shadow = revision;
-        self.record("shadow_policy", Some(message))
+        *self.refused().set(set) = content_hash;
+        self.record(set.kind(), Some(message))
     }
 
     pub fn reload_cert(&self) -> Outcome {
