@@ -280,9 +280,10 @@ pub struct Config {
     pub trust_domains: Vec<String>,
     pub context: BTreeMap<String, String>,
     pub decision_log: DecisionLog,
-    /// Decision records carry the policy input, recorded this way; none: they do not.
-    pub decision_log_input: Option<crate::audit::input::Recording>,
-    /// The credential headers (`--redact-header` and the defaults), kept out of stderr too.
+    /// Decision records carry the policy input, as [`Config::redaction`] records it.
+    pub decision_log_input: bool,
+    /// The credential headers (`--redact-header` and the defaults): digested in a recorded
+    /// input, and kept out of stderr.
     pub redaction: crate::audit::input::Recording,
     pub upstream_timeout: Duration,
     pub upstream_protocol: UpstreamProtocol,
@@ -591,8 +592,7 @@ impl Config {
                 .map(String::as_str)
                 .chain(delegation_header.as_deref()),
         );
-        let decision_log_input =
-            (args.decision_log_input || file.decision_log_input).then(|| redaction.clone());
+        let decision_log_input = args.decision_log_input || file.decision_log_input;
 
         let inspect_body_limit = match args
             .inspect_body_limit

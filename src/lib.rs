@@ -318,7 +318,7 @@ impl App {
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
             identities: identities.clone(),
-            input_recording: self.config.decision_log_input.clone(),
+            record_input: self.config.decision_log_input,
             redaction: self.config.redaction.clone(),
             shadow: self.shadow.clone().map(|store| {
                 proxy::shadow::Shadow::new(store, self.config.policy_timeout, self.metrics.clone())

@@ -181,7 +181,8 @@ fn redacted_headers_add_to_the_defaults_and_bad_names_are_refused() {
         "--delegation-header",
         "x-agent-token-v2",
     ]));
-    let recording = checked.config.decision_log_input.unwrap();
+    assert!(checked.config.decision_log_input);
+    let recording = checked.config.redaction;
     for name in [
         "authorization",
         "cookie",
@@ -194,7 +195,7 @@ fn redacted_headers_add_to_the_defaults_and_bad_names_are_refused() {
         assert!(recording.redacted().iter().any(|r| r == name), "{name}");
     }
     let off = Config::check(args(&["--redact-header", "x-session"]));
-    assert!(off.config.decision_log_input.is_none());
+    assert!(!off.config.decision_log_input);
     let bad = Config::check(args(&["--redact-header", "bad name"]));
     assert!(bad.errors.iter().any(|e| e.starts_with("redact-header:")));
 }

@@ -74,9 +74,10 @@ pub struct Proxy {
     pub failure_log: crate::limits::RateLimited,
     /// Where each connection's identity and its requests are counted.
     pub identities: Arc<crate::identities::Inventory>,
-    /// `--decision-log-input`: how a record keeps the policy input; none: it does not.
-    pub input_recording: Option<crate::audit::input::Recording>,
-    /// Credential headers whose values a policy error's log line must not repeat.
+    /// `--decision-log-input`: records keep the policy input, as `redaction` records it.
+    pub record_input: bool,
+    /// Credential headers: digested in a recorded input, kept out of a policy error's log
+    /// line.
     pub redaction: crate::audit::input::Recording,
     /// `--shadow-policies`: evaluated beside the policy, never deciding.
     pub shadow: Option<shadow::Shadow>,
@@ -392,17 +393,14 @@ impl Proxy {
                 }
                 // The record keeps the input of the call that decides: the denied one, or the
                 // first. A cached decision built none; it is built now, for the record.
-                let recorded = self
-                    .input_recording
-                    .as_ref()
-                    .filter(|_| !decision.allowed || outcome.is_none());
-                let whole = match (prepared.upgrade.is_some() || recorded.is_some(), built) {
+                let recorded = self.record_input && (!decision.allowed || outcome.is_none());
+                let whole = match (prepared.upgrade.is_some() || recorded, built) {
                     (true, Some(input)) => Some(input),
                     (true, None) => Some(conn.input.build(&request)),
                     (false, _) => None,
                 };
-                if let (Some(recording), Some(input)) = (recorded, &whole) {
-                    noted.input = Some(recording.record(input.clone()));
+                if let (true, Some(input)) = (recorded, &whole) {
+                    noted.input = Some(self.redaction.record(input.clone()));
                 }
                 if prepared.upgrade.is_some() {
                     kept_input = whole;
