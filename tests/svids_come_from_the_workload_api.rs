@@ -244,6 +244,22 @@ async fn served_serial(regate: &Regate, config: Arc<rustls::ClientConfig>) -> Op
     Some(server_serial(&tls))
 }
 
+/// Whether regate refuses a client with `config`: at the handshake, or (TLS 1.3 checks the
+/// client's certificate after the client thinks it is done) on its first request.
+async fn handshake_refused(regate: &Regate, config: Arc<rustls::ClientConfig>) -> bool {
+    match regate.connect(config).await {
+        Err(_) => true,
+        Ok(tls) => {
+            let mut client = http1_over(tls).await;
+            client.ready().await.is_err()
+                || client
+                    .send_request(request("GET", "/docs/a", b""))
+                    .await
+                    .is_err()
+        }
+    }
+}
+
 async fn status(regate: &Regate) -> serde_json::Value {
     let (code, body) = admin_get(regate.admin, "/status").await;
     assert_eq!(code, 200, "{body}");
@@ -394,33 +410,14 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
     // trust domain is refused at the handshake, and so is a certificate without a SPIFFE ID.
     let forged = partner_ca.client(SUMMARIZER);
     let forged_config = client_config(&agent_ca.pem, Some(&forged), &[b"http/1.1"]);
-    let refused = match regate.connect(forged_config).await {
-        Err(_) => true,
-        Ok(tls) => {
-            let mut client = http1_over(tls).await;
-            client.ready().await.is_err()
-                || client
-                    .send_request(request("GET", "/docs/a", b""))
-                    .await
-                    .is_err()
-        }
-    };
+    let refused = handshake_refused(&regate, forged_config).await;
     assert!(
         refused,
         "a federated CA must not mint example.org identities"
     );
     let anonymous = agent_ca.client_with_sans(&[]);
     let anonymous_config = client_config(&agent_ca.pem, Some(&anonymous), &[b"http/1.1"]);
-    let refused = match regate.connect(anonymous_config).await {
-        Err(_) => true,
-        Ok(tls) => {
-            let mut client = http1_over(tls).await;
-            client
-                .send_request(request("GET", "/docs/a", b""))
-                .await
-                .is_err()
-        }
-    };
+    let refused = handshake_refused(&regate, anonymous_config).await;
     assert!(refused, "with Workload API bundles, a caller needs an SVID");
     let before = status(&regate).await;
     assert_eq!(before["certificate"]["source"], "workload_api");
@@ -477,16 +474,7 @@ async fn regate_serves_its_svid_trusts_the_bundles_and_follows_a_pushed_rotation
 
     // A federated caller is no longer trusted once its bundle is withdrawn.
     let partner_config = client_config(&agent_ca.pem, Some(&invoicer), &[b"http/1.1"]);
-    let gone = match regate.connect(partner_config).await {
-        Err(_) => true,
-        Ok(tls) => {
-            let mut client = http1_over(tls).await;
-            client
-                .send_request(request("GET", "/docs/a", b""))
-                .await
-                .is_err()
-        }
-    };
+    let gone = handshake_refused(&regate, partner_config).await;
     assert!(gone, "the partner's bundle was withdrawn");
     regate.stop().await;
 }
