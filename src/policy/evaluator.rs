@@ -149,7 +149,8 @@ impl Evaluator {
         (decision, Some(input))
     }
 
-    async fn decide_keyed(
+    /// As [`Evaluator::decide`], with the cache key already computed (`None`: no cache).
+    pub async fn decide_keyed(
         &self,
         set: Arc<PolicySet>,
         key: Option<Box<[u8]>>,

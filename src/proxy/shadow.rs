@@ -59,8 +59,8 @@ pub struct Ask {
 enum Call {
     /// From the shadow set's decision cache.
     Answered(Decision),
-    /// To evaluate.
-    Input(Value),
+    /// To evaluate; with its cache key, computed already for the lookup that missed.
+    Input(Option<Box<[u8]>>, Value),
 }
 
 impl Ask {
@@ -69,8 +69,9 @@ impl Ask {
     /// when the main set already built it, else built here.
     pub fn call(&mut self, conn: &ConnInput, request: &RequestInput<'_>, built: Option<&Value>) {
         let view = InputView::new(conn, request);
-        if let Some(cache) = self.set.cache() {
-            if let Some(decision) = cache.get(&cache.key(|p| view.at(p))) {
+        let key = self.set.cache().map(|cache| cache.key(|p| view.at(p)));
+        if let (Some(cache), Some(key)) = (self.set.cache(), &key) {
+            if let Some(decision) = cache.get(key) {
                 self.calls.push(Call::Answered(decision));
                 return;
             }
@@ -79,7 +80,7 @@ impl Ask {
             Some(input) => input.clone(),
             None => view.into_value(),
         };
-        self.calls.push(Call::Input(input));
+        self.calls.push(Call::Input(key, input));
     }
 
     /// How many calls were added.
@@ -160,7 +161,7 @@ impl Shadow {
             let mut batch = Batch::default();
             let decided = calls.into_iter().find_map(|call| match call {
                 Call::Answered(d) => batch.add(d),
-                Call::Input(_) => None,
+                Call::Input(..) => None,
             });
             self.metrics.shadow_evaluated(start.elapsed());
             let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
@@ -174,7 +175,9 @@ impl Shadow {
                 for call in calls {
                     let decision = match call {
                         Call::Answered(d) => d,
-                        Call::Input(input) => evaluator.decide(set.clone(), input).await,
+                        Call::Input(key, input) => {
+                            evaluator.decide_keyed(set.clone(), key, input).await
+                        }
                     };
                     decided = batch.add(decision);
                     if decided.is_some() {

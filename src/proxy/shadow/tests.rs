@@ -22,7 +22,7 @@ async fn past_its_places_a_request_is_not_asked_about_and_says_so() {
     let main = Decision::deny("main_says_no");
     let ask = || Ask {
         set: shadow.store.load_full(),
-        calls: vec![Call::Input(Value::new_object())],
+        calls: vec![Call::Input(None, Value::new_object())],
     };
     // On this single-threaded runtime the first evaluation cannot finish before the second
     // is started: the one place is taken.
