@@ -57,9 +57,11 @@ fn main() {
         }],
         leeway: Duration::from_secs(30),
         header: None,
+        require_token: false,
     })
     .unwrap();
     let cert_sha256 = [7u8; 32];
+    let query = std::collections::BTreeMap::new();
     let thumb = regate::policy::builtins::crypto::b64_encode(&cert_sha256, true, false);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -77,11 +79,17 @@ fn main() {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
         assert!(verifier
-            .verify(&headers, &cert_sha256, SystemTime::now())
+            .verify(&headers, &query, &cert_sha256, SystemTime::now())
             .unwrap()
             .is_some());
         let (us, n) = median_us(runs, limit, || {
-            black_box(verifier.verify(black_box(&headers), &cert_sha256, SystemTime::now())).ok();
+            black_box(verifier.verify(
+                black_box(&headers),
+                &query,
+                &cert_sha256,
+                SystemTime::now(),
+            ))
+            .ok();
         });
         println!(
             "| delegation token, {alg}, bound, verified and turned into input | {us:.1} | {n} |"
@@ -89,7 +97,8 @@ fn main() {
     }
     let headers = HeaderMap::new();
     let (us, n) = median_us(runs, limit, || {
-        black_box(verifier.verify(black_box(&headers), &cert_sha256, SystemTime::now())).ok();
+        black_box(verifier.verify(black_box(&headers), &query, &cert_sha256, SystemTime::now()))
+            .ok();
     });
     println!("| no token (issuers configured) | {us:.2} | {n} |");
 
@@ -137,8 +146,9 @@ fn main() {
         ("a batch of 10 tools/call, 1.6 KB", batch.into_bytes()),
         ("one tools/call with 100 KB of arguments", big.into_bytes()),
     ] {
+        let body = bytes::Bytes::from(body);
         let (us, n) = median_us(runs, limit, || {
-            black_box(regate::request::body::examine(black_box(&body)));
+            black_box(regate::request::body::examine(black_box(body.clone())));
         });
         println!("| JSON body examined: {what} | {us:.1} | {n} |");
     }

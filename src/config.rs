@@ -174,10 +174,26 @@ pub struct RunArgs {
     /// The header holding the token alone, instead of `Authorization: Bearer`.
     #[arg(long, value_name = "NAME")]
     pub delegation_header: Option<String>,
+    /// A request without a verified delegation token is refused (401), instead of reaching
+    /// the policy without input.delegation.
+    #[arg(long)]
+    pub delegation_require_token: bool,
     /// JSON request bodies up to this size are read before the decision and shown to the
     /// policy (input.parsed_body, input.jsonrpc, input.mcp); 0 reads none [default: 1MiB].
     #[arg(long, value_name = "SIZE")]
     pub inspect_body_limit: Option<String>,
+    /// Most bytes of request bodies held for the policy at once, by all requests; a body that
+    /// does not fit is refused (503) [default: 64 × --inspect-body-limit, at least 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub inspect_body_budget: Option<String>,
+    /// Most of --inspect-body-budget one caller (SPIFFE ID, else certificate) may hold
+    /// [default: 16 × --inspect-body-limit, at least 16MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub inspect_body_budget_per_identity: Option<String>,
+    /// How long a JSON body read for the policy may take to arrive; past it, 408
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub inspect_body_timeout: Option<String>,
     /// Workload identities the inventory (admin `GET /identities`) holds; past it, the least
     /// recently seen is dropped [default: 10000].
     #[arg(long, value_name = "N")]
@@ -193,6 +209,10 @@ pub struct RunArgs {
     /// [default: enforce].
     #[arg(long, value_name = "enforce|audit")]
     pub mode: Option<String>,
+    /// Send the upstream regate's own `x-request-id` even when the client sent a well-formed
+    /// one (by default the client's is forwarded unchanged).
+    #[arg(long)]
+    pub replace_request_id: bool,
 }
 
 /// The `delegation:` section of the YAML file.
@@ -203,6 +223,8 @@ struct DelegationFile {
     issuers: Vec<crate::delegation::IssuerConfig>,
     leeway: Option<String>,
     header: Option<String>,
+    #[serde(default)]
+    require_token: bool,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -256,10 +278,15 @@ struct FileSettings {
     revocations: Option<String>,
     delegation: Option<DelegationFile>,
     inspect_body_limit: Option<String>,
+    inspect_body_budget: Option<String>,
+    inspect_body_budget_per_identity: Option<String>,
+    inspect_body_timeout: Option<String>,
     max_identities: Option<usize>,
     shadow_policies: Option<PathBuf>,
     shadow_query: Option<String>,
     mode: Option<String>,
+    #[serde(default)]
+    replace_request_id: bool,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -315,11 +342,18 @@ pub struct Config {
     pub delegation: crate::delegation::Settings,
     /// Bytes of a JSON body read for the policy; zero: none.
     pub inspect_body_limit: usize,
+    /// Bytes of bodies held for the policy at once, in all and per identity.
+    pub inspect_body_budget: usize,
+    pub inspect_body_budget_per_identity: usize,
+    /// How long a body read for the policy may take to arrive.
+    pub inspect_body_timeout: Duration,
     /// Entries the identity inventory holds (at least 1).
     pub max_identities: usize,
     /// The shadow policy set and its query; none: no shadow evaluation.
     pub shadow: Option<Shadow>,
     pub mode: Mode,
+    /// The upstream always gets regate's own `x-request-id`.
+    pub replace_request_id: bool,
 }
 
 /// `--shadow-policies` and `--shadow-query`.
@@ -594,19 +628,49 @@ impl Config {
         );
         let decision_log_input = args.decision_log_input || file.decision_log_input;
 
-        let inspect_body_limit = match args
-            .inspect_body_limit
-            .clone()
-            .or(file.inspect_body_limit.clone())
-        {
-            None => 1 << 20,
+        let mut size = |name: &str, value: Option<String>, default: usize| match value {
+            None => default,
             Some(text) => parse_size(&text).unwrap_or_else(|| {
                 errors.push(format!(
-                    "inspect-body-limit: {text:?} is not a size like 1MiB, 64KiB or 4096"
+                    "{name}: {text:?} is not a size like 1MiB, 64KiB or 4096"
                 ));
-                1 << 20
+                default
             }),
         };
+        let inspect_body_limit = size(
+            "inspect-body-limit",
+            args.inspect_body_limit
+                .clone()
+                .or(file.inspect_body_limit.clone()),
+            1 << 20,
+        );
+        // By default one caller may hold 16 bodies at the limit (at least 16 MiB), and all
+        // callers 64 (at least 64 MiB): room for every honest tool call, far from the memory
+        // of the host.
+        let inspect_body_budget_per_identity = size(
+            "inspect-body-budget-per-identity",
+            args.inspect_body_budget_per_identity
+                .clone()
+                .or(file.inspect_body_budget_per_identity.clone()),
+            inspect_body_limit.saturating_mul(16).max(16 << 20),
+        );
+        let inspect_body_budget = size(
+            "inspect-body-budget",
+            args.inspect_body_budget
+                .clone()
+                .or(file.inspect_body_budget.clone()),
+            inspect_body_limit.saturating_mul(64).max(64 << 20),
+        );
+        // A body at the limit must fit one caller's share, or no inspected body ever could.
+        if inspect_body_limit > 0
+            && inspect_body_budget_per_identity.min(inspect_body_budget) <= inspect_body_limit
+        {
+            errors.push(format!(
+                "inspect-body-budget-per-identity: {inspect_body_budget_per_identity} bytes \
+                 (and inspect-body-budget: {inspect_body_budget}) must be over \
+                 inspect-body-limit ({inspect_body_limit}), or a body at the limit never fits"
+            ));
+        }
         let revocations = args
             .revocations
             .or_else(|| file.revocations.map(|p| base.join(p)));
@@ -643,6 +707,11 @@ impl Config {
             "policy-timeout",
             args.policy_timeout.or(file.policy_timeout),
             Duration::from_millis(100),
+        );
+        let inspect_body_timeout = duration(
+            "inspect-body-timeout",
+            args.inspect_body_timeout.or(file.inspect_body_timeout),
+            Duration::from_secs(10),
         );
 
         let reload_interval = duration(
@@ -828,9 +897,13 @@ impl Config {
             revocations,
             delegation,
             inspect_body_limit,
+            inspect_body_budget,
+            inspect_body_budget_per_identity,
+            inspect_body_timeout,
             max_identities,
             shadow,
             mode,
+            replace_request_id: args.replace_request_id || file.replace_request_id,
         };
         Checked { config, errors }
     }
@@ -958,10 +1031,18 @@ fn delegation_settings(
             None
         }
     });
+    let require_token = args.delegation_require_token || file.is_some_and(|f| f.require_token);
+    if require_token && issuers.is_empty() {
+        errors.push(
+            "delegation: require_token is set, but no issuer is configured to verify a token"
+                .to_string(),
+        );
+    }
     crate::delegation::Settings {
         issuers,
         leeway,
         header,
+        require_token,
     }
 }
 

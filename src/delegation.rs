@@ -49,6 +49,8 @@ pub struct Settings {
     /// Where the token is: `None` for `Authorization: Bearer`, else a header holding only
     /// the token.
     pub header: Option<HeaderName>,
+    /// A request without a verified token is refused.
+    pub require_token: bool,
 }
 
 /// The most clock skew `leeway` may forgive.
@@ -72,6 +74,13 @@ pub enum TokenError {
     NotBound,
     /// Bound to another certificate.
     Binding,
+    /// A token under another scheme than `Bearer` (`JWT`, `DPoP`), or a malformed `Bearer`:
+    /// the upstream might take it, and regate would not have checked it.
+    SchemeUnsupported,
+    /// `access_token` in the query string (RFC 6750 §2.3), which OAuth 2.1 and MCP forbid.
+    InQuery,
+    /// `require_token`, and the request carries none.
+    Missing,
 }
 
 impl TokenError {
@@ -84,6 +93,21 @@ impl TokenError {
             TokenError::Audience => "token_audience",
             TokenError::NotBound => "token_not_bound",
             TokenError::Binding => "token_binding",
+            TokenError::SchemeUnsupported => "token_scheme_unsupported",
+            TokenError::InQuery => "token_in_query",
+            TokenError::Missing => "token_missing",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of the 401 (RFC 6750 §3): no error code when the
+    /// request carried no credential, `invalid_request` when it carried one the wrong way.
+    pub fn challenge(self) -> &'static str {
+        match self {
+            TokenError::Missing => "Bearer",
+            TokenError::SchemeUnsupported | TokenError::InQuery => {
+                "Bearer error=\"invalid_request\""
+            }
+            _ => "Bearer error=\"invalid_token\"",
         }
     }
 }
@@ -218,19 +242,28 @@ impl Verifier {
         }
     }
 
-    /// The token of this request, verified: `Ok(None)` when there is none.
-    /// `cert_sha256` is the SHA-256 of this connection's client certificate (DER).
+    /// The token of this request, verified: `Ok(None)` when there is none (and none is
+    /// required). `query` is the request's decoded query; `cert_sha256` is the SHA-256 of this
+    /// connection's client certificate (DER).
     pub fn verify(
         &self,
         headers: &HeaderMap,
+        query: &BTreeMap<String, Vec<String>>,
         cert_sha256: &[u8],
         now: SystemTime,
     ) -> Result<Option<Delegation>, TokenError> {
         if !self.enabled() {
             return Ok(None);
         }
+        // A server that reads tokens from the query would take one regate never checked.
+        if query.keys().any(|k| k.eq_ignore_ascii_case("access_token")) {
+            return Err(TokenError::InQuery);
+        }
         let Some(token) = self.token(headers)? else {
-            return Ok(None);
+            return match self.settings.require_token {
+                true => Err(TokenError::Missing),
+                false => Ok(None),
+            };
         };
         let (header, claims, input, signature) = split(&token)?;
         let alg = header["alg"].as_str().ok_or(TokenError::Invalid)?;
@@ -304,6 +337,11 @@ impl Verifier {
                 _ => return Err(TokenError::Binding),
             },
         };
+        // RFC 7519 §4.1.7: `jti` is a string. A number would be recorded and revoked as one
+        // thing and compared as another.
+        if claims.get("jti").is_some_and(|jti| !jti.is_string()) {
+            return Err(TokenError::Invalid);
+        }
         Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
     }
 
@@ -325,18 +363,9 @@ impl Verifier {
             let Ok(v) = v.to_str() else {
                 return Err(TokenError::Invalid);
             };
-            let v = v.trim();
-            let scheme_end = v.find(|c: char| c.is_ascii_whitespace()).unwrap_or(v.len());
-            let (scheme, rest) = v.split_at(scheme_end);
-            // Another scheme (Basic) is not a delegation token: the policy decides.
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                continue;
+            if let Some(token) = bearer(v)? {
+                tokens.push(token.to_string());
             }
-            let token = rest.trim();
-            if token.is_empty() {
-                return Err(TokenError::Invalid);
-            }
-            tokens.push(token.to_string());
         }
         match tokens.len() {
             0 => Ok(None),
@@ -344,6 +373,60 @@ impl Verifier {
             _ => Err(TokenError::Invalid),
         }
     }
+}
+
+/// The token of an `Authorization` value: `Some` for `Bearer <token>`, `None` for another
+/// scheme that carries no JWT (`Basic`, `Digest`, `Negotiate`: the policy decides). A JWT
+/// under any other scheme (`JWT`, `DPoP`), or a `Bearer` spelt otherwise than RFC 6750 §2.1
+/// (`Bearer,<token>`), is refused: some server would take it, and regate would not have
+/// verified it.
+fn bearer(value: &str) -> Result<Option<&str>, TokenError> {
+    let value = value.trim_matches([' ', '\t']);
+    let scheme_end = value.find(|c: char| !is_tchar(c)).unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return match carries_jwt(value) {
+            true => Err(TokenError::SchemeUnsupported),
+            false => Ok(None),
+        };
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    if rest.len() == token.len() && !rest.is_empty() {
+        // Something other than a space after the scheme: `Bearer,<token>`.
+        return Err(TokenError::SchemeUnsupported);
+    }
+    if token.is_empty() {
+        return Err(TokenError::Invalid);
+    }
+    // b64token (RFC 6750 §2.1): one run of these characters, `=` only at its end.
+    let body = token.trim_end_matches('=');
+    if !body
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(c))
+    {
+        return Err(TokenError::SchemeUnsupported);
+    }
+    Ok(Some(token))
+}
+
+/// A character of an HTTP token (RFC 9110 §5.6.2), which an auth scheme is.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Whether `text` holds a JWS or JWT in compact form anywhere: three base64url segments
+/// (the last may be empty, as with `alg: none`), the first a JSON object.
+fn carries_jwt(text: &str) -> bool {
+    use crate::policy::builtins::crypto::b64url_decode_opa;
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .any(|part| {
+            let segments: Vec<&str> = part.split('.').collect();
+            segments.len() == 3
+                && !segments[0].is_empty()
+                && !segments[1].is_empty()
+                && b64url_decode_opa(segments[0])
+                    .is_ok_and(|header| header.trim_ascii_start().first() == Some(&b'{'))
+        })
 }
 
 type Parts = (serde_json::Value, serde_json::Value, String, Vec<u8>);

@@ -314,7 +314,14 @@ impl App {
             changes: self.reloader.changes(),
             revocations: self.revocations.clone(),
             delegation: self.delegation.clone(),
-            inspect_body_limit: self.config.inspect_body_limit,
+            inspection: proxy::Inspection {
+                limit: self.config.inspect_body_limit,
+                budget: limits::BodyBudget::new(
+                    self.config.inspect_body_budget,
+                    self.config.inspect_body_budget_per_identity,
+                ),
+                timeout: self.config.inspect_body_timeout,
+            },
             shutdown: stop.clone(),
             failure_log: limits::RateLimited::new(listener::LOG_EVERY),
             identities: identities.clone(),
@@ -324,6 +331,7 @@ impl App {
                 proxy::shadow::Shadow::new(store, self.config.policy_timeout, self.metrics.clone())
             }),
             mode: self.config.mode,
+            replace_request_id: self.config.replace_request_id,
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()

@@ -1,10 +1,11 @@
 //! Bounds that keep one client, or a crowd of silent ones, from taking regate away from the
 //! rest: how many connections are open (`--max-connections`), how many one client certificate
-//! holds (`--max-connections-per-identity`), and log lines that a client can trigger at will,
-//! written at most once a second.
+//! holds (`--max-connections-per-identity`), how many bytes of request bodies are held for the
+//! policy (`--inspect-body-budget`, in all and per identity), and log lines that a client can
+//! trigger at will, written at most once a second.
 //!
-//! Each admitted connection holds a slot that frees itself when dropped, so a connection that
-//! outlives its task (an upgraded tunnel) still counts.
+//! Each admitted connection holds a slot, and each inspected body a charge, that frees itself
+//! when dropped, so a connection that outlives its task (an upgraded tunnel) still counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -102,6 +103,98 @@ impl Drop for IdentitySlot {
     }
 }
 
+/// Bytes of request bodies held for the policy to read: never more than `total` in all, nor
+/// more than `per_identity` for one caller. Nothing waits for room: a body that does not fit
+/// is refused at once, so a client that stalls its bodies holds at most its share.
+pub struct BodyBudget {
+    total: usize,
+    per_identity: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    by_identity: HashMap<Arc<str>, usize>,
+}
+
+/// The bytes one request holds; given back when dropped.
+pub struct BodyCharge {
+    budget: Arc<BodyBudget>,
+    identity: Arc<str>,
+    bytes: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize, per_identity: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            total,
+            per_identity: per_identity.min(total),
+            held: Mutex::default(),
+        })
+    }
+
+    /// An empty charge for one request of `identity` (its SPIFFE ID, else its certificate's
+    /// fingerprint).
+    pub fn charge(self: &Arc<Self>, identity: Arc<str>) -> BodyCharge {
+        BodyCharge {
+            budget: self.clone(),
+            identity,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes held now, by every request.
+    pub fn held(&self) -> usize {
+        self.lock().total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl BodyCharge {
+    /// Take `n` more bytes; `false`, taking nothing, when that would pass the total or the
+    /// identity's share.
+    pub fn take(&mut self, n: usize) -> bool {
+        let budget = &self.budget;
+        let mut held = budget.lock();
+        let Held { total, by_identity } = &mut *held;
+        let mine = by_identity.get(&self.identity).copied().unwrap_or(0);
+        if total.saturating_add(n) > budget.total || mine.saturating_add(n) > budget.per_identity {
+            return false;
+        }
+        *total += n;
+        *by_identity.entry(self.identity.clone()).or_insert(0) += n;
+        self.bytes += n;
+        true
+    }
+
+    /// Bytes this request holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        let mut held = self.budget.lock();
+        held.total = held.total.saturating_sub(self.bytes);
+        if let Some(mine) = held.by_identity.get_mut(&self.identity) {
+            *mine = mine.saturating_sub(self.bytes);
+            if *mine == 0 {
+                held.by_identity.remove(&self.identity);
+            }
+        }
+    }
+}
+
 /// Lets a log line through at most once per interval, counting the ones held back.
 pub struct RateLimited {
     every: Duration,
@@ -154,6 +247,30 @@ mod tests {
         drop(first);
         assert!(limits.admit_identity("cert-a").is_some());
         assert!(limits.lock().is_empty());
+    }
+
+    #[test]
+    fn body_charges_stay_within_the_total_and_each_identity_s_share() {
+        let budget = BodyBudget::new(100, 60);
+        let (a, b): (Arc<str>, Arc<str>) = ("spiffe://td/a".into(), "spiffe://td/b".into());
+        let mut first = budget.charge(a.clone());
+        assert!(first.take(40));
+        let mut second = budget.charge(a.clone());
+        assert!(second.take(20));
+        // a's share is spent; one byte more is refused and nothing is taken.
+        assert!(!second.take(1));
+        assert_eq!(second.bytes(), 20);
+        let mut other = budget.charge(b.clone());
+        assert!(other.take(40));
+        // The total is spent too.
+        assert!(!budget.charge(b.clone()).take(1));
+        assert_eq!(budget.held(), 100);
+        drop(first);
+        assert_eq!(budget.held(), 60);
+        assert!(budget.charge(a).take(40));
+        drop((second, other));
+        assert_eq!(budget.held(), 0);
+        assert!(budget.lock().by_identity.is_empty());
     }
 
     #[test]

@@ -185,7 +185,7 @@ async fn status_reflects_a_failed_policy_reload() {
 }
 
 #[tokio::test]
-async fn regate_names_every_request_and_keeps_the_clients_id_beside_its_own() {
+async fn regate_names_every_request_and_forwards_the_clients_id_beside_its_own() {
     let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
     let upstream = Upstream::start().await;
     let regate = setup.start(&upstream.url(), &[]).await;
@@ -202,22 +202,24 @@ async fn regate_names_every_request_and_keeps_the_clients_id_beside_its_own() {
         .insert("x-request-id", "x".repeat(300).parse().unwrap());
     assert_eq!(send(&mut client, req).await.0, 200);
 
-    // regate names every request itself; the client's own id is kept beside it, never
-    // used as the audit id (a client could reuse another request's).
+    // regate names every request itself; the client's own id is forwarded unchanged (a call
+    // is followed across services by it) and kept beside regate's, never used as the audit
+    // id (a client could reuse another request's). A malformed one is replaced.
     let seen = upstream.requests();
-    let ours: Vec<String> = seen
+    let forwarded: Vec<String> = seen
         .iter()
         .map(|s| s.headers["x-request-id"].to_str().unwrap().to_string())
         .collect();
-    assert_ne!(ours[0], "req-7f3a");
-    assert!(ours.iter().all(|id| id.len() == 36), "{ours:?}");
-    assert_ne!(ours[0], ours[1]);
+    assert_eq!(forwarded[0], "req-7f3a");
+    assert_eq!(forwarded[1].len(), 36, "{forwarded:?}");
     assert_eq!(seen[0].headers["traceparent"], traceparent);
     let records = regate.decisions(2).await;
-    assert_eq!(records[0]["request_id"], ours[0].as_str());
+    let ours = records[0]["request_id"].as_str().unwrap();
+    assert_eq!(ours.len(), 36, "{ours}");
+    assert_ne!(ours, "req-7f3a");
     assert_eq!(records[0]["client_request_id"], "req-7f3a");
     assert_eq!(records[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(records[1]["request_id"], ours[1].as_str());
+    assert_eq!(records[1]["request_id"], forwarded[1].as_str());
     // An over-long client id is not kept at all.
     assert!(records[1].get("client_request_id").is_none());
     assert!(records[1].get("trace_id").is_none());

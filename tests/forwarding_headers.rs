@@ -88,8 +88,28 @@ async fn hop_by_hop_headers_stop_at_regate() {
     }
     assert_eq!(seen.headers["te"], "trailers");
     assert_eq!(seen.headers["x-end-to-end"], "kept");
-    // The id upstream is regate's own; the client's is only kept in the record.
-    assert_ne!(seen.headers["x-request-id"], "client-chosen-id-42");
+    // The client's well-formed id reaches the upstream unchanged; the record keeps it beside
+    // regate's own.
+    assert_eq!(seen.headers["x-request-id"], "client-chosen-id-42");
+    let records = regate.decisions(1).await;
+    assert_ne!(records[0]["request_id"], "client-chosen-id-42");
+    assert_eq!(records[0]["client_request_id"], "client-chosen-id-42");
+    regate.stop().await;
+}
+
+#[tokio::test]
+async fn with_replace_request_id_the_upstream_gets_regates_own_id() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let upstream = Upstream::start().await;
+    let regate = setup
+        .start(&upstream.url(), &["--replace-request-id"])
+        .await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let mut req = request("GET", "/docs/a", b"");
+    req.headers_mut()
+        .insert("x-request-id", "client-chosen-id-42".parse().unwrap());
+    assert_eq!(send(&mut client, req).await.0, 200);
+    let seen = &upstream.requests()[0];
     let records = regate.decisions(1).await;
     assert_eq!(
         records[0]["request_id"],

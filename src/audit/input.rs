@@ -1,6 +1,8 @@
 //! The policy input as a decision record keeps it (`--decision-log-input`), for
 //! `regate policy replay`: the document the policy evaluated, with the values of credential
-//! headers replaced by their SHA-256 and nothing taken from the request body.
+//! headers and query parameters replaced by their SHA-256 and nothing taken from the request
+//! body. Also the request target as every record and log line writes it, credential query
+//! parameters masked ([`Recording::target`]).
 //!
 //! What is dropped or digested is listed in docs/policy-input.md ("Recorded input"). The
 //! input itself is [`crate::policy::input`]'s; this module only takes parts out of a copy.
@@ -14,6 +16,14 @@ pub const DEFAULT_REDACTED: &[&str] = &[
     "proxy-authorization",
     "x-*-token",
 ];
+
+/// Query parameters that carry credentials (OAuth 2.0's and OpenID Connect's), whatever
+/// `--redact-header` adds: their values are never written out.
+pub const SECRET_QUERY_PARAMETERS: &[&str] =
+    &["access_token", "id_token", "token", "code", "client_secret"];
+
+/// What a masked query value is written as.
+const MASKED: &str = "[redacted]";
 
 /// What of `input.jsonrpc` and `input.mcp` is kept: which call it was, never its arguments.
 const KEPT_CALL_FIELDS: &[&str] = &["method", "tool", "id", "batch_index", "batch_size"];
@@ -60,13 +70,58 @@ impl Recording {
         self.redacted.iter().any(|p| wildcard(p, header))
     }
 
-    /// `input` as recorded: credential header values digested, body-derived fields dropped.
+    /// Whether the query parameter `name` (decoded) holds a credential: one of
+    /// [`SECRET_QUERY_PARAMETERS`], or a name the header list redacts.
+    pub fn redacts_query(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        SECRET_QUERY_PARAMETERS.contains(&name.as_str()) || self.redacts(&name)
+    }
+
+    /// A request target (`/path?query`) as records and logs write it: the value of every
+    /// credential parameter is `[redacted]`, everything else as sent.
+    pub fn target<'a>(&self, target: &'a str) -> std::borrow::Cow<'a, str> {
+        let Some((path, query)) = target.split_once('?') else {
+            return target.into();
+        };
+        let secret = |pair: &str| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            self.redacts_query(&crate::request::target::decoded_query_part(name))
+        };
+        if !query.split('&').any(secret) {
+            return target.into();
+        }
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if secret(pair) => format!("{name}={MASKED}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        format!("{path}?{}", masked.join("&")).into()
+    }
+
+    /// `input` as recorded: credential header and query values digested, the target masked,
+    /// body-derived fields dropped.
     /// The objects `input` shares with the proxy's copy are copied only where they change.
     pub fn record(&self, mut input: Value) -> Value {
         let Ok(top) = input.as_object_mut() else {
             return input;
         };
         top.remove(&Value::from("parsed_body"));
+        if let Some(Ok(query)) = top
+            .get_mut(&Value::from("parsed_query"))
+            .map(Value::as_object_mut)
+        {
+            for (name, values) in query.iter_mut() {
+                if name.as_string().is_ok_and(|n| self.redacts_query(n)) {
+                    if let Ok(values) = values.as_array_mut() {
+                        for value in values.iter_mut() {
+                            *value = Value::from(digest(value));
+                        }
+                    }
+                }
+            }
+        }
         for name in ["jsonrpc", "mcp"] {
             if let Some(Ok(call)) = top.get_mut(&Value::from(name)).map(Value::as_object_mut) {
                 call.retain(|k, _| {
@@ -88,6 +143,15 @@ impl Recording {
         if let Some(http) = http {
             http.remove(&Value::from("body"));
             http.remove(&Value::from("raw_body"));
+            let path = http
+                .get(&Value::from("path"))
+                .and_then(|p| p.as_string().ok());
+            if let Some(masked) = path.and_then(|p| match self.target(p) {
+                std::borrow::Cow::Owned(masked) => Some(masked),
+                std::borrow::Cow::Borrowed(_) => None,
+            }) {
+                http.insert(Value::from("path"), Value::from(masked));
+            }
             if let Some(Ok(headers)) = http
                 .get_mut(&Value::from("headers"))
                 .map(Value::as_object_mut)
@@ -188,6 +252,42 @@ mod tests {
         assert_eq!(recorded["mcp"]["arguments"], Value::Undefined);
         assert_eq!(recorded["mcp"]["tool"], Value::from("search"));
         assert_eq!(recorded["jsonrpc"]["method"], Value::from("tools/call"));
+    }
+
+    #[test]
+    fn credential_query_parameters_are_masked_in_targets_and_digested_in_inputs() {
+        let recording = Recording::new(["x-api-key"]);
+        for (target, written) in [
+            ("/a", "/a"),
+            ("/a?q=1&page=2", "/a?q=1&page=2"),
+            (
+                "/a?access_token=eyJ.x.y&q=1",
+                "/a?access_token=[redacted]&q=1",
+            ),
+            ("/cb?code=abc&state=s", "/cb?code=[redacted]&state=s"),
+            (
+                "/a?Client_Secret=s&id%5Ftoken=t&token&x-api-key=k",
+                "/a?Client_Secret=[redacted]&id%5Ftoken=[redacted]&token&x-api-key=[redacted]",
+            ),
+            ("/a?x-session-token=k", "/a?x-session-token=[redacted]"),
+        ] {
+            assert_eq!(recording.target(target), written, "{target}");
+        }
+        let input = Value::from_json_str(
+            r#"{"attributes": {"request": {"http": {"path": "/a?code=abc&q=1"}}},
+               "parsed_query": {"code": ["abc"], "q": ["1"]}}"#,
+        )
+        .unwrap();
+        let recorded = recording.record(input);
+        assert_eq!(
+            recorded["attributes"]["request"]["http"]["path"],
+            Value::from("/a?code=[redacted]&q=1")
+        );
+        assert_eq!(
+            recorded["parsed_query"]["code"][0],
+            Value::from(digest(&Value::from("abc")))
+        );
+        assert_eq!(recorded["parsed_query"]["q"][0], Value::from("1"));
     }
 
     #[test]

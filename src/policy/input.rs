@@ -175,10 +175,10 @@ impl ConnInput {
         ]);
         let mut http = http;
         if let (Some(text), Ok(map)) = (
-            req.body.and_then(|b| b.inspected.text.as_deref()),
+            req.body.and_then(|b| b.inspected.text.as_ref()),
             http.as_object_mut(),
         ) {
-            map.insert(Value::from("body"), Value::from(text));
+            map.insert(Value::from("body"), Value::String(text.clone()));
         }
         let mut input = obj([
             (
@@ -462,11 +462,12 @@ mod tests {
         ]);
         let found = calls(&json).unwrap_or_default();
         let inspected = Inspected {
-            text: Some(json.to_string()),
+            text: Some(json.to_string().into()),
             parsed: Some(Value::from(json)),
             error: Some("a test's".into()),
             truncated: true,
             calls: None,
+            ambiguous: None,
         };
         let headers = HeaderMap::new();
         let delegation = Value::from_json_str(r#"{"subject": "alice"}"#).unwrap_or(Value::Null);

@@ -33,6 +33,9 @@ pub struct Connection {
     pub activity: Arc<Activity>,
     /// `--max-upstream-requests-per-connection`.
     pub(super) upstream_slots: Arc<Semaphore>,
+    /// Whom the bytes of its inspected bodies are charged to: the SPIFFE ID, else the
+    /// certificate's fingerprint.
+    pub(super) budget_key: Arc<str>,
     /// Its identity's entry in the inventory, counted open as long as the connection is.
     pub(super) inventory: crate::identities::Presence,
     /// Whatever must live exactly as long as the connection: its places in the connection
@@ -64,7 +67,12 @@ impl Connection {
                     .to_vec()
             })
             .unwrap_or_default();
+        let budget_key = match &peer.spiffe_id {
+            Some(id) => Arc::from(id.id.as_str()),
+            None => Arc::from(peer.fingerprint_sha256.as_str()),
+        };
         Connection {
+            budget_key,
             inventory: proxy.identities.connected(&peer),
             cert_sha256,
             input: ConnInput::new(&peer, local, remote, local_addr, proxy.context.clone()),

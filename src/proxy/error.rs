@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use super::Body;
 use crate::policy::Decision;
+use crate::request::body::InspectError;
 use crate::request::RequestError;
 
 #[derive(Debug, Error)]
@@ -28,6 +29,16 @@ pub enum ProxyError {
     Unauthenticated(crate::delegation::TokenError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A JSON body with a key repeated in one object, or two keys equal but for case: the
+    /// policy and the upstream could read it differently.
+    #[error("the JSON body repeats a key in one object, or has keys that differ only in case")]
+    AmbiguousBody,
+    /// The body read for the policy did not arrive within `--inspect-body-timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// The body could not be read, or not held within the inspection budget.
+    #[error(transparent)]
+    Inspect(#[from] crate::request::body::InspectError),
     #[error("too many requests in flight to the upstream")]
     UpstreamOverloaded,
     #[error("upstream unreachable")]
@@ -47,7 +58,10 @@ impl ProxyError {
             ProxyError::Denied(d) => d.status,
             ProxyError::Refused(e) => e.status(),
             ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::AmbiguousBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Inspect(InspectError::Read(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Inspect(InspectError::OverBudget) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::Upstream(_)
@@ -63,6 +77,10 @@ impl ProxyError {
             ProxyError::Refused(e) => e.reason(),
             ProxyError::Unauthenticated(e) => e.reason(),
             ProxyError::BadRequest(_) => "invalid_request",
+            ProxyError::AmbiguousBody => "ambiguous_body",
+            ProxyError::BodyTimeout => "body_timeout",
+            ProxyError::Inspect(InspectError::Read(_)) => "body_unreadable",
+            ProxyError::Inspect(InspectError::OverBudget) => "body_budget_exhausted",
             ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -78,6 +96,7 @@ impl ProxyError {
             StatusCode::FORBIDDEN => "urn:regate:problem:forbidden",
             StatusCode::UNAUTHORIZED => "urn:regate:problem:unauthorized",
             StatusCode::BAD_REQUEST => "urn:regate:problem:bad-request",
+            StatusCode::REQUEST_TIMEOUT => "urn:regate:problem:request-timeout",
             StatusCode::METHOD_NOT_ALLOWED => "urn:regate:problem:method-not-allowed",
             StatusCode::NOT_IMPLEMENTED => "urn:regate:problem:not-implemented",
             StatusCode::SERVICE_UNAVAILABLE => "urn:regate:problem:service-unavailable",
@@ -110,11 +129,17 @@ impl ProxyError {
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
         }
-        if let ProxyError::Unauthenticated(_) = self {
+        if let ProxyError::Inspect(InspectError::OverBudget) = self {
+            // The budget frees as bodies in flight are sent on: a moment, not a minute.
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ProxyError::Unauthenticated(e) = self {
             // RFC 6750 §3: the token is what failed, not the client's certificate.
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                HeaderValue::from_static(e.challenge()),
             );
         }
         if let ProxyError::Denied(d) = self {

@@ -65,9 +65,8 @@ pub struct Proxy {
     pub revocations: Arc<crate::revocations::Revocations>,
     /// Delegation tokens, verified before any policy.
     pub delegation: Arc<crate::delegation::Verifier>,
-    /// `--inspect-body-limit`: JSON bodies up to this many bytes are read for the policy;
-    /// 0 reads none.
-    pub inspect_body_limit: usize,
+    /// How JSON bodies are read for the policy.
+    pub inspection: Inspection,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
     /// Policy failures are logged at most once a second.
@@ -83,6 +82,19 @@ pub struct Proxy {
     pub shadow: Option<shadow::Shadow>,
     /// `--mode`: whether a policy deny is answered or only recorded.
     pub mode: Mode,
+    /// `--replace-request-id`: the upstream always gets regate's own `x-request-id`, never
+    /// the client's.
+    pub replace_request_id: bool,
+}
+
+/// `--inspect-body-limit`, `--inspect-body-budget[-per-identity]`, `--inspect-body-timeout`.
+pub struct Inspection {
+    /// JSON bodies up to this many bytes are read for the policy; 0 reads none.
+    pub limit: usize,
+    /// What every read body is charged to while it is held.
+    pub budget: Arc<crate::limits::BodyBudget>,
+    /// How long a body may take to arrive.
+    pub timeout: std::time::Duration,
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -105,6 +117,8 @@ pub struct Body {
 struct Held {
     _in_flight: Option<InFlight>,
     _slots: Option<Slots>,
+    /// The body of a request answered without forwarding, dropped once the answer is sent.
+    _unread: Option<request::body::Replay>,
 }
 
 /// A request's places in the upstream limits.
@@ -158,10 +172,12 @@ impl hyper::body::Body for Body {
 /// The parts of a request every decision record carries, whatever the outcome.
 #[derive(Clone)]
 struct Seen {
-    /// regate's own id, sent upstream as `x-request-id`.
+    /// regate's own id: the record's, and the one its answers name.
     request_id: String,
-    /// The client's own `x-request-id`, kept for the record when it is sane.
+    /// The client's own `x-request-id`, when it is sane.
     client_request_id: Option<String>,
+    /// Whether the upstream gets the client's id (else regate's).
+    forward_client_id: bool,
     /// From a W3C `traceparent`, which is itself passed upstream unchanged.
     trace_id: Option<String>,
     method: http::Method,
@@ -170,10 +186,12 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>) -> Seen {
+    fn of(req: &Request<Incoming>, replace_request_id: bool) -> Seen {
+        let client_request_id = client_request_id(req.headers());
         Seen {
             request_id: uuid::Uuid::new_v4().to_string(),
-            client_request_id: client_request_id(req.headers()),
+            forward_client_id: client_request_id.is_some() && !replace_request_id,
+            client_request_id,
             trace_id: trace_id(req.headers()),
             method: req.method().clone(),
             path: req
@@ -181,6 +199,16 @@ impl Seen {
                 .path_and_query()
                 .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
             host: host(req),
+        }
+    }
+
+    /// The `x-request-id` the upstream gets: a caller inside the mesh keeps its own, so a
+    /// call can be followed across services; regate's when it sent none (or a malformed one),
+    /// or with `--replace-request-id`.
+    fn forwarded_request_id(&self) -> &str {
+        match (&self.client_request_id, self.forward_client_id) {
+            (Some(theirs), true) => theirs,
+            _ => &self.request_id,
         }
     }
 }
@@ -203,18 +231,25 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let in_flight = conn.activity.begin();
-        let seen = Seen::of(&req);
+        let seen = Seen::of(&req, self.replace_request_id);
         tracing::Span::current().record("request.id", seen.request_id.as_str());
         // The policy set is read once, at the start: this request is decided, and recorded,
         // with one revision even if a reload lands while it is being forwarded.
         let policies = self.policies.load_full();
         let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
+        let (parts, body) = req.into_parts();
+        // The body stays here until it is forwarded: a request refused before its body was
+        // read keeps it until the answer is sent, so HTTP/2 ends the stream with NO_ERROR
+        // (RFC 9113 §8.1) and the client reads the answer, not a reset.
+        let mut body = Some(request::body::Replay::streaming(body));
         let authorized = self
-            .authorize(conn, req, &seen, &policies, &mut record.noted)
+            .authorize(conn, parts, &mut body, &seen, &policies, &mut record.noted)
             .await;
+        let mut unread = None;
         let (mut response, slots) = match authorized {
             Err(err) => {
                 record.denied(&err);
+                unread = body.take();
                 (err.into_response(&seen.request_id), None)
             }
             Ok(allowed) => {
@@ -250,20 +285,22 @@ impl Proxy {
         response.body_mut().held = Held {
             _in_flight: Some(in_flight),
             _slots: slots,
+            _unread: unread,
         };
         response
     }
 
     /// Everything up to the decision. On allow, returns the request as it will be forwarded.
+    /// `body` is taken when it is read or forwarded; what is left of it is the caller's.
     async fn authorize(
         &self,
         conn: &Connection,
-        req: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: &mut Option<request::body::Replay>,
         seen: &Seen,
         policies: &Arc<PolicySet>,
         noted: &mut Noted,
     ) -> Result<Allowed, ProxyError> {
-        let (mut parts, body) = req.into_parts();
         let head = request::Head {
             method: &parts.method,
             version: parts.version,
@@ -277,7 +314,7 @@ impl Proxy {
             &Forwarded {
                 xfcc: &conn.xfcc,
                 xff: &conn.xff,
-                request_id: &seen.request_id,
+                request_id: seen.forwarded_request_id(),
                 host: &seen.host,
             },
             &self.rules,
@@ -296,7 +333,12 @@ impl Proxy {
         if refused.is_none() {
             noted.delegation = self
                 .delegation
-                .verify(&parts.headers, &conn.cert_sha256, now)
+                .verify(
+                    &parts.headers,
+                    &prepared.target.query,
+                    &conn.cert_sha256,
+                    now,
+                )
                 .map_err(ProxyError::Unauthenticated)?;
         }
         let token_revoked = noted
@@ -315,11 +357,15 @@ impl Proxy {
         {
             return Err(ProxyError::BadRequest("more than one content-type"));
         }
-        if prepared.upgrade.is_some() && !hyper::body::Body::is_end_stream(&body) {
+        if prepared.upgrade.is_some()
+            && body
+                .as_ref()
+                .is_some_and(|b| !hyper::body::Body::is_end_stream(b))
+        {
             return Err(ProxyError::BadRequest("an upgrade request carries a body"));
         }
         // A JSON body is read (up to the limit) for the policy, and forwarded as read.
-        let inspect = self.inspect_body_limit > 0
+        let inspect = self.inspection.limit > 0
             && refused.is_none()
             && !token_revoked
             && request::body::is_json(&parts.headers);
@@ -327,24 +373,32 @@ impl Proxy {
             .headers
             .get(http::header::CONTENT_ENCODING)
             .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
-        let (body, inspected) = if inspect && encoded {
+        let inspected = if inspect && encoded {
             // regate does not decompress; the policy is told it cannot read this body.
-            let inspected = request::body::Inspected {
+            Some(request::body::Inspected {
                 error: Some("the body is compressed (content-encoding)".into()),
                 ..Default::default()
-            };
-            (request::body::Replay::streaming(body), Some(inspected))
-        } else if inspect {
+            })
+        } else if let Some(incoming) = body
+            .take_if(|_| inspect)
+            .and_then(request::body::Replay::into_incoming)
+        {
+            let charge = self.inspection.budget.charge(conn.budget_key.clone());
             let (replay, inspected) = tokio::time::timeout(
-                self.upstream.timeout(),
-                request::body::inspect(body, self.inspect_body_limit),
+                self.inspection.timeout,
+                request::body::inspect(incoming, self.inspection.limit, charge),
             )
             .await
-            .map_err(|_| ProxyError::BadRequest("the request body did not arrive in time"))?
-            .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
-            (replay, Some(inspected))
+            .map_err(|_| ProxyError::BodyTimeout)??;
+            *body = Some(replay);
+            // Keys a server could read otherwise than the policy: refused, as an ambiguous
+            // path is.
+            if inspected.ambiguous.is_some() {
+                return Err(ProxyError::AmbiguousBody);
+            }
+            Some(inspected)
         } else {
-            (request::body::Replay::streaming(body), None)
+            None
         };
         let calls: &[request::body::Call] = inspected
             .as_ref()
@@ -452,7 +506,7 @@ impl Proxy {
                     request.id = %seen.request_id,
                     policy.revision = %policies.revision,
                     reason = %decision.reason,
-                    error = %redact(e, &parts.headers, &self.redaction),
+                    error = %redact(e, &parts.headers, &seen.path, &self.redaction),
                     held_back,
                     "policy evaluation failed; denying",
                 );
@@ -499,6 +553,9 @@ impl Proxy {
             noted.would_deny = false;
             return Err(ProxyError::Denied(Box::new(Decision::deny("revoked"))));
         }
+        let body = body
+            .take()
+            .ok_or(ProxyError::BadRequest("the request body was already taken"))?;
         Ok(Allowed {
             req: Request::from_parts(parts, body),
             decision,
@@ -836,7 +893,7 @@ impl<'a> Pending<'a> {
                 .and_then(|d| d.jti.as_deref()),
             denied_call: self.noted.denied_call.as_ref(),
             method: seen.method.as_str(),
-            path: &seen.path,
+            path: &self.proxy.redaction.target(&seen.path),
             host: &seen.host,
             allowed: self.allowed,
             http_status,
@@ -868,9 +925,10 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is kept
-/// in the record so a client's own tracing can be matched, but it never names the request:
-/// an id a client chooses could collide with, or impersonate, another request's.
+/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is
+/// forwarded and kept in the record so a call can be followed across services, but it never
+/// names the request in regate's record: an id a client chooses could collide with, or
+/// impersonate, another request's.
 fn client_request_id(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get(X_REQUEST_ID)
@@ -923,13 +981,27 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// Credentials never reach a log, even inside a policy's error message.
+/// Credentials never reach a log, even inside a policy's error message: the values of
+/// credential headers, and of credential query parameters (as sent and decoded).
 fn redact(
     message: &str,
     headers: &http::HeaderMap,
+    target: &str,
     credentials: &crate::audit::input::Recording,
 ) -> String {
     let mut out = message.to_string();
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        if value.is_empty()
+            || !credentials.redacts_query(&request::target::decoded_query_part(name))
+        {
+            continue;
+        }
+        let decoded = request::target::decoded_query_part(value).into_owned();
+        for v in [value, decoded.as_str()] {
+            out = out.replace(v, "[redacted]");
+        }
+    }
     for name in headers.keys().filter(|n| credentials.redacts(n.as_str())) {
         for v in headers.get_all(name) {
             if let Ok(v) = v.to_str() {

@@ -2,27 +2,37 @@
 //!
 //! A request with a JSON content type has its body read, up to `--inspect-body-limit`, before
 //! the decision. What was read is forwarded byte for byte ([`Replay`]), then whatever is left
-//! of the body streams on, so the limit bounds memory per request, not the body. The policy
-//! sees the body parsed (`input.parsed_body`, as opa-envoy-plugin shows it), and each
-//! JSON-RPC call in it (`input.jsonrpc`; `input.mcp` with the tool name and its arguments for
-//! an MCP `tools/call`). A body over the limit is `input.body_truncated`; one that is not
-//! JSON is `input.body_error`. Neither is an error: the policy decides.
+//! of the body streams on, so the limit bounds memory per request, not the body. Every byte
+//! held is charged to the inspection budget (`crate::limits::BodyBudget`) as it arrives,
+//! and given back once it is sent on. The policy sees the body parsed
+//! (`input.parsed_body`, as opa-envoy-plugin shows it), and each JSON-RPC call in it
+//! (`input.jsonrpc`; `input.mcp` with the tool name and its arguments for an MCP
+//! `tools/call`). A body over the limit is `input.body_truncated`; one that is not JSON is
+//! `input.body_error`. Neither is an error: the policy decides. A body whose keys a server
+//! could read otherwise than the policy ([`super::json`]) is `ambiguous`, for the proxy to
+//! refuse.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use regorus::Value;
 
+use super::json::{self, JsonError};
+use crate::limits::BodyCharge;
+
 /// A request body to forward: the frames already read, then the rest of the client's body.
 pub struct Replay {
     frames: VecDeque<Frame<Bytes>>,
     rest: Option<Incoming>,
+    /// The inspection budget the read frames hold, given back once they are sent on.
+    charge: Option<BodyCharge>,
 }
 
 impl Replay {
@@ -31,6 +41,15 @@ impl Replay {
         Replay {
             frames: VecDeque::new(),
             rest: Some(body),
+            charge: None,
+        }
+    }
+
+    /// The client's body, when nothing of it has been read yet.
+    pub fn into_incoming(self) -> Option<Incoming> {
+        match self.frames.is_empty() {
+            true => self.rest,
+            false => None,
         }
     }
 }
@@ -44,6 +63,9 @@ impl Body for Replay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(frame) = self.frames.pop_front() {
+            if self.frames.is_empty() {
+                self.charge = None;
+            }
             return Poll::Ready(Some(Ok(frame)));
         }
         match self.rest.as_mut() {
@@ -78,12 +100,15 @@ impl Body for Replay {
 /// What the policy is shown of a body.
 #[derive(Debug, Clone, Default)]
 pub struct Inspected {
-    /// The body as text, when it was read whole and is UTF-8.
-    pub text: Option<String>,
+    /// The body as text, when it was read whole and is UTF-8: the very bytes forwarded.
+    pub text: Option<Arc<str>>,
     /// The body parsed, when it was read whole and is JSON.
     pub parsed: Option<Value>,
     /// Why it is not parsed, when it was read whole and is not JSON.
     pub error: Option<String>,
+    /// A key that repeats another of its object, or equals one but for case: the body means
+    /// different things to different servers, and is refused before the policy.
+    pub ambiguous: Option<String>,
     /// Longer than the limit: only the first part was read, and nothing is parsed.
     pub truncated: bool,
     /// The JSON-RPC calls of the body, when it is JSON-RPC: each is decided on its own.
@@ -103,83 +128,120 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Read up to `limit` bytes of `body`: the body to forward, and what the policy may see.
-pub async fn inspect(body: Incoming, limit: usize) -> Result<(Replay, Inspected), hyper::Error> {
-    let mut body = body;
-    let mut frames = VecDeque::new();
-    let mut data = BytesMut::new();
+/// Why a body could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("the request body could not be read")]
+    Read(#[source] hyper::Error),
+    /// The bytes held for inspection, in all or by this caller, would pass the budget.
+    #[error("no room to hold the request body for the policy")]
+    OverBudget,
+}
+
+/// Read up to `limit` bytes of `body`, each charged to `charge` as it arrives: the body to
+/// forward, and what the policy may see. Each chunk is held once; a body read whole is
+/// joined into one buffer that the policy reads and the upstream is sent.
+pub async fn inspect(
+    mut body: Incoming,
+    limit: usize,
+    mut charge: BodyCharge,
+) -> Result<(Replay, Inspected), InspectError> {
+    let mut chunks = Vec::new();
+    let mut trailers = None;
+    let mut read = 0usize;
     let mut over = false;
     while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        if let Some(chunk) = frame.data_ref() {
-            if data.len() + chunk.len() > limit {
-                over = true;
-            } else {
-                data.extend_from_slice(chunk);
+        match frame.map_err(InspectError::Read)?.into_data() {
+            Ok(chunk) => {
+                if !charge.take(chunk.len()) {
+                    return Err(InspectError::OverBudget);
+                }
+                read += chunk.len();
+                chunks.push(chunk);
+                if read > limit {
+                    over = true;
+                    break;
+                }
             }
-        }
-        frames.push_back(frame);
-        if over {
-            break;
+            // Trailers end the body.
+            Err(frame) => trailers = Some(frame),
         }
     }
-    let complete = !over;
-    let inspected = match complete {
-        true => examine(&data),
-        false => Inspected {
+    if over {
+        let replay = Replay {
+            frames: chunks.into_iter().map(Frame::data).collect(),
+            rest: Some(body),
+            charge: Some(charge),
+        };
+        let inspected = Inspected {
             truncated: true,
             ..Inspected::default()
-        },
-    };
+        };
+        return Ok((replay, inspected));
+    }
+    let (data, inspected) = examine(joined(chunks, read));
+    let mut frames: VecDeque<Frame<Bytes>> = VecDeque::with_capacity(2);
+    if !data.is_empty() {
+        frames.push_back(Frame::data(data));
+    }
+    frames.extend(trailers);
     let replay = Replay {
         frames,
-        rest: (!complete).then_some(body),
+        rest: None,
+        charge: Some(charge),
     };
     Ok((replay, inspected))
 }
 
-/// What the policy is shown of a body read whole.
-pub fn examine(data: &[u8]) -> Inspected {
-    // A UTF-8 byte order mark is not JSON to serde, but many servers skip it.
-    let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
-    let text = std::str::from_utf8(data).ok().map(str::to_string);
-    match serde_json::from_slice::<serde_json::Value>(data) {
-        // Go's encoding/json (and so some MCP servers) matches keys ignoring case: a body with
-        // both `name` and `Name` would be read one way here and another way there.
-        Ok(json) if has_case_twins(&json) => Inspected {
-            text,
-            parsed: None,
-            error: Some("the body has keys that differ only in case".into()),
-            truncated: false,
-            calls: None,
-        },
-        Ok(json) => Inspected {
-            text,
-            calls: calls(&json),
-            parsed: Some(Value::from(json)),
-            error: None,
-            truncated: false,
-        },
-        Err(e) => Inspected {
-            text,
-            parsed: None,
-            error: Some(format!("the body is not JSON: {e}")),
-            truncated: false,
-            calls: None,
-        },
+/// Text shared by the policy's input and the body forwarded.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
-/// Whether an object in `v` has two keys equal but for case.
-fn has_case_twins(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut seen = std::collections::HashSet::with_capacity(map.len());
-            map.keys().any(|k| !seen.insert(k.to_lowercase())) || map.values().any(has_case_twins)
+/// The chunks of a body read whole, as one buffer.
+fn joined(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(len);
+            for chunk in chunks.drain(..) {
+                all.extend_from_slice(&chunk);
+            }
+            Bytes::from(all)
         }
-        serde_json::Value::Array(items) => items.iter().any(has_case_twins),
-        _ => false,
     }
+}
+
+/// What the policy is shown of a body read whole, and the body to forward: when it is UTF-8,
+/// the very bytes the policy reads as `input.attributes.request.http.body`, held once.
+pub fn examine(data: Bytes) -> (Bytes, Inspected) {
+    let (data, text) = match std::str::from_utf8(&data) {
+        Ok(text) => {
+            let text: Arc<str> = Arc::from(text);
+            (Bytes::from_owner(SharedText(text.clone())), Some(text))
+        }
+        Err(_) => (data, None),
+    };
+    // A UTF-8 byte order mark is not JSON to serde, but many servers skip it.
+    let json = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&data);
+    let mut inspected = Inspected {
+        text,
+        ..Inspected::default()
+    };
+    match json::parse(json) {
+        Ok(json) => {
+            inspected.calls = calls(&json);
+            inspected.parsed = Some(Value::from(json));
+        }
+        Err(JsonError::Ambiguous(key)) => inspected.ambiguous = Some(key),
+        Err(e) => inspected.error = Some(e.to_string()),
+    }
+    (data, inspected)
 }
 
 /// More calls than this in one batch are not decided one by one: the request is refused.
@@ -289,8 +351,8 @@ mod tests {
         assert_eq!(calls[2].jsonrpc["method"], Value::Null);
         assert!(super::calls(&serde_json::json!({"a": 1})).is_none());
         let twins = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search", "Name": "send_email"}}"#;
-        let seen = examine(twins);
-        assert!(seen.error.is_some() && seen.calls.is_none());
+        let (_, seen) = examine(Bytes::from_static(twins));
+        assert!(seen.ambiguous.is_some() && seen.calls.is_none() && seen.parsed.is_none());
         assert!(super::calls(&serde_json::json!([])).is_none());
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod json;
 pub mod target;
 pub mod upgrade;
 

@@ -135,6 +135,12 @@ fn parse_query(query: &str) -> Result<BTreeMap<String, Vec<String>>, PathError> 
     Ok(out)
 }
 
+/// A query parameter's name or value as `parsed_query` holds it; one that does not decode is
+/// kept as sent.
+pub fn decoded_query_part(raw: &str) -> std::borrow::Cow<'_, str> {
+    decode_query_part(raw).map_or(std::borrow::Cow::Borrowed(raw), std::borrow::Cow::Owned)
+}
+
 fn decode_query_part(s: &str) -> Result<String, PathError> {
     let bytes = s.as_bytes();
     for (i, b) in bytes.iter().enumerate() {

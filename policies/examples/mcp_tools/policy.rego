@@ -8,6 +8,11 @@
 # summarizer may list tools and call `search` and `read_doc`, never `send_email`, and never
 # read under /secret/. When it acts for a person (a verified delegation token), that person's
 # scope must cover the tool too.
+#
+# Each tool takes only the arguments named for it in data.json: a tool server written in Go
+# decodes `{"Path": "/secret/a"}` into its `path` field (encoding/json matches field names
+# ignoring case), so a check of `arguments.path` alone would let `Path` through. regate
+# itself refuses a body whose keys repeat or differ only in case (`ambiguous_body`).
 package examples.mcp_tools
 
 import rego.v1
@@ -29,6 +34,11 @@ tool_decision := deny("unknown_agent") if {
 	not agent
 } else := deny("tool_not_granted") if {
 	not input.mcp.tool in agent.tools
+} else := deny("arguments_not_an_object") if {
+	not is_object(input.mcp.arguments)
+} else := deny("argument_not_allowed") if {
+	some name, _ in input.mcp.arguments
+	not name in data.examples.mcp_tools.arguments[input.mcp.tool]
 } else := deny("secret_path") if {
 	startswith(object.get(input.mcp.arguments, "path", ""), "/secret/")
 } else := deny("scope_missing") if {

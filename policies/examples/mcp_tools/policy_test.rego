@@ -35,6 +35,20 @@ test_nobody_reads_secrets if {
 	d.reason == "secret_path"
 }
 
+test_arguments_not_named_for_the_tool_are_denied if {
+	# A Go server would decode `Path` into its `path` field.
+	d := tool_call(summarizer, "read_doc", {"Path": "/secret/a"})
+	not d.allowed
+	d.reason == "argument_not_allowed"
+}
+
+test_arguments_must_be_an_object if {
+	d := tool_call(summarizer, "search", ["q", "rego"])
+	d.reason == "arguments_not_an_object"
+}
+
+test_named_arguments_are_fine if tool_call(summarizer, "search", {"q": "rego", "limit": 5}).allowed
+
 test_unknown_agents_call_nothing if {
 	d := tool_call("spiffe://example.org/ns/agents/sa/stranger", "search", {})
 	d.reason == "unknown_agent"
