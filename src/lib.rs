@@ -319,6 +319,7 @@ impl App {
                 budget: limits::BodyBudget::new(
                     self.config.inspect_body_budget,
                     self.config.inspect_body_budget_per_identity,
+                    self.metrics.inspected_body_bytes(),
                 ),
                 timeout: self.config.inspect_body_timeout,
             },

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
+
 /// Open connections, in all and per client certificate.
 pub struct ConnLimits {
     max: usize,
@@ -110,6 +112,8 @@ pub struct BodyBudget {
     total: usize,
     per_identity: usize,
     held: Mutex<Held>,
+    /// `regate_inspected_body_bytes`.
+    gauge: Gauge,
 }
 
 #[derive(Default)]
@@ -126,11 +130,12 @@ pub struct BodyCharge {
 }
 
 impl BodyBudget {
-    pub fn new(total: usize, per_identity: usize) -> Arc<BodyBudget> {
+    pub fn new(total: usize, per_identity: usize, gauge: Gauge) -> Arc<BodyBudget> {
         Arc::new(BodyBudget {
             total,
             per_identity: per_identity.min(total),
             held: Mutex::default(),
+            gauge,
         })
     }
 
@@ -170,6 +175,7 @@ impl BodyCharge {
         *total += n;
         *by_identity.entry(self.identity.clone()).or_insert(0) += n;
         self.bytes += n;
+        budget.gauge.set(*total as i64);
         true
     }
 
@@ -186,6 +192,7 @@ impl Drop for BodyCharge {
         }
         let mut held = self.budget.lock();
         held.total = held.total.saturating_sub(self.bytes);
+        self.budget.gauge.set(held.total as i64);
         if let Some(mine) = held.by_identity.get_mut(&self.identity) {
             *mine = mine.saturating_sub(self.bytes);
             if *mine == 0 {
@@ -251,7 +258,7 @@ mod tests {
 
     #[test]
     fn body_charges_stay_within_the_total_and_each_identity_s_share() {
-        let budget = BodyBudget::new(100, 60);
+        let budget = BodyBudget::new(100, 60, Gauge::default());
         let (a, b): (Arc<str>, Arc<str>) = ("spiffe://td/a".into(), "spiffe://td/b".into());
         let mut first = budget.charge(a.clone());
         assert!(first.take(40));

@@ -124,6 +124,7 @@ pub struct Metrics {
     tunnels_open: Gauge,
     tunnels_closed: Family<ReasonLabels, Counter>,
     evaluations_running: Gauge,
+    inspected_body_bytes: Gauge,
     decision_cache: Family<ResultLabels, Counter>,
     revocations_in_force: Gauge,
     revocation_changes: Family<ResultLabels, Counter>,
@@ -322,6 +323,13 @@ impl Metrics {
             "Policy evaluations running now, on regate's evaluation threads",
             evaluations_running.clone(),
         );
+        let inspected_body_bytes = Gauge::default();
+        registry.register(
+            "regate_inspected_body_bytes",
+            "Bytes of request bodies held now for the policy to read, out of \
+             --inspect-body-budget",
+            inspected_body_bytes.clone(),
+        );
         let decision_cache = Family::<ResultLabels, Counter>::default();
         registry.register(
             "regate_decision_cache",
@@ -414,6 +422,7 @@ impl Metrics {
             tunnels_open,
             tunnels_closed,
             evaluations_running,
+            inspected_body_bytes,
             decision_cache,
             revocations_in_force,
             revocation_changes,
@@ -445,6 +454,11 @@ impl Metrics {
     /// A request the shadow set was not asked about: too many evaluations under way.
     pub fn shadow_skipped(&self) {
         self.shadow.skipped.inc();
+    }
+
+    /// The gauge of bytes held by body inspection, for the budget to keep.
+    pub fn inspected_body_bytes(&self) -> Gauge {
+        self.inspected_body_bytes.clone()
     }
 
     /// The gauge of running shadow evaluations, for the shadow's evaluator to keep.

@@ -160,6 +160,16 @@ impl Recording {
                     let redact = name.as_string().is_ok_and(|n| self.redacts(n));
                     if redact {
                         *value = Value::from(digest(value));
+                    } else if name.as_string().is_ok_and(|n| n.as_ref() == ":path") {
+                        // HTTP/2's target, as opa-envoy-plugin shows it: masked as `path` is.
+                        if let Some(masked) =
+                            value.as_string().ok().and_then(|p| match self.target(p) {
+                                std::borrow::Cow::Owned(masked) => Some(masked),
+                                std::borrow::Cow::Borrowed(_) => None,
+                            })
+                        {
+                            *value = Value::from(masked);
+                        }
                     }
                 }
             }

@@ -117,8 +117,17 @@ pub struct Body {
 struct Held {
     _in_flight: Option<InFlight>,
     _slots: Option<Slots>,
-    /// The body of a request answered without forwarding, dropped once the answer is sent.
-    _unread: Option<request::body::Replay>,
+    /// The body of a request answered without forwarding, read to its end (within bounds)
+    /// once the answer is sent.
+    unread: Option<request::body::Replay>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(body) = self.unread.take() {
+            request::body::drain_later(body);
+        }
+    }
 }
 
 /// A request's places in the upstream limits.
@@ -239,8 +248,8 @@ impl Proxy {
         let mut record = Pending::new(self, conn, &seen, policies.revision.clone());
         let (parts, body) = req.into_parts();
         // The body stays here until it is forwarded: a request refused before its body was
-        // read keeps it until the answer is sent, so HTTP/2 ends the stream with NO_ERROR
-        // (RFC 9113 §8.1) and the client reads the answer, not a reset.
+        // read keeps it until the answer is sent, then reads what is left of it (within
+        // bounds), so the client reads the answer, not a reset of its upload.
         let mut body = Some(request::body::Replay::streaming(body));
         let authorized = self
             .authorize(conn, parts, &mut body, &seen, &policies, &mut record.noted)
@@ -285,7 +294,7 @@ impl Proxy {
         response.body_mut().held = Held {
             _in_flight: Some(in_flight),
             _slots: slots,
-            _unread: unread,
+            unread,
         };
         response
     }

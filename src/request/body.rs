@@ -97,6 +97,40 @@ impl Body for Replay {
     }
 }
 
+/// Most of an unread body read and thrown away after an early answer.
+const DRAIN_BYTES: usize = 1 << 20;
+/// How long that may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The body of a request answered without being forwarded (a 401 before its body was read):
+/// once the answer is sent, what is left of it is read and thrown away, up to a bound. A
+/// client still sending sees its stream end normally; dropped unread, HTTP/2 would reset the
+/// stream under the client's upload, and some clients (curl 7.88) then report a framing error
+/// instead of the answer.
+pub fn drain_later(body: Replay) {
+    if body.is_end_stream() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut body = body;
+        let mut read = 0usize;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while read < DRAIN_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        read += frame.data_ref().map_or(0, Bytes::len);
+                    }
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
 /// What the policy is shown of a body.
 #[derive(Debug, Clone, Default)]
 pub struct Inspected {

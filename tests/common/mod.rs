@@ -921,8 +921,13 @@ pub struct Process {
 impl Process {
     /// Start `regate run ARGS` and wait (bounded) until it says it is serving.
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Process {
+        Process::start_binary(env!("CARGO_BIN_EXE_regate"), args, env)
+    }
+
+    /// Like [`Process::start`], with another build of regate (a bench's before and after).
+    pub fn start_binary(binary: &str, args: &[String], env: &[(&str, &str)]) -> Process {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_regate"));
+        let mut cmd = std::process::Command::new(binary);
         cmd.arg("run")
             .args(args)
             .stdin(std::process::Stdio::null())
