@@ -4,10 +4,11 @@
 //! A break is a line that is not a chained record, a `seq` that skips (lines deleted) or goes
 //! back (lines reordered or repeated), a `chain` that does not follow from the line before
 //! (a line edited or moved), a checkpoint that links to another chain than the line before
-//! it, or an `--anchor` that the log does not hold. Warnings do not fail the check: a chain
-//! that starts afresh (a new file, stdout), a log that starts mid-chain, and a line cut short
-//! by a regate killed while writing it (at the very end, or followed by the checkpoint of the
-//! restart that links past it). Exit 0 intact, 1 broken, 2 unreadable.
+//! it, or an `--anchor` that the log does not hold. A log that starts mid-chain, or at a
+//! checkpoint that links to lines before it, and a new chain after chained lines, are breaks
+//! unless `--allow-new-chain`, then warnings. A line cut short by a regate killed while
+//! writing it is a warning (at the very end, or followed by the checkpoint of the restart
+//! that links past it). Exit 0 intact, 1 broken, 2 unreadable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,10 +33,10 @@ pub struct VerifyArgs {
     /// shows that its tail was cut.
     #[arg(long = "anchor", value_name = "SEQ:CHAIN", value_parser = anchor)]
     anchors: Vec<Link>,
-    /// Accept a log that begins mid-chain (a file rotated by copying), and a new chain that
-    /// begins after chained lines (regate restarted on stdout or on a new file). Without it
-    /// both are breaks: they are what deleting the head of a log, or the lines before a
-    /// restart, looks like. Either way they are reported.
+    /// Accept a log that begins mid-chain or at a restart's checkpoint (a file rotated by
+    /// copying), and a new chain that begins after chained lines (regate restarted on stdout
+    /// or on a new file). Without it these are breaks: they are what deleting the head of a
+    /// log, or the lines before a restart, looks like. Either way they are reported.
     #[arg(long)]
     allow_new_chain: bool,
 }
@@ -248,7 +249,25 @@ impl Walk {
                 expect_seq(at, prev.seq, seq)?;
                 Some(prev.chain.as_str())
             }
-            (None, true) => linked_to,
+            (None, true) => match linked_to {
+                None => None,
+                Some(_) if self.allow_new_chain => {
+                    self.warnings.push(format!(
+                        "{at}: the log starts at a checkpoint that links to earlier lines, at \
+                         seq {seq}; the lines before it are not checked"
+                    ));
+                    linked_to
+                }
+                // Every restart on the same file writes one: cutting the head of a log up to
+                // any restart must not pass for a log that starts there.
+                Some(_) => {
+                    return Err(format!(
+                        "{at}: the log starts at a checkpoint that links to earlier lines \
+                         (previous_chain is not null): lines before it may have been deleted \
+                         (if the file was rotated by copying, --allow-new-chain accepts it)"
+                    ))
+                }
+            },
             (None, false) if !self.allow_new_chain => {
                 return Err(format!(
                     "{at}: the log starts mid-chain, at seq {seq}: its first lines may have been \
