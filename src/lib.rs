@@ -156,9 +156,21 @@ impl App {
         } else {
             None
         };
-        let audit = audit::Audit::start(&config.decision_log)
-            .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
-            .ok();
+        // None: a key was named and cannot be used (a missing file is already reported).
+        let signing = match &config.decision_log_signing_key {
+            Some(path) if path.is_file() => audit::signing::SigningKey::load(path)
+                .map(Some)
+                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error_chain(&e))))
+                .ok(),
+            Some(_) => None,
+            None => Some(None),
+        };
+        // Not opened without its key: a run that should sign must not write unsigned lines.
+        let audit = signing.and_then(|key| {
+            audit::Audit::start(&config.decision_log, key)
+                .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
+                .ok()
+        });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map_err(|e| errors.push(error_chain(&e)))
             .ok();
