@@ -30,7 +30,8 @@
 //!   [`proxy::tunnel`] supervises upgraded connections; [`proxy::shadow`] evaluates the
 //!   shadow policy set beside the decision, off the response's path.
 //! - [`audit`]: one decision record per request, on its own stream.
-//!   [`audit::chain`] links every line into a hash chain in the writer thread;
+//!   [`audit::chain`] links every line into a hash chain in the writer thread, and
+//!   [`audit::signing`] signs its checkpoints (`--decision-log-signing-key`);
 //!   [`audit::input`] is the policy input as a record keeps it (`--decision-log-input`);
 //!   [`audit::verify`] is `regate audit verify`. `regate policy replay` (in
 //!   [`policy::tools`]) re-evaluates recorded inputs.
