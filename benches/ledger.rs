@@ -130,7 +130,7 @@ fn main() {
     let recorded = recording.record(built.clone());
 
     let dir = tempfile::tempdir().unwrap();
-    let (audit, writer) = Audit::start(&DecisionLog::File(dir.path().join("d.log"))).unwrap();
+    let (audit, writer) = Audit::start(&DecisionLog::File(dir.path().join("d.log")), None).unwrap();
 
     println!("| what | median ns | runs |");
     println!("|---|---:|---:|");

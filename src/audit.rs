@@ -13,8 +13,11 @@
 //! The writer thread also links every line into a hash chain ([`chain`]), in file order, so
 //! the request path pays nothing for it: each line gets `seq` and `chain`, and the first line
 //! after a start is a `chain_checkpoint` record that links to the last line of the file it
-//! appends to. The head of the chain is published ([`Audit::chain_head`], an `info` line on
-//! stderr every [`ANCHOR_INTERVAL`]) so it can be kept off the log; [`verify`] checks it.
+//! appends to. With a signing key ([`signing`]) the writer also signs that checkpoint, writes
+//! a signed one every [`ANCHOR_INTERVAL`] the log moved and one at exit, so a forger without
+//! the key can at most cut the lines after the last of them. The head of the chain is
+//! published ([`Audit::chain_head`], an `info` line on stderr every [`ANCHOR_INTERVAL`]) so it
+//! can be kept off the log; [`verify`] checks it.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,7 @@ use crate::config::DecisionLog;
 
 pub mod chain;
 pub mod input;
+pub mod signing;
 pub mod verify;
 
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
@@ -134,18 +138,25 @@ pub struct RevocationRecord<'a> {
     pub in_force: usize,
 }
 
-/// The first line after a start: where the chain picks up.
+/// Where the chain stands: the first line after a start, and, with a signing key, a line
+/// every [`ANCHOR_INTERVAL`] the log moved and the last line at exit.
 #[derive(Debug, Serialize)]
-pub struct CheckpointRecord {
+pub struct CheckpointRecord<'a> {
     /// Always `chain_checkpoint`.
     pub event: &'static str,
+    /// `start`, `interval` or `exit`.
+    pub reason: &'static str,
     /// When this regate started writing, RFC 3339.
-    pub started: String,
-    /// The `chain` of the last line of the file appended to; null when the file was new or
-    /// its last line carried no chain (and always on stdout).
-    pub previous_chain: Option<String>,
+    pub started: &'a str,
+    /// The `chain` of the line before: at a start, the last line of the file appended to;
+    /// null when the file was new or its last line carried no chain (and always on stdout).
+    pub previous_chain: Option<&'a str>,
     pub regate_version: &'static str,
     pub pid: u32,
+    /// With `--decision-log-signing-key`: the hex Ed25519 signature of this line's `seq` and
+    /// `previous_chain` ([`signing::signed_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -162,7 +173,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 pub const EARLY_FLUSH_BYTES: usize = 256 * 1024;
 
 /// How often the writer logs the chain head on stderr (when it moved), to anchor it off the
-/// log.
+/// log, and, with a signing key, writes a signed checkpoint before it.
 pub const ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
 
 struct Shared {
@@ -187,8 +198,21 @@ pub struct AuditWriter {
 
 impl Audit {
     /// Open the decision log (appending to a file), pick the chain up from its last line,
-    /// and queue the checkpoint record that starts this run's lines.
-    pub fn start(target: &DecisionLog) -> io::Result<(Audit, AuditWriter)> {
+    /// and start the writer, whose first line is the checkpoint that starts this run's lines.
+    /// With `signing`, the writer signs its checkpoints.
+    pub fn start(
+        target: &DecisionLog,
+        signing: Option<signing::SigningKey>,
+    ) -> io::Result<(Audit, AuditWriter)> {
+        Audit::start_checkpointing(target, signing, ANCHOR_INTERVAL)
+    }
+
+    /// [`Audit::start`], with signed checkpoints every `every` the log moved.
+    fn start_checkpointing(
+        target: &DecisionLog,
+        signing: Option<signing::SigningKey>,
+        every: Duration,
+    ) -> io::Result<(Audit, AuditWriter)> {
         let (out, tail): (Box<dyn Write + Send>, chain::Tail) = match target {
             DecisionLog::Stdout => (Box::new(io::stdout()), chain::Tail::default()),
             DecisionLog::File(path) => {
@@ -210,15 +234,6 @@ impl Audit {
         let audit = Audit {
             shared: shared.clone(),
         };
-        audit.log(&CheckpointRecord {
-            event: "chain_checkpoint",
-            started: OffsetDateTime::from(SystemTime::now())
-                .format(&Rfc3339)
-                .unwrap_or_default(),
-            previous_chain: tail.last.map(|l| l.chain),
-            regate_version: env!("CARGO_PKG_VERSION"),
-            pid: std::process::id(),
-        });
         let writer_side = shared.clone();
         // A line cut short by a regate killed mid-write is ended, so this run's lines stand
         // on their own; `audit verify` reports it.
@@ -226,9 +241,22 @@ impl Audit {
             true => b"\n".to_vec(),
             false => Vec::new(),
         };
+        let now = std::time::Instant::now();
+        let out = Chained {
+            out,
+            links,
+            lines: first,
+            anchored: (0, now),
+            checkpoints: Checkpoints {
+                started: now_rfc3339(),
+                key: signing,
+                every,
+                last: (0, now),
+            },
+        };
         let thread = std::thread::Builder::new()
             .name("regate-audit".into())
-            .spawn(move || write_loop(&writer_side, out, links, first))?;
+            .spawn(move || write_loop(&writer_side, out))?;
         Ok((audit, AuditWriter { shared, thread }))
     }
 
@@ -243,19 +271,8 @@ impl Audit {
 
     /// Queue one record (a [`DecisionRecord`] or a [`TunnelRecord`]) for the writer.
     pub fn log(&self, record: &impl Serialize) {
-        let line = Line {
-            timestamp: OffsetDateTime::from(SystemTime::now())
-                .format(&Rfc3339)
-                .unwrap_or_default(),
-            decision_id: uuid::Uuid::new_v4().to_string(),
-            record,
-        };
-        let mut bytes = match serde_json::to_vec(&line) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize decision record");
-                return;
-            }
+        let Some(mut bytes) = serialize(record) else {
+            return;
         };
         bytes.push(b'\n');
         // A poisoned lock only means another thread panicked mid-append; the bytes are
@@ -272,19 +289,28 @@ impl Audit {
     }
 }
 
-fn write_loop(
-    shared: &Shared,
-    out: Box<dyn Write + Send>,
-    links: chain::Chain,
-    first: Vec<u8>,
-) -> io::Result<()> {
-    let mut batch = Vec::with_capacity(EARLY_FLUSH_BYTES);
-    let mut out = Chained {
-        out,
-        links,
-        lines: first,
-        anchored: (0, std::time::Instant::now()),
+/// `record` as one JSON object, stamped with `timestamp` and `decision_id`, without a
+/// newline; none (and an error logged) when it does not serialize.
+fn serialize(record: &impl Serialize) -> Option<Vec<u8>> {
+    let line = Line {
+        timestamp: now_rfc3339(),
+        decision_id: uuid::Uuid::new_v4().to_string(),
+        record,
     };
+    serde_json::to_vec(&line)
+        .map_err(|e| tracing::error!(error = %e, "cannot serialize decision record"))
+        .ok()
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::from(SystemTime::now())
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn write_loop(shared: &Shared, mut out: Chained) -> io::Result<()> {
+    let mut batch = Vec::with_capacity(EARLY_FLUSH_BYTES);
+    out.checkpoint("start");
     loop {
         let closed = {
             let buffer = shared
@@ -300,7 +326,7 @@ fn write_loop(
             std::mem::swap(&mut *buffer, &mut batch);
             shared.closed.load(Ordering::Acquire)
         };
-        out.write_batch(shared, &batch);
+        out.link(&batch);
         batch.clear();
         if closed {
             // Anything appended between the swap and now is picked up by one last pass.
@@ -310,11 +336,20 @@ fn write_loop(
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             );
-            out.write_batch(shared, &rest);
+            out.link(&rest);
+            // Signed last, so a clean exit leaves no line a forger could change unseen.
+            if out.checkpoints.key.is_some() && out.moved_since_checkpoint() {
+                out.checkpoint("exit");
+            }
+            out.write(shared);
             let (seq, chain) = out.links.head();
             tracing::info!(seq, chain, "decision log chain head at exit");
             return Ok(());
         }
+        if out.checkpoint_due() {
+            out.checkpoint("interval");
+        }
+        out.write(shared);
         out.anchor();
     }
 }
@@ -323,25 +358,79 @@ fn write_loop(
 struct Chained {
     out: Box<dyn Write + Send>,
     links: chain::Chain,
-    /// The batch's lines, chained: reused from batch to batch.
+    /// The lines linked and not yet written: reused from batch to batch.
     lines: Vec<u8>,
     /// The `seq` last logged on stderr, and when.
     anchored: (u64, std::time::Instant),
+    checkpoints: Checkpoints,
+}
+
+/// What the writer's checkpoints need.
+struct Checkpoints {
+    /// When this run started, as every checkpoint of it says.
+    started: String,
+    /// `--decision-log-signing-key`: without it only the start is checkpointed, unsigned.
+    key: Option<signing::SigningKey>,
+    /// How often a signed checkpoint is written while the log moves.
+    every: Duration,
+    /// The `seq` of the last checkpoint, and when it was made.
+    last: (u64, std::time::Instant),
 }
 
 impl Chained {
-    /// Link a batch of records (one JSON object a line) and write it. A sink that fails (disk
-    /// full, closed pipe) costs that batch, loudly; the writer goes on, so memory stays
-    /// bounded and records flow again once the sink recovers. The chain goes on past the
-    /// lost lines, so `audit verify` shows the gap where they were.
-    fn write_batch(&mut self, shared: &Shared, batch: &[u8]) {
-        if batch.is_empty() {
-            return;
-        }
+    /// Link a batch of records (one JSON object a line) into the lines to write.
+    fn link(&mut self, batch: &[u8]) {
         for record in batch.split(|b| *b == b'\n').filter(|r| !r.is_empty()) {
             if !self.links.append(record, &mut self.lines) {
                 tracing::error!("a decision record is not a JSON object; left out");
             }
+        }
+    }
+
+    /// Link a checkpoint, signed when there is a key: it links to the line before it, whose
+    /// `chain` its signature covers with its own `seq`.
+    fn checkpoint(&mut self, reason: &'static str) {
+        let (seq, previous) = self.links.head();
+        let seq = seq + 1;
+        let previous = previous.map(str::to_string);
+        let record = CheckpointRecord {
+            event: "chain_checkpoint",
+            reason,
+            started: &self.checkpoints.started,
+            previous_chain: previous.as_deref(),
+            regate_version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            signature: self
+                .checkpoints
+                .key
+                .as_ref()
+                .map(|key| key.sign(seq, previous.as_deref())),
+        };
+        if let Some(line) = serialize(&record) {
+            self.links.append(&line, &mut self.lines);
+        }
+        self.checkpoints.last = (self.links.head().0, std::time::Instant::now());
+    }
+
+    /// Lines were linked since the last checkpoint.
+    fn moved_since_checkpoint(&self) -> bool {
+        self.links.head().0 > self.checkpoints.last.0
+    }
+
+    /// A signed checkpoint is due: there is a key, the log moved, and the interval is over.
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoints.key.is_some()
+            && self.moved_since_checkpoint()
+            && self.checkpoints.last.1.elapsed() >= self.checkpoints.every
+    }
+
+    /// Write the lines linked so far. A sink that fails (disk full, closed pipe) costs them,
+    /// loudly; the writer goes on, so memory stays bounded and records flow again once the
+    /// sink recovers. The chain goes on past the lost lines, so `audit verify` shows the gap
+    /// where they were.
+    fn write(&mut self, shared: &Shared) {
+        if self.lines.is_empty() {
+            return;
         }
         if let Err(e) = self
             .out
@@ -419,7 +508,7 @@ mod tests {
     fn every_record_from_every_thread_is_written_whole_by_finish() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("decisions.log");
-        let (audit, writer) = Audit::start(&DecisionLog::File(path.clone())).unwrap();
+        let (audit, writer) = Audit::start(&DecisionLog::File(path.clone()), None).unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let audit = audit.clone();
@@ -448,5 +537,113 @@ mod tests {
             ids.insert(v["request_id"].as_str().unwrap().to_string());
         }
         assert_eq!(ids.len(), 20_000);
+    }
+
+    /// A fresh Ed25519 key pair, loaded as regate loads it: (signing key, public key).
+    fn key_pair(dir: &std::path::Path) -> (signing::SigningKey, signing::PublicKey) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(dir.join("k.pem"), pair.serialize_pem()).unwrap();
+        std::fs::write(dir.join("p.pem"), pair.public_key_pem()).unwrap();
+        (
+            signing::SigningKey::load(&dir.join("k.pem")).unwrap(),
+            signing::PublicKey::load(&dir.join("p.pem")).unwrap(),
+        )
+    }
+
+    fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn checkpoints(lines: &[serde_json::Value]) -> Vec<(usize, &str)> {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l["event"] == "chain_checkpoint")
+            .map(|(i, l)| (i, l["reason"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_key_only_the_start_is_checkpointed_and_it_is_unsigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        let (audit, writer) =
+            Audit::start_checkpointing(&DecisionLog::File(path.clone()), None, Duration::ZERO)
+                .unwrap();
+        for i in 0..3 {
+            audit.log(&record(i, "r"));
+        }
+        drop(audit);
+        writer.finish();
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(checkpoints(&lines), vec![(0, "start")]);
+        assert!(lines[0].get("signature").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
+    fn with_a_key_every_checkpoint_is_signed_over_its_seq_and_the_chain_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        let (key, public) = key_pair(dir.path());
+        let (audit, writer) =
+            Audit::start_checkpointing(&DecisionLog::File(path.clone()), Some(key), Duration::ZERO)
+                .unwrap();
+        audit.log(&record(0, "first"));
+        // With no interval, the writer signs after the first batch that holds a record.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains(r#""reason":"interval""#)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no interval checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        audit.log(&record(1, "last"));
+        drop(audit);
+        writer.finish();
+
+        let lines = read_lines(&path);
+        let marks = checkpoints(&lines);
+        assert_eq!(marks.first(), Some(&(0, "start")));
+        assert!(marks.contains(&(2, "interval")), "{marks:?}");
+        // The last record is covered by the checkpoint at exit, the last line.
+        assert_eq!(marks.last(), Some(&(lines.len() - 1, "exit")));
+        assert_eq!(lines[lines.len() - 2]["request_id"], "last");
+        for (i, _) in &marks {
+            let line = &lines[*i];
+            let previous = line["previous_chain"].as_str();
+            let before = i
+                .checked_sub(1)
+                .map(|b| lines[b]["chain"].as_str().unwrap());
+            assert_eq!(previous, before, "{line}");
+            let seq = line["seq"].as_u64().unwrap();
+            let signature = line["signature"].as_str().unwrap();
+            assert!(public.verifies(seq, previous, signature), "{line}");
+        }
+
+        // A restart signs its link to the run before; with nothing logged, nothing follows.
+        let key = signing::SigningKey::load(&dir.path().join("k.pem")).unwrap();
+        let before = lines.len();
+        let (audit, writer) = Audit::start(&DecisionLog::File(path.clone()), Some(key)).unwrap();
+        drop(audit);
+        writer.finish();
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), before + 1);
+        let restart = &lines[before];
+        assert_eq!(restart["reason"], "start");
+        assert_eq!(restart["previous_chain"], lines[before - 1]["chain"]);
+        assert!(public.verifies(
+            restart["seq"].as_u64().unwrap(),
+            restart["previous_chain"].as_str(),
+            restart["signature"].as_str().unwrap()
+        ));
     }
 }

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// credential headers digested and nothing of the body.
     #[arg(long)]
     pub decision_log_input: bool,
+    /// Sign the decision log's checkpoints (at start, every minute the log moves, at exit)
+    /// with this Ed25519 private key (PKCS#8 PEM), for `regate audit verify --public-key`.
+    #[arg(long, value_name = "FILE")]
+    pub decision_log_signing_key: Option<PathBuf>,
     /// A header (or `x-*-token` pattern) whose value a recorded input holds only as its
     /// SHA-256, in addition to authorization, cookie, proxy-authorization and x-*-token
     /// (repeatable).
@@ -249,6 +253,7 @@ struct FileSettings {
     decision_log: Option<String>,
     #[serde(default)]
     decision_log_input: bool,
+    decision_log_signing_key: Option<PathBuf>,
     #[serde(default)]
     redact_headers: Vec<String>,
     upstream_timeout: Option<String>,
@@ -309,6 +314,8 @@ pub struct Config {
     pub decision_log: DecisionLog,
     /// Decision records carry the policy input, as [`Config::redaction`] records it.
     pub decision_log_input: bool,
+    /// The key the decision log's checkpoints are signed with; none: they are not signed.
+    pub decision_log_signing_key: Option<PathBuf>,
     /// The credential headers (`--redact-header` and the defaults): digested in a recorded
     /// input, and kept out of stderr.
     pub redaction: crate::audit::input::Recording,
@@ -627,6 +634,15 @@ impl Config {
                 .chain(delegation_header.as_deref()),
         );
         let decision_log_input = args.decision_log_input || file.decision_log_input;
+        let decision_log_signing_key = args
+            .decision_log_signing_key
+            .or(from_file(file.decision_log_signing_key));
+        if let Some(path) = decision_log_signing_key.as_ref().filter(|p| !p.is_file()) {
+            errors.push(format!(
+                "decision-log-signing-key: {} does not exist",
+                path.display()
+            ));
+        }
 
         let mut size = |name: &str, value: Option<String>, default: usize| match value {
             None => default,
@@ -875,6 +891,7 @@ impl Config {
             context,
             decision_log,
             decision_log_input,
+            decision_log_signing_key,
             redaction,
             upstream_timeout,
             upstream_protocol,

@@ -30,7 +30,8 @@
 //!   [`proxy::tunnel`] supervises upgraded connections; [`proxy::shadow`] evaluates the
 //!   shadow policy set beside the decision, off the response's path.
 //! - [`audit`]: one decision record per request, on its own stream.
-//!   [`audit::chain`] links every line into a hash chain in the writer thread;
+//!   [`audit::chain`] links every line into a hash chain in the writer thread, and
+//!   [`audit::signing`] signs its checkpoints (`--decision-log-signing-key`);
 //!   [`audit::input`] is the policy input as a record keeps it (`--decision-log-input`);
 //!   [`audit::verify`] is `regate audit verify`. `regate policy replay` (in
 //!   [`policy::tools`]) re-evaluates recorded inputs.
@@ -156,9 +157,21 @@ impl App {
         } else {
             None
         };
-        let audit = audit::Audit::start(&config.decision_log)
-            .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
-            .ok();
+        // None: a key was named and cannot be used (a missing file is already reported).
+        let signing = match &config.decision_log_signing_key {
+            Some(path) if path.is_file() => audit::signing::SigningKey::load(path)
+                .map(Some)
+                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error_chain(&e))))
+                .ok(),
+            Some(_) => None,
+            None => Some(None),
+        };
+        // Not opened without its key: a run that should sign must not write unsigned lines.
+        let audit = signing.and_then(|key| {
+            audit::Audit::start(&config.decision_log, key)
+                .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
+                .ok()
+        });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map_err(|e| errors.push(error_chain(&e)))
             .ok();

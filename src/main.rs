@@ -36,7 +36,8 @@ enum Command {
     /// Check the decision log's hash chain.
     #[command(subcommand)]
     Audit(regate::audit::verify::AuditCommand),
-    /// Write a DEV ONLY CA, server certificate and client SVIDs into a directory.
+    /// Write a DEV ONLY CA, server certificate, client SVIDs and decision log signing key
+    /// into a directory.
     DevCerts {
         #[arg(long, value_name = "DIR", default_value = "certs-dev")]
         out: PathBuf,
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::DevCerts { out } => match regate::devcerts::generate(&out) {
             Ok(()) => {
-                eprintln!("wrote DEV ONLY certificates to {}", out.display());
+                eprintln!("wrote DEV ONLY certificates and keys to {}", out.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -4,10 +4,13 @@
 //! A break is a line that is not a chained record, a `seq` that skips (lines deleted) or goes
 //! back (lines reordered or repeated), a `chain` that does not follow from the line before
 //! (a line edited or moved), a checkpoint that links to another chain than the line before
-//! it, or an `--anchor` that the log does not hold. Warnings do not fail the check: a chain
-//! that starts afresh (a new file, stdout), a log that starts mid-chain, and a line cut short
-//! by a regate killed while writing it (at the very end, or followed by the checkpoint of the
-//! restart that links past it). Exit 0 intact, 1 broken, 2 unreadable.
+//! it, or an `--anchor` that the log does not hold. A log that starts mid-chain, or at a
+//! checkpoint that links to lines before it, and a new chain after chained lines, are breaks
+//! unless `--allow-new-chain`, then warnings. With `--public-key`, a checkpoint without a
+//! signature that key verifies ([`super::signing`]) is a break, and so is a log with no signed
+//! checkpoint; the lines after the last signed one are counted as unsigned. A line cut short
+//! by a regate killed while writing it is a warning (at the very end, or followed by the
+//! checkpoint of the restart that links past it). Exit 0 intact, 1 broken, 2 unreadable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::chain::{self, Link};
+use super::signing::PublicKey;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -32,12 +36,17 @@ pub struct VerifyArgs {
     /// shows that its tail was cut.
     #[arg(long = "anchor", value_name = "SEQ:CHAIN", value_parser = anchor)]
     anchors: Vec<Link>,
-    /// Accept a log that begins mid-chain (a file rotated by copying), and a new chain that
-    /// begins after chained lines (regate restarted on stdout or on a new file). Without it
-    /// both are breaks: they are what deleting the head of a log, or the lines before a
-    /// restart, looks like. Either way they are reported.
+    /// Accept a log that begins mid-chain or at a restart's checkpoint (a file rotated by
+    /// copying), and a new chain that begins after chained lines (regate restarted on stdout
+    /// or on a new file). Without it these are breaks: they are what deleting the head of a
+    /// log, or the lines before a restart, looks like. Either way they are reported.
     #[arg(long)]
     allow_new_chain: bool,
+    /// The Ed25519 public key (PEM, `BEGIN PUBLIC KEY`) of regate's
+    /// --decision-log-signing-key: every checkpoint must carry a signature it verifies, and
+    /// the lines after the last signed checkpoint are reported as unsigned.
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
 }
 
 fn anchor(s: &str) -> Result<Link, String> {
@@ -86,9 +95,25 @@ struct Walk {
     allow_new_chain: bool,
     /// Anchors a line of their seq contradicted, by seq: where the first one was.
     contradicted: std::collections::BTreeMap<u64, String>,
+    /// `--public-key`: checkpoints must be signed with its private half.
+    key: Option<PublicKey>,
+    /// The last signed checkpoint: where it is, and its seq.
+    signed: Option<(String, u64)>,
+    /// Lines checked since the last signed checkpoint of this chain (or since the start).
+    unsigned: u64,
 }
 
 fn verify_files(args: &VerifyArgs) -> ExitCode {
+    let key = match args.public_key.as_deref().map(PublicKey::load).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!(
+                "regate: audit verify: --public-key: {}",
+                crate::error_chain(&e)
+            );
+            return ExitCode::from(2);
+        }
+    };
     let mut texts = Vec::with_capacity(args.files.len());
     for path in &args.files {
         match std::fs::read(path) {
@@ -101,6 +126,7 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
     }
     let mut walk = Walk {
         allow_new_chain: args.allow_new_chain,
+        key,
         ..Walk::default()
     };
     for (name, bytes) in &texts {
@@ -150,6 +176,26 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
             walk.prev.as_ref().map_or(0, |l| l.seq)
         );
         return ExitCode::from(1);
+    }
+    if walk.key.is_some() {
+        let Some((at, seq)) = &walk.signed else {
+            println!(
+                "broken: no checkpoint in the log is signed: the public key proves nothing in it"
+            );
+            return ExitCode::from(1);
+        };
+        let unsigned = match walk.unsigned {
+            0 => "no line after it is unsigned".to_string(),
+            1 => "1 line after it is unsigned: whoever can write the file can change or cut \
+                  it unseen"
+                .to_string(),
+            n => format!(
+                "{} after it are unsigned: whoever can write the file can change or cut them \
+                 unseen",
+                count_lines(n)
+            ),
+        };
+        println!("signed: up to seq {seq}, the checkpoint at {at}; {unsigned}");
     }
     match &walk.prev {
         Some(head) => println!(
@@ -234,6 +280,13 @@ impl Walk {
                         "{at}: a new chain starts (regate started on a new file or on stdout); \
                          its link to the lines before is not proven"
                     ));
+                    if self.key.is_some() && self.unsigned > 0 {
+                        self.warnings.push(format!(
+                            "{at}: {} before it, after the last signed checkpoint of their \
+                             chain, no signature covers",
+                            count_lines(self.unsigned)
+                        ));
+                    }
                     None
                 }
                 None => {
@@ -248,7 +301,25 @@ impl Walk {
                 expect_seq(at, prev.seq, seq)?;
                 Some(prev.chain.as_str())
             }
-            (None, true) => linked_to,
+            (None, true) => match linked_to {
+                None => None,
+                Some(_) if self.allow_new_chain => {
+                    self.warnings.push(format!(
+                        "{at}: the log starts at a checkpoint that links to earlier lines, at \
+                         seq {seq}; the lines before it are not checked"
+                    ));
+                    linked_to
+                }
+                // Every restart on the same file writes one: cutting the head of a log up to
+                // any restart must not pass for a log that starts there.
+                Some(_) => {
+                    return Err(format!(
+                        "{at}: the log starts at a checkpoint that links to earlier lines \
+                         (previous_chain is not null): lines before it may have been deleted \
+                         (if the file was rotated by copying, --allow-new-chain accepts it)"
+                    ))
+                }
+            },
             (None, false) if !self.allow_new_chain => {
                 return Err(format!(
                     "{at}: the log starts mid-chain, at seq {seq}: its first lines may have been \
@@ -260,7 +331,7 @@ impl Walk {
                     "{at}: the log starts mid-chain, at seq {seq}; the lines before it are not \
                      checked"
                 ));
-                self.accept(seq, chain, anchors, at)?;
+                self.accept(seq, chain, anchors, at, false)?;
                 return Ok(());
             }
         };
@@ -270,15 +341,25 @@ impl Walk {
                  was edited, or lines were moved)"
             ));
         }
-        self.accept(seq, chain, anchors, at)
+        let signed = match (&self.key, checkpoint) {
+            (Some(key), true) => {
+                check_signature(key, at, seq, linked_to, record["signature"].as_str())?;
+                true
+            }
+            _ => false,
+        };
+        self.accept(seq, chain, anchors, at, signed)
     }
 
+    /// Take a checked line as the chain's head; `signed`: a checkpoint whose signature the
+    /// public key verified.
     fn accept(
         &mut self,
         seq: u64,
         chain: String,
         anchors: &[Link],
         at: &At<'_>,
+        signed: bool,
     ) -> Result<(), String> {
         for anchor in anchors.iter().filter(|a| a.seq == seq) {
             match anchor.chain == chain {
@@ -304,7 +385,44 @@ impl Walk {
         }
         self.records += 1;
         self.prev = Some(Link { seq, chain });
+        match signed {
+            true => {
+                self.signed = Some((at.to_string(), seq));
+                self.unsigned = 0;
+            }
+            false => self.unsigned += 1,
+        }
         Ok(())
+    }
+}
+
+/// A checkpoint's signature, checked with `--public-key`: over its `seq` and the `chain` it
+/// links to, so it fails when any line before it was changed and the chain recomputed.
+fn check_signature(
+    key: &PublicKey,
+    at: &At<'_>,
+    seq: u64,
+    previous_chain: Option<&str>,
+    signature: Option<&str>,
+) -> Result<(), String> {
+    match signature {
+        None => Err(format!(
+            "{at}: seq {seq}: the checkpoint is not signed (regate ran without \
+             --decision-log-signing-key, or the line was rewritten)"
+        )),
+        Some(signature) if !key.verifies(seq, previous_chain, signature) => Err(format!(
+            "{at}: seq {seq}: the checkpoint's signature does not verify with the public key \
+             (lines before it were changed and the chain recomputed, or another key signed it)"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `1 line`, `2 lines`.
+fn count_lines(n: u64) -> String {
+    match n {
+        1 => "1 line".to_string(),
+        n => format!("{n} lines"),
     }
 }
 
@@ -325,4 +443,80 @@ fn expect_seq(at: &At<'_>, prev: u64, seq: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::audit::signing::SigningKey;
+
+    /// A log of `runs`, each a new chain: a checkpoint (signed with `key`, when `signed`) and
+    /// `records` records after it.
+    fn log(key: &SigningKey, runs: &[(bool, usize)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (signed, records) in runs {
+            let mut chain = chain::Chain::default();
+            let signature = match signed {
+                true => format!(r#","signature":"{}""#, key.sign(1, None)),
+                false => String::new(),
+            };
+            let checkpoint =
+                format!(r#"{{"event":"chain_checkpoint","previous_chain":null{signature}}}"#);
+            chain.append(checkpoint.as_bytes(), &mut out);
+            for i in 0..*records {
+                chain.append(format!(r#"{{"i":{i}}}"#).as_bytes(), &mut out);
+            }
+        }
+        out
+    }
+
+    fn key() -> SigningKey {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(dir.path().join("k"), pair.serialize_pem()).unwrap();
+        SigningKey::load(&dir.path().join("k")).unwrap()
+    }
+
+    #[test]
+    fn unsigned_lines_before_a_new_chain_are_reported_and_the_tail_counted() {
+        let key = key();
+        let mut walk = Walk {
+            allow_new_chain: true,
+            key: Some(key.public_key()),
+            ..Walk::default()
+        };
+        walk.file("log", &log(&key, &[(true, 2), (true, 3)]), &[])
+            .unwrap();
+        assert!(
+            walk.warnings
+                .iter()
+                .any(|w| w.starts_with("log:4: 2 lines before it, after the last signed")),
+            "{:?}",
+            walk.warnings
+        );
+        assert_eq!(walk.signed, Some(("log:4".to_string(), 1)));
+        assert_eq!(walk.unsigned, 3);
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_signature_is_a_break_with_a_public_key_only() {
+        let key = key();
+        let text = log(&key, &[(true, 1), (false, 1)]);
+        let mut walk = Walk {
+            allow_new_chain: true,
+            key: Some(key.public_key()),
+            ..Walk::default()
+        };
+        let broken = walk.file("log", &text, &[]).unwrap_err();
+        assert!(
+            broken.starts_with("log:3: seq 1: the checkpoint is not signed"),
+            "{broken}"
+        );
+        let mut walk = Walk {
+            allow_new_chain: true,
+            ..Walk::default()
+        };
+        assert!(walk.file("log", &text, &[]).is_ok());
+    }
 }
