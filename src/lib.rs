@@ -38,7 +38,7 @@
 //! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
 //!   before the policy and shown to it as `input.delegation`.
 //! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
-//!   and kept in `--revocations FILE`.
+//!   and kept in `--revocations FILE` and its journal.
 //! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener and the read-only
 //!   health listener (side channels that only read, but for the admin API's changes to
 //!   [`revocations`]).
