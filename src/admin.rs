@@ -283,6 +283,16 @@ async fn revocations(
                 Err(RevocationError::Invalid(message)) => {
                     problem(StatusCode::BAD_REQUEST, &message)
                 }
+                Err(e @ RevocationError::Full { .. }) => {
+                    tracing::warn!(error = %e, "revocation refused");
+                    problem(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        &format!(
+                            "{e}; nothing changed: lift revocations no longer needed \
+                             (DELETE /revocations/{{id}}) or raise --max-revocations"
+                        ),
+                    )
+                }
                 Err(e) => {
                     tracing::error!(error = %crate::error_chain(&e), "revocation not kept");
                     problem(
@@ -487,6 +497,7 @@ fn status(state: &AdminState) -> serde_json::Value {
         "decision_log": decision_log(state),
         "revocations": {
             "in_force": state.revocations.len(),
+            "max": state.revocations.max(),
             "file": state.revocations.file().map(|p| p.display().to_string()),
         },
         "reloads": {

@@ -151,6 +151,10 @@ pub struct RunArgs {
     /// atomically, re-read when it changes) [default: none, they last until exit].
     #[arg(long, value_name = "FILE")]
     pub revocations: Option<PathBuf>,
+    /// Most revocations in force at once; past it, `POST /revocations` is 507
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_revocations: Option<usize>,
     /// A delegation token issuer whose tokens (`Authorization: Bearer`) are verified before
     /// policy and shown to it as input.delegation; the `delegation:` section of --config
     /// takes several.
@@ -254,6 +258,7 @@ struct FileSettings {
     #[serde(default)]
     strict_builtin_errors: bool,
     revocations: Option<String>,
+    max_revocations: Option<usize>,
     delegation: Option<DelegationFile>,
     inspect_body_limit: Option<String>,
     max_identities: Option<usize>,
@@ -311,6 +316,8 @@ pub struct Config {
     pub strict_builtin_errors: bool,
     /// The revocation file; none: revocations last until exit.
     pub revocations: Option<PathBuf>,
+    /// Most revocations in force (at least 1).
+    pub max_revocations: usize,
     /// Delegation token issuers; none: tokens are not verified, and the policy sees none.
     pub delegation: crate::delegation::Settings,
     /// Bytes of a JSON body read for the policy; zero: none.
@@ -767,6 +774,11 @@ impl Config {
             args.max_identities.or(file.max_identities),
             crate::identities::DEFAULT_MAX_IDENTITIES,
         );
+        let max_revocations = positive(
+            "max-revocations",
+            args.max_revocations.or(file.max_revocations),
+            crate::revocations::DEFAULT_MAX_REVOCATIONS,
+        );
         let decision_cache_entries = args
             .decision_cache_entries
             .or(file.decision_cache_entries)
@@ -826,6 +838,7 @@ impl Config {
             decision_cache_entries,
             strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
             revocations,
+            max_revocations,
             delegation,
             inspect_body_limit,
             max_identities,

@@ -160,6 +160,7 @@ impl App {
             .map_err(|e| errors.push(format!("decision-log: cannot open it: {e}")))
             .ok();
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
+            .map(|r| r.with_max(config.max_revocations))
             .map_err(|e| errors.push(error_chain(&e)))
             .ok();
         let delegation = delegation::Verifier::load(config.delegation.clone())

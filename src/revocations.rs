@@ -12,7 +12,7 @@
 //! the file changed under regate. A change made to the file by hand or by GitOps is read back
 //! like a policy change, with the journal applied over it. A revocation may expire
 //! (`expires_at`); an expired one is ignored and dropped from the file when it is next
-//! written.
+//! written. At most `--max-revocations` are in force; past that the API refuses new ones.
 //!
 //! This module owns the set and the files. The admin listener calls it, the proxy asks it,
 //! the reloader tells it the file may have changed; it calls none of them.
@@ -33,6 +33,10 @@ use tokio::sync::watch;
 use crate::tls::identity::PeerIdentity;
 use set::{Edit, Set};
 use store::{Disk, FileSeen, Journal, Store};
+
+/// `--max-revocations` unless set: far more than a kill switch is pulled by hand, few enough
+/// that the set stays some tens of MiB.
+pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
 
 /// The journal is folded into the file once it has this many lines, or as many as the file
 /// holds revocations if more: a fold writes every revocation, so it comes after at least as
@@ -61,6 +65,9 @@ pub enum RevocationError {
     /// A request to the API that cannot be a revocation; the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// `--max-revocations` are in force already.
+    #[error("{max} revocations are in force, the most --max-revocations allows")]
+    Full { max: usize },
 }
 
 /// What is revoked.
@@ -113,6 +120,7 @@ pub struct Revocations {
     /// holds what regate last read from or wrote to the disk.
     write: Mutex<Seen>,
     changed: watch::Sender<u64>,
+    max: usize,
 }
 
 /// The disk as regate last read or wrote it.
@@ -144,6 +152,7 @@ impl Revocations {
             store: file.map(Store::new),
             write: Mutex::default(),
             changed: watch::Sender::new(0),
+            max: DEFAULT_MAX_REVOCATIONS,
         };
         if let Some(store) = &revocations.store {
             let disk = store.read()?;
@@ -176,6 +185,21 @@ impl Revocations {
         Ok(revocations)
     }
 
+    /// At most `max` in force: the API refuses more (`--max-revocations`).
+    pub fn with_max(mut self, max: usize) -> Revocations {
+        self.max = max;
+        let in_force = self.len();
+        if in_force > max {
+            tracing::warn!(
+                in_force,
+                max,
+                "more revocations are in force than --max-revocations; every one applies, \
+                 and the API takes no new one until fewer are"
+            );
+        }
+        self
+    }
+
     /// Moves on every change: open connections and tunnels check themselves again.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
@@ -184,6 +208,11 @@ impl Revocations {
     /// The file, if revocations are kept in one.
     pub fn file(&self) -> Option<&Path> {
         self.store.as_ref().map(Store::file)
+    }
+
+    /// `--max-revocations`.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     fn lock(&self) -> MutexGuard<'_, Seen> {
@@ -258,6 +287,10 @@ impl Revocations {
                 .filter(|r| lasts(r.expires_at.as_deref()) >= lasts(request.expires_at.as_deref()))
             {
                 return Ok((existing.clone(), false));
+            }
+            // What it replaces frees its place.
+            if set.count(now) - set.in_force_for(&request.target, now) >= self.max {
+                return Err(RevocationError::Full { max: self.max });
             }
             set.ids_of(&request.target)
         };
@@ -795,5 +828,24 @@ mod tests {
         assert_eq!(r.len(), 2);
         r.add(br#"{"jti": "third", "reason": "r"}"#).unwrap();
         assert!(std::fs::read_to_string(&file).unwrap().contains("from-git"));
+    }
+
+    #[test]
+    fn past_the_cap_new_revocations_are_refused_but_one_may_be_revoked_for_longer() {
+        let r = Revocations::load(None).unwrap().with_max(2);
+        r.add(br#"{"jti": "a", "reason": "r", "expires_at": "2999-01-01T00:00:00Z"}"#)
+            .unwrap();
+        r.add(br#"{"jti": "b", "reason": "r"}"#).unwrap();
+        assert!(matches!(
+            r.add(br#"{"jti": "c", "reason": "r"}"#),
+            Err(RevocationError::Full { max: 2 })
+        ));
+        let (_, new) = r.add(br#"{"jti": "a", "reason": "for good"}"#).unwrap();
+        assert!(new);
+        assert_eq!(r.len(), 2);
+        let (b, _) = r.add(br#"{"jti": "b", "reason": "r"}"#).unwrap();
+        r.remove(&b.id).unwrap();
+        r.add(br#"{"jti": "c", "reason": "r"}"#).unwrap();
+        assert!(r.jti_revoked("c"));
     }
 }

@@ -179,6 +179,12 @@ impl Set {
             .map(|e| &e.revocation)
     }
 
+    /// How many revocations of `target` are in force (more than one only from a hand edit).
+    pub(super) fn in_force_for(&self, target: &Target, now: i64) -> usize {
+        let (index, key) = self.target_index(target);
+        self.entries(index, key).filter(|e| e.until > now).count()
+    }
+
     /// The ids of every revocation of `target`, in force or expired.
     pub(super) fn ids_of(&self, target: &Target) -> Vec<String> {
         let (index, key) = self.target_index(target);
