@@ -495,17 +495,29 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
             return Err(RevocationError::Invalid(format!("unknown field {key:?}")));
         }
     }
+    // Kept exactly as given, never trimmed: a token whose jti starts with a space is revoked
+    // by that jti, and a SPIFFE ID or a time with a space in it is refused, not repaired.
     let text = |key: &str| match object.get(key) {
         None => Ok(None),
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 2048 => {
-            Ok(Some(s.trim().to_string()))
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 2048 => {
+            Ok(Some(s.clone()))
         }
-        Some(_) => Err(RevocationError::Invalid(format!(
+        Some(serde_json::Value::String(_)) => Err(RevocationError::Invalid(format!(
             "{key} must be a non-empty string of at most 2048 bytes"
+        ))),
+        Some(other) => Err(RevocationError::Invalid(format!(
+            "{key} must be a string{}, not {}",
+            if key == "jti" {
+                ", as a token's jti is (RFC 7519 section 4.1.7)"
+            } else {
+                ""
+            },
+            json_kind(other)
         ))),
     };
     let targets = [
         text("spiffe_id")?.map(Target::SpiffeId),
+        // Serials alone are written several ways by people (`00:0A:1C`); see normal_serial.
         text("serial")?.map(|s| Target::Serial(normal_serial(&s))),
         text("jti")?.map(Target::Jti),
     ];
@@ -523,10 +535,12 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
     }
     if let Target::Serial(s) = &target {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid("serial must be hexadecimal"));
+            return Err(invalid("serial must be hexadecimal (colons allowed)"));
         }
     }
-    let reason = text("reason")?.ok_or_else(|| invalid("a reason is required"))?;
+    let reason = text("reason")?
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| invalid("a reason is required"))?;
     let expires_at = match text("expires_at")? {
         None => None,
         Some(at) => match unix(&at) {
@@ -542,8 +556,21 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
     })
 }
 
+/// What a JSON value is, for an error message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// A serial as written by people (`00:0A:1C`) as regate compares serials: lowercase hex, no
-/// `:`, no leading zeros.
+/// `:`, no leading zeros. The one deliberate normalisation: a certificate's serial is a
+/// number, and these are all the same number.
 fn normal_serial(s: &str) -> String {
     let hex: String = s
         .chars()
@@ -847,5 +874,41 @@ mod tests {
         r.remove(&b.id).unwrap();
         r.add(br#"{"jti": "c", "reason": "r"}"#).unwrap();
         assert!(r.jti_revoked("c"));
+    }
+
+    #[test]
+    fn a_jti_is_kept_exactly_as_given() {
+        let r = Revocations::load(None).unwrap();
+        let (added, _) = r.add(br#"{"jti": " abc ", "reason": "r"}"#).unwrap();
+        assert_eq!(added.target, Target::Jti(" abc ".into()));
+        assert!(r.jti_revoked(" abc "));
+        assert!(!r.jti_revoked("abc"));
+        for (body, says) in [
+            (
+                &br#"{"jti": 424242, "reason": "r"}"#[..],
+                "jti must be a string",
+            ),
+            (br#"{"jti": "", "reason": "r"}"#, "non-empty"),
+            (br#"{"jti": "t", "reason": "  "}"#, "a reason is required"),
+            (
+                br#"{"spiffe_id": " spiffe://example.org/a", "reason": "r"}"#,
+                "not a SPIFFE ID",
+            ),
+            (br#"{"serial": " 0a", "reason": "r"}"#, "hexadecimal"),
+        ] {
+            match r.add(body) {
+                Err(RevocationError::Invalid(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!(
+                    "{}: {:?}",
+                    String::from_utf8_lossy(body),
+                    other.map(|(r, _)| r)
+                ),
+            }
+        }
+        // A serial is still a number, however it is written.
+        let (serial, _) = r.add(br#"{"serial": "00:0A:1C", "reason": "r"}"#).unwrap();
+        assert_eq!(serial.target, Target::Serial("a1c".into()));
     }
 }
