@@ -39,9 +39,9 @@
 //!   before the policy and shown to it as `input.delegation`.
 //! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
 //!   and kept in `--revocations FILE` and its journal.
-//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener and the read-only
-//!   health listener (side channels that only read, but for the admin API's changes to
-//!   [`revocations`]).
+//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener (which answers only a
+//!   `Host` naming it) and the read-only health listener (side channels that only read, but
+//!   for the admin API's changes to [`revocations`]).
 //! - [`identities`]: the identity inventory; each connection publishes its identity's
 //!   requests there, and `GET /identities` reads it.
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
@@ -359,6 +359,7 @@ impl App {
             identities,
             shadow: self.shadow.clone(),
             mode: self.config.mode,
+            hosts: admin::AdminHosts::new(self.config.admin_hosts.clone()),
         });
         let admin_task = match admin {
             Some(admin) => {
