@@ -163,16 +163,17 @@ impl Revocations {
             revocations.take_in(disk, &mut seen);
             if missing || torn || seen.journal.lines > 0 {
                 match revocations.fold(store, &mut seen) {
-                    Ok(()) if missing => {
-                        tracing::info!(file = %store.file().display(), "the revocation file did not exist; it is created, empty");
-                    }
+                    Ok(()) if missing => tracing::info!(
+                        file = %store.file().display(),
+                        "the revocation file did not exist; it is created"
+                    ),
                     Ok(()) => {}
                     Err(e) if missing => {
                         seen.missing_said = true;
                         tracing::info!(
                             error = %crate::error_chain(&e),
                             "the revocation file does not exist and cannot be created now; \
-                             none is in force, and the first change through the API writes it"
+                             the first change through the API writes it"
                         );
                     }
                     Err(e) => tracing::warn!(
