@@ -151,5 +151,14 @@ fn main() {
             black_box(regate::request::body::examine(black_box(body.clone())));
         });
         println!("| JSON body examined: {what} | {us:.1} | {n} |");
+        // The parse alone, with and without the checks for repeated and case-folded keys.
+        let (us, n) = median_us(runs, limit, || {
+            black_box(regate::request::json::parse(black_box(&body)).ok());
+        });
+        println!("| parsed with the ambiguous-key checks: {what} | {us:.1} | {n} |");
+        let (us, n) = median_us(runs, limit, || {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).ok());
+        });
+        println!("| parsed by serde_json alone: {what} | {us:.1} | {n} |");
     }
 }

@@ -6,7 +6,10 @@
 //! It reads metrics, the reload status, the identity inventory and the current TLS and
 //! policy state; the only thing it changes is the revocations (`POST /revocations`,
 //! `DELETE /revocations/{id}`), through [`Revocations`], which the request path reads.
-//! Nothing here is on the request path.
+//! Nothing here is on the request path. The admin listener answers only requests that
+//! name it in `Host` (`admin/host.rs`); the health listener answers any.
+
+mod host;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,7 @@ use crate::policy::PolicyStore;
 use crate::reload::{KindStatus, ReloadStatus};
 use crate::revocations::{RevocationError, Revocations};
 use crate::tls::TlsStore;
+pub use host::AdminHosts;
 
 /// Whether regate should receive traffic: serving, and not draining.
 #[derive(Debug, Default)]
@@ -78,6 +82,8 @@ pub struct AdminState {
     pub shadow: Option<PolicyStore>,
     /// `--mode`, shown at the top level of `/status`.
     pub mode: crate::config::Mode,
+    /// `--admin-host`: names the admin listener answers to besides its addresses.
+    pub hosts: AdminHosts,
 }
 
 /// The largest revocation request body read.
@@ -116,6 +122,10 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
         Endpoints::Health => HEALTH_CONNECTIONS,
         Endpoints::All => tokio::sync::Semaphore::MAX_PERMITS,
     }));
+    let Ok(bound) = listener.local_addr() else {
+        tracing::error!("the admin listener has no address; it serves nothing");
+        return;
+    };
     loop {
         let (tcp, client) = match listener.accept().await {
             Ok(pair) => pair,
@@ -128,6 +138,10 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
+        // What the client reached: on 0.0.0.0, the address it named (the pod IP, say).
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
@@ -137,6 +151,18 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
                 async move {
                     let response = match (endpoints, req.uri().path()) {
                         (Endpoints::Health, _) => probes(&state, &req),
+                        (Endpoints::All, _) if !state.hosts.named_by(&req, bound, local) => {
+                            tracing::debug!(
+                                host = ?req.headers().get(header::HOST),
+                                client.addr = %client,
+                                "admin request for another host refused"
+                            );
+                            problem(
+                                StatusCode::MISDIRECTED_REQUEST,
+                                "this admin listener answers only requests naming it in Host: \
+                                 its address, localhost, or an --admin-host name",
+                            )
+                        }
                         (Endpoints::All, "/revocations") => revocations(&state, req, client).await,
                         (Endpoints::All, path) if path.starts_with("/revocations/") => {
                             revocations(&state, req, client).await
@@ -282,6 +308,16 @@ async fn revocations(
                 }
                 Err(RevocationError::Invalid(message)) => {
                     problem(StatusCode::BAD_REQUEST, &message)
+                }
+                Err(e @ RevocationError::Full { .. }) => {
+                    tracing::warn!(error = %e, "revocation refused");
+                    problem(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        &format!(
+                            "{e}; nothing changed: lift revocations no longer needed \
+                             (DELETE /revocations/{{id}}) or raise --max-revocations"
+                        ),
+                    )
                 }
                 Err(e) => {
                     tracing::error!(error = %crate::error_chain(&e), "revocation not kept");
@@ -487,6 +523,7 @@ fn status(state: &AdminState) -> serde_json::Value {
         "decision_log": decision_log(state),
         "revocations": {
             "in_force": state.revocations.len(),
+            "max": state.revocations.max(),
             "file": state.revocations.file().map(|p| p.display().to_string()),
         },
         "reloads": {

@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Allow --admin on a non-loopback address (it is unauthenticated).
     #[arg(long)]
     pub admin_allow_remote: bool,
+    /// A name the admin listener answers to in `Host`, besides its own address and
+    /// localhost (repeatable); any other is 421, against DNS rebinding.
+    #[arg(long = "admin-host", value_name = "NAME")]
+    pub admin_hosts: Vec<String>,
     /// A read-only listener for /healthz, /readyz and /metrics alone, safe to expose to
     /// kubelet probes and Prometheus [default: none].
     #[arg(long, value_name = "ADDR")]
@@ -155,6 +159,10 @@ pub struct RunArgs {
     /// atomically, re-read when it changes) [default: none, they last until exit].
     #[arg(long, value_name = "FILE")]
     pub revocations: Option<PathBuf>,
+    /// Most revocations in force at once; past it, `POST /revocations` is 507
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_revocations: Option<usize>,
     /// A delegation token issuer whose tokens (`Authorization: Bearer`) are verified before
     /// policy and shown to it as input.delegation; the `delegation:` section of --config
     /// takes several.
@@ -265,6 +273,8 @@ struct FileSettings {
     admin: Option<String>,
     #[serde(default)]
     admin_allow_remote: bool,
+    #[serde(default, alias = "admin_host")]
+    admin_hosts: Vec<String>,
     health_listen: Option<String>,
     shutdown_grace: Option<String>,
     log_format: Option<String>,
@@ -281,6 +291,7 @@ struct FileSettings {
     #[serde(default)]
     strict_builtin_errors: bool,
     revocations: Option<String>,
+    max_revocations: Option<usize>,
     delegation: Option<DelegationFile>,
     inspect_body_limit: Option<String>,
     inspect_body_budget: Option<String>,
@@ -328,6 +339,9 @@ pub struct Config {
     pub watch: bool,
     /// None: no admin listener.
     pub admin: Option<SocketAddr>,
+    /// Names the admin listener answers to in `Host` besides its address and localhost:
+    /// lowercase DNS names, and IP addresses as `IpAddr` displays them.
+    pub admin_hosts: Vec<String>,
     /// None: no read-only health and metrics listener.
     pub health_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
@@ -345,6 +359,8 @@ pub struct Config {
     pub strict_builtin_errors: bool,
     /// The revocation file; none: revocations last until exit.
     pub revocations: Option<PathBuf>,
+    /// Most revocations in force (at least 1).
+    pub max_revocations: usize,
     /// Delegation token issuers; none: tokens are not verified, and the policy sees none.
     pub delegation: crate::delegation::Settings,
     /// Bytes of a JSON body read for the policy; zero: none.
@@ -775,6 +791,14 @@ impl Config {
                 Ok(addr) => Some(addr),
             },
         };
+        let admin_hosts = admin_hosts(
+            if args.admin_hosts.is_empty() {
+                file.admin_hosts
+            } else {
+                args.admin_hosts
+            },
+            &mut errors,
+        );
         let health_listen = match args.health_listen.or(file.health_listen) {
             None => None,
             Some(a) if a == "none" || a == "off" => None,
@@ -852,6 +876,11 @@ impl Config {
             args.max_identities.or(file.max_identities),
             crate::identities::DEFAULT_MAX_IDENTITIES,
         );
+        let max_revocations = positive(
+            "max-revocations",
+            args.max_revocations.or(file.max_revocations),
+            crate::revocations::DEFAULT_MAX_REVOCATIONS,
+        );
         let decision_cache_entries = args
             .decision_cache_entries
             .or(file.decision_cache_entries)
@@ -900,6 +929,7 @@ impl Config {
             reload_interval,
             watch,
             admin,
+            admin_hosts,
             health_listen,
             shutdown_grace,
             log_format,
@@ -912,6 +942,7 @@ impl Config {
             decision_cache_entries,
             strict_builtin_errors: args.strict_builtin_errors || file.strict_builtin_errors,
             revocations,
+            max_revocations,
             delegation,
             inspect_body_limit,
             inspect_body_budget,
@@ -924,6 +955,30 @@ impl Config {
         };
         Checked { config, errors }
     }
+}
+
+/// `--admin-host` names: a DNS name (letters, digits, `-`, `_`, `.`; compared without regard
+/// to case) or an IP address (`[::1]` or `::1`), never with a port, which is not compared.
+fn admin_hosts(names: Vec<String>, errors: &mut Vec<String>) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for name in names {
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            hosts.push(ip.to_string());
+        } else if !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            hosts.push(name.to_ascii_lowercase());
+        } else {
+            errors.push(format!(
+                "admin-host: {name:?} is not a host name or an IP address (no port)"
+            ));
+        }
+    }
+    hosts
 }
 
 /// The shadow directory, checked like `--policies`, and its query (the main one unless given).

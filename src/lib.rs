@@ -39,10 +39,10 @@
 //! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
 //!   before the policy and shown to it as `input.delegation`.
 //! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
-//!   and kept in `--revocations FILE`.
-//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener and the read-only
-//!   health listener (side channels that only read, but for the admin API's changes to
-//!   [`revocations`]).
+//!   and kept in `--revocations FILE` and its journal.
+//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener (which answers only a
+//!   `Host` naming it) and the read-only health listener (side channels that only read, but
+//!   for the admin API's changes to [`revocations`]).
 //! - [`identities`]: the identity inventory; each connection publishes its identity's
 //!   requests there, and `GET /identities` reads it.
 //! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
@@ -173,6 +173,7 @@ impl App {
                 .ok()
         });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
+            .map(|r| r.with_max(config.max_revocations))
             .map_err(|e| errors.push(error_chain(&e)))
             .ok();
         let delegation = delegation::Verifier::load(config.delegation.clone())
@@ -380,6 +381,7 @@ impl App {
             identities,
             shadow: self.shadow.clone(),
             mode: self.config.mode,
+            hosts: admin::AdminHosts::new(self.config.admin_hosts.clone()),
         });
         let admin_task = match admin {
             Some(admin) => {

@@ -456,10 +456,23 @@ impl Reloader {
                 });
             }
             Ok(_) => {}
+            // Not an error at every reload: the revocations module said it once.
+            Err(crate::revocations::RevocationError::Missing { .. }) => {}
             Err(e) => tracing::error!(
                 error = %crate::error_chain(&e),
                 "revocation file reload failed; the revocations in force stay"
             ),
+        }
+    }
+
+    /// Write the revocation journal into the revocation file, so the file shows what is in
+    /// force.
+    pub fn fold_revocations(&self) {
+        if let Err(e) = self.revocations.fold_journal() {
+            tracing::warn!(
+                error = %crate::error_chain(&e),
+                "the revocation journal could not be written into the file; both stay"
+            );
         }
     }
 
@@ -552,7 +565,17 @@ impl Reloader {
         loop {
             tracing::debug!(trigger = why, "re-reading policies and certificates");
             let this = self.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || this.reload_all()).await {
+            // Not on a change event: folding rewrites the revocation file, whose event would
+            // fold again while changes keep coming.
+            let fold = matches!(why, "interval" | "SIGHUP");
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                this.reload_all();
+                if fold {
+                    this.fold_revocations();
+                }
+            })
+            .await
+            {
                 tracing::error!(error = %e, "reload task failed");
             }
             why = tokio::select! {

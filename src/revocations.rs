@@ -4,20 +4,26 @@
 //! A revocation is checked before any policy, on every request, including those on
 //! connections opened before it; connections and tunnels of a revoked identity are closed as
 //! soon as it lands. Revocations come from the admin API (`POST /revocations`) and from the
-//! `--revocations` file, which holds them across restarts: each change through the API is
-//! written to it atomically, and a change made to the file by hand or by GitOps is read back
-//! like a policy change. A revocation may expire (`expires_at`); an expired one is ignored and
-//! dropped from the file on the next write.
+//! `--revocations` file, which holds them across restarts. A change through the API is one
+//! line appended to the file's journal and synced before it applies (`store.rs`), so it costs
+//! the same however many are in force (`set.rs`). The journal is folded into the file at
+//! start, at every periodic reload (`--reload-interval`) and SIGHUP, once it has as many
+//! lines as the file has revocations (at least [`FOLD_AFTER`]), and by the first change after
+//! the file changed under regate. A change made to the file by hand or by GitOps is read back
+//! like a policy change, with the journal applied over it. A revocation may expire
+//! (`expires_at`); an expired one is ignored and dropped from the file when it is next
+//! written. At most `--max-revocations` are in force; past that the API refuses new ones.
 //!
-//! This module owns the set and the file. The admin listener calls it, the proxy asks it,
+//! This module owns the set and the files. The admin listener calls it, the proxy asks it,
 //! the reloader tells it the file may have changed; it calls none of them.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod set;
+mod store;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::format_description::well_known::Rfc3339;
@@ -25,6 +31,17 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::tls::identity::PeerIdentity;
+use set::{Edit, Set};
+use store::{Disk, FileSeen, Journal, Store};
+
+/// `--max-revocations` unless set: far more than a kill switch is pulled by hand, few enough
+/// that the set stays some tens of MiB.
+pub const DEFAULT_MAX_REVOCATIONS: usize = 100_000;
+
+/// The journal is folded into the file once it has this many lines, or as many as the file
+/// holds revocations if more: a fold writes every revocation, so it comes after at least as
+/// many one-line changes, and a change costs O(1) amortized.
+pub const FOLD_AFTER: usize = 1024;
 
 #[derive(Debug, Error)]
 pub enum RevocationError {
@@ -36,6 +53,9 @@ pub enum RevocationError {
     },
     #[error("revocations: {path} is not a revocation list: {message}")]
     Parse { path: String, message: String },
+    /// The file is not there (deleted while regate runs): nothing is lifted.
+    #[error("revocations: {path} does not exist")]
+    Missing { path: String },
     #[error("revocations: cannot write {path}: {source}")]
     Write {
         path: String,
@@ -45,6 +65,9 @@ pub enum RevocationError {
     /// A request to the API that cannot be a revocation; the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// `--max-revocations` are in force already.
+    #[error("{max} revocations are in force, the most --max-revocations allows")]
+    Full { max: usize },
 }
 
 /// What is revoked.
@@ -73,82 +96,9 @@ pub struct Revocation {
 }
 
 impl Revocation {
-    fn expired(&self, now: i64) -> bool {
-        self.expires_at
-            .as_deref()
-            .and_then(unix)
-            .is_some_and(|at| at <= now)
-    }
-}
-
-/// The file's shape: `{"revocations": [...]}`.
-#[derive(Default, Serialize, Deserialize)]
-struct File {
-    #[serde(default)]
-    revocations: Vec<Revocation>,
-}
-
-/// The set in force, indexed by what each revokes.
-#[derive(Default)]
-struct Set {
-    list: Vec<Revocation>,
-    spiffe_ids: HashMap<String, usize>,
-    serials: HashMap<String, usize>,
-    jtis: HashMap<String, usize>,
-    /// The bytes this set was read from or written as: a file event with the same bytes
-    /// (regate's own write, a touch) changes nothing.
-    file_hash: Option<[u8; 32]>,
-}
-
-impl Set {
-    fn new(list: Vec<Revocation>, file_hash: Option<[u8; 32]>) -> Set {
-        let mut spiffe_ids = HashMap::new();
-        let mut serials = HashMap::new();
-        let mut jtis = HashMap::new();
-        // A target listed twice (a hand-edited file) is revoked for as long as its longest
-        // revocation lasts.
-        let lasts = |r: &Revocation| r.expires_at.as_deref().and_then(unix).unwrap_or(i64::MAX);
-        for (i, r) in list.iter().enumerate() {
-            let index = match &r.target {
-                Target::SpiffeId(id) => spiffe_ids.entry(id.clone()),
-                Target::Serial(serial) => serials.entry(serial.clone()),
-                Target::Jti(jti) => jtis.entry(jti.clone()),
-            }
-            .or_insert(i);
-            if lasts(r) > lasts(&list[*index]) {
-                *index = i;
-            }
-        }
-        Set {
-            list,
-            spiffe_ids,
-            serials,
-            jtis,
-            file_hash,
-        }
-    }
-
-    fn get(&self, target: &Target) -> Option<&Revocation> {
-        let index = match target {
-            Target::SpiffeId(id) => self.spiffe_ids.get(id),
-            Target::Serial(serial) => self.serials.get(serial),
-            Target::Jti(jti) => self.jtis.get(jti),
-        };
-        index.map(|&i| &self.list[i])
-    }
-
-    /// The revocation in force for this caller; no allocation, as it runs per request.
-    fn for_peer(&self, peer: &PeerIdentity, now: i64) -> Option<&Revocation> {
-        let by_id = peer
-            .spiffe_id
-            .as_ref()
-            .and_then(|id| self.spiffe_ids.get(id.id.as_str()));
-        let by_serial = self.serials.get(significant(&peer.serial));
-        by_id
-            .into_iter()
-            .chain(by_serial)
-            .map(|&i| &self.list[i])
-            .find(|r| !r.expired(now))
+    /// Whether it no longer applies at `now` (unix seconds).
+    pub fn expired(&self, now: i64) -> bool {
+        set::until(self) <= now
     }
 }
 
@@ -162,11 +112,27 @@ fn significant(serial: &str) -> &str {
 
 /// The revocations in force; cheap to ask on every request.
 pub struct Revocations {
-    current: ArcSwap<Set>,
-    file: Option<PathBuf>,
-    /// Serializes changes, so that two writers never lose each other's revocation.
-    write: Mutex<()>,
+    /// What is in force. A change edits it in place, holding the write lock for a few
+    /// hash-map updates; the request path takes the read lock.
+    current: RwLock<Set>,
+    store: Option<Store>,
+    /// Serializes changes and reloads, so that two writers never lose each other's change;
+    /// holds what regate last read from or wrote to the disk.
+    write: Mutex<Seen>,
     changed: watch::Sender<u64>,
+    max: usize,
+}
+
+/// The disk as regate last read or wrote it.
+#[derive(Default)]
+struct Seen {
+    /// `None` while the file is missing.
+    file: Option<FileSeen>,
+    /// How many revocations the file holds.
+    file_holds: usize,
+    journal: Journal,
+    /// A missing file was reported (once, until it is back).
+    missing_said: bool,
 }
 
 /// What a change did, for the caller's audit record.
@@ -178,18 +144,61 @@ pub enum Change {
 }
 
 impl Revocations {
-    /// The revocations in `file` (none if it does not exist yet), or none at all without a file.
+    /// The revocations in `file` and its journal, or none at all without a file. A file that
+    /// does not exist yet is created, empty; one that does not parse is an error.
     pub fn load(file: Option<&Path>) -> Result<Revocations, RevocationError> {
-        let set = match file {
-            Some(path) => read(path)?,
-            None => Set::default(),
-        };
-        Ok(Revocations {
-            current: ArcSwap::from_pointee(set),
-            file: file.map(Path::to_path_buf),
-            write: Mutex::new(()),
+        let revocations = Revocations {
+            current: RwLock::default(),
+            store: file.map(Store::new),
+            write: Mutex::default(),
             changed: watch::Sender::new(0),
-        })
+            max: DEFAULT_MAX_REVOCATIONS,
+        };
+        if let Some(store) = &revocations.store {
+            let disk = store.read()?;
+            let missing = disk.file.is_none();
+            // A line cut short must go before anything is appended after it.
+            let torn = disk.torn;
+            let mut seen = revocations.lock();
+            revocations.take_in(disk, &mut seen);
+            if missing || torn || seen.journal.lines > 0 {
+                match revocations.fold(store, &mut seen) {
+                    Ok(()) if missing => tracing::info!(
+                        file = %store.file().display(),
+                        "the revocation file did not exist; it is created"
+                    ),
+                    Ok(()) => {}
+                    Err(e) if missing => {
+                        seen.missing_said = true;
+                        tracing::info!(
+                            error = %crate::error_chain(&e),
+                            "the revocation file does not exist and cannot be created now; \
+                             the first change through the API writes it"
+                        );
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %crate::error_chain(&e),
+                        "the revocation journal could not be folded into the file; both stay"
+                    ),
+                }
+            }
+        }
+        Ok(revocations)
+    }
+
+    /// At most `max` in force: the API refuses more (`--max-revocations`).
+    pub fn with_max(mut self, max: usize) -> Revocations {
+        self.max = max;
+        let in_force = self.len();
+        if in_force > max {
+            tracing::warn!(
+                in_force,
+                max,
+                "more revocations are in force than --max-revocations; every one applies, \
+                 and the API takes no new one until fewer are"
+            );
+        }
+        self
     }
 
     /// Moves on every change: open connections and tunnels check themselves again.
@@ -199,48 +208,62 @@ impl Revocations {
 
     /// The file, if revocations are kept in one.
     pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        self.store.as_ref().map(Store::file)
+    }
+
+    /// `--max-revocations`.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Seen> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Set> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change what is in force in place.
+    fn edit(&self, change: impl FnOnce(&mut Set)) {
+        change(&mut self.current.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Put `set` in force; the old one is dropped once the lock is let go.
+    fn replace(&self, set: Set) {
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+            set,
+        );
+        drop(old);
     }
 
     /// The revocation that applies to this caller, by SPIFFE ID or certificate serial, if
     /// one is in force.
     pub fn find(&self, peer: &PeerIdentity) -> Option<Revocation> {
-        self.current.load().for_peer(peer, now()).cloned()
+        self.read().for_peer(peer, now()).cloned()
     }
 
     /// Whether this caller is revoked; the request path's question. With nothing revoked,
-    /// it is one atomic load.
+    /// it is an uncontended read lock and a length.
     pub fn revoked(&self, peer: &PeerIdentity) -> bool {
-        let set = self.current.load();
-        !set.list.is_empty() && set.for_peer(peer, now()).is_some()
+        let set = self.read();
+        !set.is_empty() && set.for_peer(peer, now()).is_some()
     }
 
     /// Whether this delegation token id is revoked.
     pub fn jti_revoked(&self, jti: &str) -> bool {
-        let set = self.current.load();
-        !set.jtis.is_empty()
-            && set
-                .jtis
-                .get(jti)
-                .is_some_and(|&i| !set.list[i].expired(now()))
+        let set = self.read();
+        set.has_jtis() && set.jti_revoked(jti, now())
     }
 
     /// Every revocation in force.
     pub fn list(&self) -> Vec<Revocation> {
-        let now = now();
-        self.current
-            .load()
-            .list
-            .iter()
-            .filter(|r| !r.expired(now))
-            .cloned()
-            .collect()
+        self.read().list(now())
     }
 
     pub fn len(&self) -> usize {
-        let now = now();
-        let set = self.current.load();
-        set.list.iter().filter(|r| !r.expired(now)).count()
+        self.read().count(now())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -252,19 +275,26 @@ impl Revocations {
     /// already revoked returns the existing revocation, unchanged.
     pub fn add(&self, body: &[u8]) -> Result<(Revocation, bool), RevocationError> {
         let request = parse_request(body)?;
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current_for_change()?;
+        let mut seen = self.lock();
+        let rewrite = self.refresh(&mut seen);
         let now = now();
-        // Revoking again for longer (or for good) replaces the revocation; anything else
-        // returns the one in force.
-        let lasts = |at: Option<&str>| at.and_then(unix).unwrap_or(i64::MAX);
-        if let Some(existing) = current
-            .get(&request.target)
-            .filter(|r| !r.expired(now))
-            .filter(|r| lasts(r.expires_at.as_deref()) >= lasts(request.expires_at.as_deref()))
-        {
-            return Ok((existing.clone(), false));
-        }
+        let replaces = {
+            let set = self.read();
+            // Revoking again for longer (or for good) replaces the revocation; anything else
+            // returns the one in force.
+            let lasts = |at: Option<&str>| at.and_then(unix).unwrap_or(i64::MAX);
+            if let Some(existing) = set
+                .in_force(&request.target, now)
+                .filter(|r| lasts(r.expires_at.as_deref()) >= lasts(request.expires_at.as_deref()))
+            {
+                return Ok((existing.clone(), false));
+            }
+            // What it replaces frees its place.
+            if set.count(now) - set.in_force_for(&request.target, now) >= self.max {
+                return Err(RevocationError::Full { max: self.max });
+            }
+            set.ids_of(&request.target)
+        };
         let revocation = Revocation {
             id: uuid::Uuid::new_v4().to_string(),
             target: request.target,
@@ -272,88 +302,177 @@ impl Revocations {
             created_at: rfc3339(now),
             expires_at: request.expires_at,
         };
-        let mut list: Vec<Revocation> = current
-            .list
-            .iter()
-            .filter(|r| !r.expired(now) && r.target != revocation.target)
-            .cloned()
-            .collect();
-        list.push(revocation.clone());
-        self.publish(list)?;
+        let edit = Edit::Added {
+            revocation: revocation.clone(),
+            replaces,
+        };
+        self.change(&mut seen, edit, rewrite)?;
         Ok((revocation, true))
     }
 
     /// Remove the revocation with this id; `None` if there is none.
     pub fn remove(&self, id: &str) -> Result<Option<Revocation>, RevocationError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current_for_change()?;
-        let Some(found) = current.list.iter().find(|r| r.id == id).cloned() else {
+        let mut seen = self.lock();
+        let rewrite = self.refresh(&mut seen);
+        let Some(found) = self.read().by_id(id).cloned() else {
             return Ok(None);
         };
-        let now = now();
-        let list = current
-            .list
-            .iter()
-            .filter(|r| r.id != id && !r.expired(now))
-            .cloned()
-            .collect();
-        self.publish(list)?;
+        let edit = Edit::Removed { id: id.to_string() };
+        self.change(&mut seen, edit, rewrite)?;
         Ok(Some(found))
     }
 
-    /// Read the file again; `Some` when it held something new. A file that no longer parses
-    /// keeps the revocations in force: a bad edit never lifts one.
-    pub fn reload(&self) -> Result<Option<Change>, RevocationError> {
-        let Some(path) = &self.file else {
-            return Ok(None);
-        };
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        self.reload_locked(path)
-    }
-
-    /// [`Revocations::reload`], with the write lock held. A file that is gone lifts nothing:
-    /// an `rm`, a checkout, an editor's delete-and-recreate are not a decision to unrevoke.
-    fn reload_locked(&self, path: &Path) -> Result<Option<Change>, RevocationError> {
-        if !path.exists() {
-            return Err(RevocationError::Read {
-                path: path.display().to_string(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
-        }
-        let set = read(path)?;
-        if set.file_hash == self.current.load().file_hash {
-            return Ok(None);
-        }
-        let count = set.list.len();
-        self.current.store(Arc::new(set));
-        self.changed.send_modify(|n| *n += 1);
-        Ok(Some(Change::Reloaded(count)))
-    }
-
-    /// The set to change: the file's, if it changed since it was last read (an edit the
-    /// watcher has not delivered yet must not be written over), else the one in force. A
-    /// file that no longer parses does not stop the kill switch: the change is made to what
-    /// is in force, and the broken file is replaced.
-    fn current_for_change(&self) -> Result<Arc<Set>, RevocationError> {
-        if let Some(path) = &self.file {
-            if let Err(e) = self.reload_locked(path) {
-                tracing::warn!(
-                    error = %crate::error_chain(&e),
-                    "the revocation file does not parse; it is replaced by what is in force"
-                );
+    /// Keep `edit` on disk, then put it in force and tell open connections; if it cannot be
+    /// kept, nothing changes. It is kept as a journal line, or by writing the whole file when
+    /// `rewrite` is asked or the journal is long enough to fold.
+    fn change(&self, seen: &mut Seen, edit: Edit, rewrite: bool) -> Result<(), RevocationError> {
+        let now = now();
+        match &self.store {
+            None => self.edit(|set| {
+                set.purge(now);
+                set.apply(edit);
+            }),
+            Some(store) if rewrite || seen.journal.lines >= FOLD_AFTER.max(seen.file_holds) => {
+                let mut next = Set::from_list(self.read().list(now));
+                next.apply(edit);
+                let list = next.list(now);
+                seen.file = Some(store.fold(&list, &mut seen.journal)?);
+                seen.file_holds = list.len();
+                self.replace(next);
+            }
+            Some(store) => {
+                store.append(&mut seen.journal, &edit)?;
+                self.edit(|set| {
+                    set.purge(now);
+                    set.apply(edit);
+                });
             }
         }
-        Ok(self.current.load_full())
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
     }
 
-    /// Write `list` to the file (if any), then put it in force and tell open connections.
-    fn publish(&self, list: Vec<Revocation>) -> Result<(), RevocationError> {
-        let file_hash = match &self.file {
-            Some(path) => Some(write(path, &list)?),
-            None => None,
+    /// Read the file and the journal again; `Some` when they held something new. A file that
+    /// no longer parses keeps the revocations in force: a bad edit never lifts one. Nor does
+    /// a file that is gone: an `rm`, a checkout, an editor's delete-and-recreate are not a
+    /// decision to unrevoke (that is said once, not at every reload).
+    pub fn reload(&self) -> Result<Option<Change>, RevocationError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
         };
-        self.current.store(Arc::new(Set::new(list, file_hash)));
+        let mut seen = self.lock();
+        let change = match self.reload_locked(store, &mut seen) {
+            Err(RevocationError::Missing { path }) => {
+                if !std::mem::replace(&mut seen.missing_said, true) {
+                    tracing::info!(
+                        file = %path,
+                        "the revocation file does not exist; the revocations in force stay, \
+                         and the next change through the API writes it again"
+                    );
+                }
+                return Err(RevocationError::Missing { path });
+            }
+            other => {
+                seen.missing_said = false;
+                other
+            }
+        };
+        change
+    }
+
+    /// Write the journal into the file, so the file shows what is in force; the reloader's
+    /// periodic turn. The disk is read first, so a hand edit not delivered yet is kept. A file
+    /// that is gone or broken is left as it is: the reload reports it, and the next API change
+    /// replaces it.
+    pub fn fold_journal(&self) -> Result<(), RevocationError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut seen = self.lock();
+        if seen.journal.lines == 0 && store.journal_len() == 0 {
+            return Ok(());
+        }
+        if self.reload_locked(store, &mut seen).is_err() {
+            return Ok(());
+        }
+        self.fold(store, &mut seen)
+    }
+
+    /// [`Revocations::reload`], with the write lock held.
+    fn reload_locked(
+        &self,
+        store: &Store,
+        seen: &mut Seen,
+    ) -> Result<Option<Change>, RevocationError> {
+        let disk = store.read()?;
+        let Some(file) = &disk.file else {
+            return Err(RevocationError::Missing {
+                path: store.file().display().to_string(),
+            });
+        };
+        // The same bytes (regate's own write, a touch) change nothing.
+        if seen.file.is_some_and(|f| f.hash == file.seen.hash) && seen.journal.same(&disk.journal) {
+            seen.file = Some(file.seen);
+            return Ok(None);
+        }
+        let in_force = self.take_in(disk, seen);
         self.changed.send_modify(|n| *n += 1);
+        Ok(Some(Change::Reloaded(in_force)))
+    }
+
+    /// Put in force what `disk` holds (the file, then the journal over it), and note it as
+    /// seen; how many are in force.
+    fn take_in(&self, disk: Disk, seen: &mut Seen) -> usize {
+        let Disk {
+            file,
+            journal,
+            edits,
+            torn: _,
+        } = disk;
+        seen.file = file.as_ref().map(|f| f.seen);
+        seen.file_holds = file.as_ref().map_or(0, |f| f.list.len());
+        seen.journal = journal;
+        let mut set = Set::from_list(file.map(|f| f.list).unwrap_or_default());
+        for edit in edits {
+            set.apply(edit);
+        }
+        let in_force = set.count(now());
+        self.replace(set);
+        in_force
+    }
+
+    /// Before a change: whether the disk still holds what regate last read or wrote, which
+    /// two `stat`s tell. If not (a hand edit the watcher has not delivered yet, a file
+    /// deleted or broken), read it again so that the change is made to it, never over it,
+    /// and answer that the change must write the file whole: that also replaces a file gone
+    /// or broken with what is in force, and folds the journal into a hand-edited file.
+    fn refresh(&self, seen: &mut Seen) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let unchanged = seen.file.is_some_and(|f| store.stat() == Some(f.stat))
+            && store.journal_len() == seen.journal.len;
+        if unchanged {
+            return false;
+        }
+        match self.reload_locked(store, seen) {
+            Ok(_) => {}
+            Err(RevocationError::Missing { .. }) => {
+                tracing::info!("the revocation file is gone; this change writes it again");
+            }
+            Err(e) => tracing::warn!(
+                error = %crate::error_chain(&e),
+                "the revocation file does not parse; it is replaced by what is in force"
+            ),
+        }
+        true
+    }
+
+    /// Write what is in force as the whole file, and let the journal go.
+    fn fold(&self, store: &Store, seen: &mut Seen) -> Result<(), RevocationError> {
+        let list = self.read().list(now());
+        seen.file = Some(store.fold(&list, &mut seen.journal)?);
+        seen.file_holds = list.len();
         Ok(())
     }
 }
@@ -377,17 +496,29 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
             return Err(RevocationError::Invalid(format!("unknown field {key:?}")));
         }
     }
+    // Kept exactly as given, never trimmed: a token whose jti starts with a space is revoked
+    // by that jti, and a SPIFFE ID or a time with a space in it is refused, not repaired.
     let text = |key: &str| match object.get(key) {
         None => Ok(None),
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() && s.len() <= 2048 => {
-            Ok(Some(s.trim().to_string()))
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 2048 => {
+            Ok(Some(s.clone()))
         }
-        Some(_) => Err(RevocationError::Invalid(format!(
+        Some(serde_json::Value::String(_)) => Err(RevocationError::Invalid(format!(
             "{key} must be a non-empty string of at most 2048 bytes"
+        ))),
+        Some(other) => Err(RevocationError::Invalid(format!(
+            "{key} must be a string{}, not {}",
+            if key == "jti" {
+                ", as a token's jti is (RFC 7519 section 4.1.7)"
+            } else {
+                ""
+            },
+            json_kind(other)
         ))),
     };
     let targets = [
         text("spiffe_id")?.map(Target::SpiffeId),
+        // Serials alone are written several ways by people (`00:0A:1C`); see normal_serial.
         text("serial")?.map(|s| Target::Serial(normal_serial(&s))),
         text("jti")?.map(Target::Jti),
     ];
@@ -405,10 +536,12 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
     }
     if let Target::Serial(s) = &target {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid("serial must be hexadecimal"));
+            return Err(invalid("serial must be hexadecimal (colons allowed)"));
         }
     }
-    let reason = text("reason")?.ok_or_else(|| invalid("a reason is required"))?;
+    let reason = text("reason")?
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| invalid("a reason is required"))?;
     let expires_at = match text("expires_at")? {
         None => None,
         Some(at) => match unix(&at) {
@@ -424,8 +557,21 @@ fn parse_request(body: &[u8]) -> Result<Request, RevocationError> {
     })
 }
 
+/// What a JSON value is, for an error message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// A serial as written by people (`00:0A:1C`) as regate compares serials: lowercase hex, no
-/// `:`, no leading zeros.
+/// `:`, no leading zeros. The one deliberate normalisation: a certificate's serial is a
+/// number, and these are all the same number.
 fn normal_serial(s: &str) -> String {
     let hex: String = s
         .chars()
@@ -433,96 +579,6 @@ fn normal_serial(s: &str) -> String {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     significant(&hex).to_string()
-}
-
-fn read(path: &Path) -> Result<Set, RevocationError> {
-    let name = path.display().to_string();
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        // Not written yet: nothing is revoked.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Set::default()),
-        Err(source) => return Err(RevocationError::Read { path: name, source }),
-    };
-    let hash = sha256(&bytes);
-    let file: File = serde_json::from_slice(&bytes).map_err(|e| RevocationError::Parse {
-        path: name.clone(),
-        message: e.to_string(),
-    })?;
-    for r in &file.revocations {
-        if r.expires_at.as_deref().is_some_and(|at| unix(at).is_none()) {
-            return Err(RevocationError::Parse {
-                path: name,
-                message: format!("revocation {}: expires_at is not an RFC 3339 time", r.id),
-            });
-        }
-    }
-    let list = file
-        .revocations
-        .into_iter()
-        .map(|mut r| {
-            if let Target::Serial(s) = &r.target {
-                r.target = Target::Serial(normal_serial(s));
-            }
-            r
-        })
-        .collect();
-    Ok(Set::new(list, Some(hash)))
-}
-
-/// Write the list beside the file and rename it over: a reader sees the old file or the new
-/// one, never half of one.
-fn write(path: &Path, list: &[Revocation]) -> Result<[u8; 32], RevocationError> {
-    let failed = |source| RevocationError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut bytes = serde_json::to_vec_pretty(&File {
-        revocations: list.to_vec(),
-    })
-    .map_err(|e| failed(std::io::Error::other(e)))?;
-    bytes.push(b'\n');
-    // A symlinked file (a ConfigMap, a GitOps checkout) is managed elsewhere: replacing it
-    // with a regular file would silently cut it off from its source.
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(failed(std::io::Error::other(
-            "it is a symlink, managed elsewhere; change the revocations there",
-        )));
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
-    let tmp = dir.join(tmp_name);
-    {
-        use std::io::Write as _;
-        // create_new: never follows a link or truncates a file someone else put there.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(failed)?;
-        f.write_all(&bytes).map_err(failed)?;
-        f.sync_all().map_err(failed)?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(failed(e));
-    }
-    // The rename itself must survive a crash.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(sha256(&bytes))
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 fn now() -> i64 {
@@ -547,6 +603,7 @@ fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn peer(spiffe: &str, serial: &str) -> PeerIdentity {
         PeerIdentity {
@@ -673,5 +730,186 @@ mod tests {
         expired.expires_at = Some("2001-01-01T00:00:00Z".into());
         assert!(expired.expired(now()));
         assert!(!added.expired(now()));
+    }
+
+    fn journal_of(file: &Path) -> PathBuf {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".journal");
+        PathBuf::from(name)
+    }
+
+    #[test]
+    fn a_change_is_one_journal_line_and_a_restart_folds_it_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        let journal = journal_of(&file);
+        let r = Revocations::load(Some(&file)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            "{\n  \"revocations\": []\n}",
+            "a missing file is created, empty"
+        );
+        let written = std::fs::read(&file).unwrap();
+        let (first, _) = r.add(br#"{"jti": "t-1", "reason": "r"}"#).unwrap();
+        let (second, _) = r.add(br#"{"jti": "t-2", "reason": "r"}"#).unwrap();
+        r.remove(&first.id).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            written,
+            "the file is not rewritten"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap().lines().count(),
+            3
+        );
+
+        let again = Revocations::load(Some(&file)).unwrap();
+        assert_eq!(again.list(), vec![second.clone()]);
+        assert!(!journal.exists(), "folded at start");
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(on_disk["revocations"][0]["jti"], "t-2");
+
+        // The reloader's periodic turn folds what the journal holds; that is no change.
+        again.add(br#"{"jti": "t-3", "reason": "r"}"#).unwrap();
+        assert!(journal.exists());
+        again.fold_journal().unwrap();
+        assert!(!journal.exists());
+        assert!(again.reload().unwrap().is_none());
+        assert!(std::fs::read_to_string(&file).unwrap().contains("t-3"));
+    }
+
+    #[test]
+    fn a_journal_replayed_over_the_file_it_was_folded_into_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        let journal = journal_of(&file);
+        let r = Revocations::load(Some(&file)).unwrap();
+        let (old, _) = r
+            .add(br#"{"serial": "0a", "reason": "r", "expires_at": "2999-01-01T00:00:00Z"}"#)
+            .unwrap();
+        let (longer, new) = r.add(br#"{"serial": "0a", "reason": "for good"}"#).unwrap();
+        assert!(new);
+        let (gone, _) = r.add(br#"{"jti": "t", "reason": "r"}"#).unwrap();
+        r.remove(&gone.id).unwrap();
+        let lines = std::fs::read(&journal).unwrap();
+        // A crash after the fold's rename, before the journal was removed.
+        r.fold_journal().unwrap();
+        std::fs::write(&journal, &lines).unwrap();
+        let replayed = Revocations::load(Some(&file)).unwrap();
+        assert_eq!(replayed.list(), vec![longer.clone()]);
+        assert_ne!(old.id, longer.id);
+    }
+
+    #[test]
+    fn a_journal_line_cut_short_is_left_out_but_a_broken_one_lifts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        let journal = journal_of(&file);
+        let r = Revocations::load(Some(&file)).unwrap();
+        r.add(br#"{"jti": "kept", "reason": "r"}"#).unwrap();
+        r.fold_journal().unwrap();
+        // A crash in the middle of the next line: it was never acknowledged.
+        std::fs::write(&journal, "{\"added\": {\"revoc").unwrap();
+        let after_crash = Revocations::load(Some(&file)).unwrap();
+        assert!(after_crash.jti_revoked("kept"));
+        after_crash
+            .add(br#"{"jti": "after", "reason": "r"}"#)
+            .unwrap();
+        let again = Revocations::load(Some(&file)).unwrap();
+        assert!(again.jti_revoked("kept") && again.jti_revoked("after"));
+
+        let r = Revocations::load(Some(&file)).unwrap();
+        r.add(br#"{"jti": "second", "reason": "r"}"#).unwrap();
+        let whole = std::fs::read_to_string(&journal).unwrap();
+        std::fs::write(&journal, format!("not json\n{whole}")).unwrap();
+        assert!(matches!(r.reload(), Err(RevocationError::Parse { .. })));
+        assert!(r.jti_revoked("kept") && r.jti_revoked("second"));
+        assert!(Revocations::load(Some(&file)).is_err());
+    }
+
+    #[test]
+    fn a_hand_edit_applies_and_the_journal_still_applies_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revocations.json");
+        let r = Revocations::load(Some(&file)).unwrap();
+        r.add(br#"{"jti": "from-api", "reason": "r"}"#).unwrap();
+        let edited = r#"{"revocations": [{"id": "git-1", "jti": "from-git", "reason": "r",
+            "created_at": "2026-01-01T00:00:00Z"}]}"#;
+        let tmp = dir.path().join("edit.tmp");
+        std::fs::write(&tmp, edited).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        assert!(matches!(r.reload(), Ok(Some(Change::Reloaded(2)))));
+        assert!(r.jti_revoked("from-api") && r.jti_revoked("from-git"));
+        r.fold_journal().unwrap();
+        let on_disk = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            on_disk.contains("from-api") && on_disk.contains("from-git"),
+            "{on_disk}"
+        );
+
+        // A file that is gone lifts nothing, is not an error at every reload, and the next
+        // change writes it again.
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(r.reload(), Err(RevocationError::Missing { .. })));
+        assert!(matches!(r.reload(), Err(RevocationError::Missing { .. })));
+        assert_eq!(r.len(), 2);
+        r.add(br#"{"jti": "third", "reason": "r"}"#).unwrap();
+        assert!(std::fs::read_to_string(&file).unwrap().contains("from-git"));
+    }
+
+    #[test]
+    fn past_the_cap_new_revocations_are_refused_but_one_may_be_revoked_for_longer() {
+        let r = Revocations::load(None).unwrap().with_max(2);
+        r.add(br#"{"jti": "a", "reason": "r", "expires_at": "2999-01-01T00:00:00Z"}"#)
+            .unwrap();
+        r.add(br#"{"jti": "b", "reason": "r"}"#).unwrap();
+        assert!(matches!(
+            r.add(br#"{"jti": "c", "reason": "r"}"#),
+            Err(RevocationError::Full { max: 2 })
+        ));
+        let (_, new) = r.add(br#"{"jti": "a", "reason": "for good"}"#).unwrap();
+        assert!(new);
+        assert_eq!(r.len(), 2);
+        let (b, _) = r.add(br#"{"jti": "b", "reason": "r"}"#).unwrap();
+        r.remove(&b.id).unwrap();
+        r.add(br#"{"jti": "c", "reason": "r"}"#).unwrap();
+        assert!(r.jti_revoked("c"));
+    }
+
+    #[test]
+    fn a_jti_is_kept_exactly_as_given() {
+        let r = Revocations::load(None).unwrap();
+        let (added, _) = r.add(br#"{"jti": " abc ", "reason": "r"}"#).unwrap();
+        assert_eq!(added.target, Target::Jti(" abc ".into()));
+        assert!(r.jti_revoked(" abc "));
+        assert!(!r.jti_revoked("abc"));
+        for (body, says) in [
+            (
+                &br#"{"jti": 424242, "reason": "r"}"#[..],
+                "jti must be a string",
+            ),
+            (br#"{"jti": "", "reason": "r"}"#, "non-empty"),
+            (br#"{"jti": "t", "reason": "  "}"#, "a reason is required"),
+            (
+                br#"{"spiffe_id": " spiffe://example.org/a", "reason": "r"}"#,
+                "not a SPIFFE ID",
+            ),
+            (br#"{"serial": " 0a", "reason": "r"}"#, "hexadecimal"),
+        ] {
+            match r.add(body) {
+                Err(RevocationError::Invalid(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!(
+                    "{}: {:?}",
+                    String::from_utf8_lossy(body),
+                    other.map(|(r, _)| r)
+                ),
+            }
+        }
+        // A serial is still a number, however it is written.
+        let (serial, _) = r.add(br#"{"serial": "00:0A:1C", "reason": "r"}"#).unwrap();
+        assert_eq!(serial.target, Target::Serial("a1c".into()));
     }
 }

@@ -177,3 +177,90 @@ async fn bad_revocation_requests_are_refused_with_a_reason() {
     assert_eq!((status, listed.trim()), (200, r#"{"revocations":[]}"#));
     regate.stop().await;
 }
+
+#[tokio::test]
+async fn a_jti_is_revoked_exactly_as_written_leading_space_and_all() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_ALL)]);
+    let upstream = Upstream::start().await;
+    let keys = signing_keys();
+    std::fs::write(
+        setup.path("jwks.json"),
+        jwks(&[public_jwk(&keys["ec256"], "ec1", "ES256")]),
+    )
+    .unwrap();
+    let issuer = "https://idp.example.org";
+    let (file, jwks_file) = (revocations_file(&setup), setup.path("jwks.json"));
+    let regate = setup
+        .start(
+            &upstream.url(),
+            &[
+                "--revocations",
+                &file,
+                "--delegation-issuer",
+                issuer,
+                "--delegation-audience",
+                "regate",
+                "--delegation-jwks",
+                &jwks_file.display().to_string(),
+            ],
+        )
+        .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let token = |jti: &str| {
+        let claims = serde_json::json!({
+            "iss": issuer, "sub": "alice", "aud": "regate", "exp": exp, "jti": jti,
+        });
+        sign_jws("ES256", "ec1", &claims, &keys["ec256"])
+    };
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let mut ask = async |jti: &str| {
+        let mut req = request("GET", "/a", b"");
+        let bearer = format!("Bearer {}", token(jti));
+        req.headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        let (status, _, body) = send(&mut client, req).await;
+        (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(ask(" abc").await.0, 200);
+
+    let (status, created) = admin_send(
+        regate.admin,
+        "POST",
+        "/revocations",
+        r#"{"jti": " abc", "reason": "leaked"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, listed) = admin_get(regate.admin, "/revocations").await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["revocations"][0]["jti"], " abc");
+    let (status, body) = ask(" abc").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    // Another jti, one space apart, is another token.
+    assert_eq!(ask("abc").await.0, 200);
+
+    // A jti is a string (RFC 7519 §4.1.7): a number is refused, not taken as its digits.
+    let (status, problem) = admin_send(
+        regate.admin,
+        "POST",
+        "/revocations",
+        r#"{"jti": 424242, "reason": "r"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(problem.contains("jti must be a string"), "{problem}");
+    let (status, _) = admin_send(
+        regate.admin,
+        "POST",
+        "/revocations",
+        r#"{"jti": "", "reason": "r"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    regate.stop().await;
+}

@@ -272,3 +272,53 @@ fn a_shadow_set_inside_the_main_one_or_a_shadow_query_alone_is_refused() {
     );
     assert!(text.contains("shadow-query: \"allow\""), "{text}");
 }
+
+#[test]
+fn admin_hosts_and_max_revocations_come_from_the_file_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\nadmin_host: [Regate-Admin.internal, '[::1]']\nmax_revocations: 9\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let from_file = Config::from_args(args(&["--config", config])).unwrap();
+    assert_eq!(from_file.admin_hosts, ["regate-admin.internal", "::1"]);
+    assert_eq!(from_file.max_revocations, 9);
+    let flags = Config::from_args(args(&[
+        "--config",
+        config,
+        "--admin-host",
+        "10.0.0.7",
+        "--max-revocations",
+        "3",
+    ]))
+    .unwrap();
+    assert_eq!(flags.admin_hosts, ["10.0.0.7"]);
+    assert_eq!(flags.max_revocations, 3);
+    let err = Config::from_args(args(&[
+        "--config",
+        config,
+        "--admin-host",
+        "localhost:9901",
+        "--admin-host",
+        "evil host",
+        "--max-revocations",
+        "0",
+    ]))
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "admin-host: \"localhost:9901\"",
+        "admin-host: \"evil host\"",
+        "max-revocations: must be at least 1",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
