@@ -87,9 +87,7 @@ async fn main() {
     let setup = Setup::new(&[("authz.rego", POLICY)]);
     let upstream = Upstream::start().await;
     let mut args = setup.args(&upstream.url());
-    args.extend(
-        ["--inspect-body-limit", "1MiB", "--upstream-timeout", "120s"].map(String::from),
-    );
+    args.extend(["--inspect-body-limit", "1MiB", "--upstream-timeout", "120s"].map(String::from));
     let bin = std::env::var("REGATE_BIN").ok();
     let process = match &bin {
         Some(bin) => Process::start_binary(bin, &args, &[]),
