@@ -62,7 +62,7 @@ fn main() {
     .unwrap();
     let cert_sha256 = [7u8; 32];
     let query = std::collections::BTreeMap::new();
-    let thumb = regate::policy::builtins::crypto::b64_encode(&cert_sha256, true, false);
+    let thumb = regate::builtins::crypto::b64_encode(&cert_sha256, true, false);
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()

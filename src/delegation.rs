@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderName};
 use regorus::Value;
 use serde::Deserialize;
 
-use crate::policy::builtins::jwt::{jws_verify_with_jwks, JwksKeys};
+use crate::builtins::jwt::{jws_verify_with_jwks, JwksKeys};
 
 /// One trusted issuer, as configured.
 #[derive(Debug, Clone, Deserialize)]
@@ -327,8 +327,7 @@ impl Verifier {
             None => false,
             Some(cnf) => match cnf["x5t#S256"].as_str() {
                 Some(thumbprint) if !thumbprint.is_empty() && !cert_sha256.is_empty() => {
-                    let ours =
-                        crate::policy::builtins::crypto::b64_encode(cert_sha256, true, false);
+                    let ours = crate::builtins::crypto::b64_encode(cert_sha256, true, false);
                     if thumbprint != ours {
                         return Err(TokenError::Binding);
                     }
@@ -417,7 +416,7 @@ fn is_tchar(c: char) -> bool {
 /// Whether `text` holds a JWS or JWT in compact form anywhere: three base64url segments
 /// (the last may be empty, as with `alg: none`), the first a JSON object.
 fn carries_jwt(text: &str) -> bool {
-    use crate::policy::builtins::crypto::b64url_decode_opa;
+    use crate::builtins::crypto::b64url_decode_opa;
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
         .any(|part| {
             let segments: Vec<&str> = part.split('.').collect();
@@ -433,7 +432,7 @@ type Parts = (serde_json::Value, serde_json::Value, String, Vec<u8>);
 
 /// A compact JWS: header and claims decoded, the signing input, the signature.
 fn split(token: &str) -> Result<Parts, TokenError> {
-    use crate::policy::builtins::crypto::b64url_decode_opa;
+    use crate::builtins::crypto::b64url_decode_opa;
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -54,10 +54,11 @@
 
 pub mod admin;
 pub mod audit;
+pub mod builtins;
+pub mod cli;
 pub mod config;
 pub mod delegation;
 pub mod demo;
-pub mod devcerts;
 pub mod identities;
 pub mod limits;
 mod listener;

@@ -32,10 +32,10 @@ enum Command {
     Run(Box<RunArgs>),
     /// Test, evaluate and check policies, as the proxy would load them.
     #[command(subcommand)]
-    Policy(regate::policy::tools::PolicyCommand),
+    Policy(regate::cli::policy::PolicyCommand),
     /// Check the decision log's hash chain.
     #[command(subcommand)]
-    Audit(regate::audit::verify::AuditCommand),
+    Audit(regate::cli::audit::AuditCommand),
     /// Write a DEV ONLY CA, server certificate, client SVIDs and decision log signing key
     /// into a directory.
     DevCerts {
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
-        Command::DevCerts { out } => match regate::devcerts::generate(&out) {
+        Command::DevCerts { out } => match regate::cli::devcerts::generate(&out) {
             Ok(()) => {
                 eprintln!("wrote DEV ONLY certificates and keys to {}", out.display());
                 ExitCode::SUCCESS
@@ -60,8 +60,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
-        Command::Policy(command) => regate::policy::tools::run(command),
-        Command::Audit(command) => regate::audit::verify::run(command),
+        Command::Policy(command) => regate::cli::policy::run(command),
+        Command::Audit(command) => regate::cli::audit::run(command),
     }
 }
 

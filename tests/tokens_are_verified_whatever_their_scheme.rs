@@ -30,7 +30,7 @@ fn now() -> i64 {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    regate::policy::builtins::crypto::b64_encode(bytes, true, false)
+    regate::builtins::crypto::b64_encode(bytes, true, false)
 }
 
 /// An unsigned token (`alg: none`) that names the trusted issuer.

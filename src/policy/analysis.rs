@@ -79,19 +79,19 @@ pub fn reads(modules: &[Ref<Module>], query: &str) -> Reads {
     }
     if let Some(name) = facts.replacing.iter().find(|n| {
         NOT_REPEATABLE.contains(&n.as_str())
-            || super::builtins::CLOCK_DEPENDENT.contains(&n.as_str())
+            || crate::builtins::CLOCK_DEPENDENT.contains(&n.as_str())
     }) {
         return Reads::Uncacheable(format!("the policy calls {name}, whose answer can change"));
     }
     for call in facts.calls.keys() {
         if NOT_REPEATABLE.contains(&call.as_str())
-            || super::builtins::CLOCK_DEPENDENT.contains(&call.as_str())
+            || crate::builtins::CLOCK_DEPENDENT.contains(&call.as_str())
         {
             return Reads::Uncacheable(format!("the policy calls {call}, whose answer can change"));
         }
         let last = call.rsplit('.').next().unwrap_or(call);
         let known = regorus::unstable::BUILTINS.contains_key(call.as_str())
-            || super::builtins::provides(call)
+            || crate::builtins::provides(call)
             || functions.contains(call)
             || functions.contains(last)
             || call == "print";
@@ -167,7 +167,7 @@ pub fn unknown_calls(modules: &[Ref<Module>]) -> Vec<(String, String)> {
             let last = name.rsplit('.').next().unwrap_or(&name);
             let known = (regorus::unstable::BUILTINS.contains_key(name.as_str())
                 && !STUBS.contains(&name.as_str()))
-                || super::builtins::provides(&name)
+                || crate::builtins::provides(&name)
                 || functions.contains(&name)
                 || functions.contains(last)
                 || name == "print"

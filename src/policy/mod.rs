@@ -7,12 +7,10 @@
 //! [`input`]'s job; what happens with a decision is the proxy's.
 
 pub mod analysis;
-pub mod builtins;
 pub mod cache;
 pub mod evaluator;
 pub mod git;
 pub mod input;
-pub mod tools;
 
 pub use evaluator::Evaluator;
 
@@ -331,7 +329,7 @@ pub fn execution_limit(limit: Duration) -> regorus::utils::limits::ExecutionTime
 /// nowhere is refused here, by file and line, rather than denying every request that reaches
 /// it. The proxy and the policy tools load through here, so a policy behaves the same in
 /// `regate policy test` as in a pod.
-fn build_engine(
+pub(crate) fn build_engine(
     files: Vec<(PolicyFile, String)>,
     strict_builtin_errors: bool,
 ) -> Result<Engine, Vec<PolicyError>> {
@@ -372,7 +370,7 @@ fn build_engine(
         }
     }
     let called = analysis::called(engine.get_modules());
-    if let Err(e) = builtins::register(&mut engine, strict_builtin_errors, |name| {
+    if let Err(e) = crate::builtins::register(&mut engine, strict_builtin_errors, |name| {
         called.contains(name)
     }) {
         errors.push(PolicyError::Compile(e.to_string()));
@@ -484,7 +482,7 @@ fn in_data(data: &Value, path: &[String]) -> bool {
 /// Reading is cheap next to compiling, so a reload reads first and compiles only when the
 /// revision changed.
 pub struct Sources {
-    files: Vec<(PolicyFile, String)>,
+    pub(crate) files: Vec<(PolicyFile, String)>,
     /// `git:<commit>` when the directory is a git checkout ([`git::commit`]), else
     /// [`Sources::content_hash`].
     pub revision: Arc<str>,
@@ -654,7 +652,7 @@ fn is_excerpt_line(line: &str) -> bool {
 /// For the authoring tools (`regate policy test`): `file:line:col: message` first, where a
 /// reader (and an editor) looks for it, then regorus' whole message with its excerpt: a policy
 /// author running the tool on their own files wants to see the line.
-fn compile_message(raw: &str) -> String {
+pub(crate) fn compile_message(raw: &str) -> String {
     match located(raw) {
         Some(first) => format!("{first}\n{}", raw.trim_matches('\n')),
         None => raw.trim().to_string(),
@@ -843,17 +841,17 @@ fn not_framing(name: &HeaderName, what: &str) -> Result<(), String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileKind {
+pub(crate) enum FileKind {
     Rego,
     Json,
     Yaml,
 }
 
-struct PolicyFile {
+pub(crate) struct PolicyFile {
     path: PathBuf,
     /// Relative to the policies directory, `/`-separated: part of the revision hash.
     rel: String,
-    kind: FileKind,
+    pub(crate) kind: FileKind,
     /// Where a data file's content lands under `data`: its directory, as in OPA bundles.
     data_path: Vec<String>,
 }

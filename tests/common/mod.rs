@@ -1170,7 +1170,7 @@ pub fn sign_jws(
     jwk: &serde_json::Value,
 ) -> String {
     use regorus::Value;
-    let (_, _, encode) = regate::policy::builtins::jwt_sign::BUILTINS
+    let (_, _, encode) = regate::builtins::jwt_sign::BUILTINS
         .iter()
         .find(|(n, _, _)| *n == "io.jwt.encode_sign_raw")
         .copied()
@@ -1191,5 +1191,5 @@ pub fn sign_jws(
 /// RFC 8705's `x5t#S256` of a certificate (DER): the base64url SHA-256 a bound token names.
 pub fn cert_thumbprint(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    regate::policy::builtins::crypto::b64_encode(digest.as_ref(), true, false)
+    regate::builtins::crypto::b64_encode(digest.as_ref(), true, false)
 }

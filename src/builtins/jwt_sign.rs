@@ -218,7 +218,7 @@ mod round_trip {
     use super::*;
 
     /// The test keys of tests/builtin_vectors as private JWKs, with their public PEMs.
-    const KEYS: &str = include_str!("../../../tests/builtin_vectors/keys/signing_jwks.json");
+    const KEYS: &str = include_str!("../../tests/builtin_vectors/keys/signing_jwks.json");
 
     fn verify(name: &str, token: &Value, pem: &str) -> Value {
         let (_, _, f) = super::super::jwt::BUILTINS

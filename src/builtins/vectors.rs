@@ -11,7 +11,7 @@ use regorus::Value;
 
 use super::super::{crypto, jwt, Builtin};
 
-const VECTORS: &str = include_str!("../../../tests/builtin_vectors/vectors.json");
+const VECTORS: &str = include_str!("../../tests/builtin_vectors/vectors.json");
 
 #[derive(serde::Deserialize)]
 struct Vector {

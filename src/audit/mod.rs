@@ -34,7 +34,6 @@ use crate::config::DecisionLog;
 pub mod chain;
 pub mod input;
 pub mod signing;
-pub mod verify;
 
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
 #[derive(Debug, Serialize)]

@@ -17,8 +17,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::chain::{self, Link};
-use super::signing::PublicKey;
+use crate::audit::chain::{self, Link};
+use crate::audit::signing::PublicKey;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
