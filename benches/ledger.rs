@@ -64,7 +64,6 @@ fn record<'a>(input: Option<&'a regorus::Value>) -> DecisionRecord<'a> {
         duration_ns: 420_000,
         input,
         would_deny: false,
-        shadow: None,
     }
 }
 

@@ -154,8 +154,8 @@ impl ConnTask {
         tokio::pin!(serving);
         let mut closing: Option<tokio::time::Instant> = None;
         // A revocation that lands while the connection is open closes it; one that landed
-        // before is refused request by request (`still_trusted`).
-        let mut revocations = self.proxy.revocations.subscribe();
+        // before is refused request by request (`proxy::trust`).
+        let mut revocations = self.proxy.trust.revocations.subscribe();
         let mut draining = *self.stop.borrow();
         if draining {
             serving.as_mut().graceful();
@@ -179,7 +179,7 @@ impl ConnTask {
                     }
                 }
                 Ok(()) = revocations.changed(), if closing.is_none() => {
-                    if self.proxy.revocations.revoked(&conn.peer) {
+                    if self.proxy.trust.revoked(conn, None) {
                         tracing::warn!("closing the connection: its identity was revoked");
                         self.metrics.revoked_connection_closed();
                         serving.as_mut().graceful();

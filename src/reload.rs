@@ -91,7 +91,8 @@ pub struct Reloader {
     revocations: Arc<crate::revocations::Revocations>,
     /// Delegation token issuers, whose JWKS files are re-read like the others.
     delegation: Arc<crate::delegation::Verifier>,
-    audit: crate::audit::Audit,
+    /// Where a change the file makes to the revocations is told.
+    revocation_changes: crate::revocations::record::Recorded,
     /// The shadow policy set, reloaded like the main one into a store of its own.
     shadow: Option<ShadowSource>,
 }
@@ -165,13 +166,13 @@ impl Reloader {
             workload_api: config.spiffe_socket.is_some(),
             policies,
             tls,
-            metrics,
+            metrics: metrics.clone(),
             status: Arc::default(),
             changes: tokio::sync::watch::Sender::new(0),
             refused: Mutex::default(),
             revocations,
             delegation,
-            audit,
+            revocation_changes: crate::revocations::record::Recorded { audit, metrics },
             shadow: None,
         };
         reloader.publish_gauges();
@@ -446,14 +447,8 @@ impl Reloader {
         match self.revocations.reload() {
             Ok(Some(crate::revocations::Change::Reloaded(in_force))) => {
                 tracing::info!(in_force, "revocations reloaded from the file");
-                self.metrics.revocations(in_force, "reloaded");
-                self.audit.log(&crate::audit::RevocationRecord {
-                    event: "revocations_reloaded",
-                    source: "file",
-                    revocation: None,
-                    client_addr: None,
-                    in_force,
-                });
+                self.revocation_changes
+                    .changed(crate::revocations::record::Change::Reloaded, in_force);
             }
             Ok(_) => {}
             // Not an error at every reload: the revocations module said it once.

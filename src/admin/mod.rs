@@ -27,11 +27,12 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use crate::audit::{Audit, RevocationRecord};
+use crate::audit::Audit;
 use crate::identities::Inventory;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::reload::{KindStatus, ReloadStatus};
+use crate::revocations::record::{Change, Recorded};
 use crate::revocations::{RevocationError, Revocations};
 use crate::tls::TlsStore;
 pub use host::AdminHosts;
@@ -72,8 +73,10 @@ pub struct AdminState {
     pub health: Arc<Health>,
     pub started: Instant,
     pub revocations: Arc<Revocations>,
-    /// Revocation changes are recorded in the decision log.
+    /// The decision log, whose chain head `/status` shows.
     pub audit: Audit,
+    /// Where revocation changes are told (the decision log and the metrics).
+    pub revocation_changes: Recorded,
     /// The Workload API the certificate and bundles come from, if not files.
     pub spiffe_socket: Option<String>,
     /// What `GET /identities` lists, as the request path published it.
@@ -284,14 +287,13 @@ async fn revocations(
                 Ok((revocation, added)) => {
                     let in_force = state.revocations.len();
                     if added {
-                        state.metrics.revocations(in_force, "added");
-                        state.audit.log(&RevocationRecord {
-                            event: "revocation_added",
-                            source: "api",
-                            revocation: Some(&revocation),
-                            client_addr: Some(client.to_string()),
+                        state.revocation_changes.changed(
+                            Change::Added {
+                                revocation: &revocation,
+                                client: client.to_string(),
+                            },
                             in_force,
-                        });
+                        );
                         tracing::warn!(
                             id = %revocation.id,
                             target = ?revocation.target,
@@ -331,14 +333,13 @@ async fn revocations(
         (Method::DELETE, Some(id)) => match state.revocations.remove(id) {
             Ok(Some(revocation)) => {
                 let in_force = state.revocations.len();
-                state.metrics.revocations(in_force, "removed");
-                state.audit.log(&RevocationRecord {
-                    event: "revocation_removed",
-                    source: "api",
-                    revocation: Some(&revocation),
-                    client_addr: Some(client.to_string()),
+                state.revocation_changes.changed(
+                    Change::Removed {
+                        revocation: &revocation,
+                        client: client.to_string(),
+                    },
                     in_force,
-                });
+                );
                 tracing::warn!(id = %revocation.id, "revocation removed");
                 json_response(StatusCode::OK, &json!(revocation))
             }

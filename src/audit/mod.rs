@@ -33,6 +33,7 @@ use crate::config::DecisionLog;
 
 pub mod chain;
 pub mod input;
+pub mod later;
 pub mod signing;
 
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
@@ -82,20 +83,9 @@ pub struct DecisionRecord<'a> {
     /// `--mode audit`: the policy denied (for `reason`) and the request was forwarded anyway.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub would_deny: bool,
-    /// The shadow policy set's decision, when it differs from the main policy's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowOutcome<'a>>,
-}
-
-/// What the shadow policy set (`--shadow-policies`) decided for a request, when it differs
-/// from the main set's decision in `allowed` or in `reason`. An evaluation that failed is a
-/// deny with its reason (`policy_error`, `policy_timeout`, ...), as for the main set.
-#[derive(Debug, Serialize)]
-pub struct ShadowOutcome<'a> {
-    pub allowed: bool,
-    pub reason: &'a str,
-    /// The shadow set's revision that decided.
-    pub revision: &'a str,
+    // `shadow`, the shadow policy set's decision when it differs from the main policy's,
+    // is published by the shadow set itself and joined to the record by the writer
+    // ([`later`]).
 }
 
 /// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
@@ -118,23 +108,6 @@ pub struct TunnelRecord<'a> {
     pub bytes_from_client: u64,
     pub bytes_from_upstream: u64,
     pub duration_ns: u64,
-}
-
-/// A change to the revocations (the kill switch), through the admin API or the file.
-#[derive(Debug, Serialize)]
-pub struct RevocationRecord<'a> {
-    /// `revocation_added`, `revocation_removed` or `revocations_reloaded`.
-    pub event: &'static str,
-    /// `api` or `file`.
-    pub source: &'static str,
-    /// The revocation added or removed; absent for a file reload.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revocation: Option<&'a crate::revocations::Revocation>,
-    /// The admin client's address, for an API change.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_addr: Option<String>,
-    /// How many revocations are in force after the change.
-    pub in_force: usize,
 }
 
 /// Where the chain stands: the first line after a start, and, with a signing key, a line
@@ -177,6 +150,10 @@ pub const ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
 
 struct Shared {
     buffer: Mutex<Vec<u8>>,
+    /// Records waiting for a field another producer publishes later ([`later`]).
+    waiting: Mutex<Vec<(Vec<u8>, later::Later)>>,
+    /// How long records may still wait for their field once the log is closing.
+    grace: Mutex<Duration>,
     wake: Condvar,
     closed: AtomicBool,
     /// The last line written: `seq` (0: none yet) and `chain`.
@@ -226,6 +203,8 @@ impl Audit {
         let links = chain::Chain::after(tail.last.as_ref());
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Vec::with_capacity(EARLY_FLUSH_BYTES)),
+            waiting: Mutex::default(),
+            grace: Mutex::new(Duration::ZERO),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             head: Mutex::new((links.head().0, links.head().1.map(str::to_string))),
@@ -270,9 +249,26 @@ impl Audit {
 
     /// Queue one record (a [`DecisionRecord`] or a [`TunnelRecord`]) for the writer.
     pub fn log(&self, record: &impl Serialize) {
-        let Some(mut bytes) = serialize(record) else {
+        let Some(bytes) = serialize(record) else {
             return;
         };
+        self.append(bytes);
+    }
+
+    /// Queue one record that the writer writes once `later`'s field is in, with it. The
+    /// caller does not wait; a field already in is joined at once.
+    pub fn log_with(&self, record: &impl Serialize, later: later::Later) {
+        let Some(bytes) = serialize(record) else {
+            return;
+        };
+        match later.poll(bytes) {
+            later::Polled::Ready(bytes) => self.append(bytes),
+            later::Polled::Waiting(bytes, later) => lock(&self.shared.waiting).push((bytes, later)),
+        }
+    }
+
+    /// Append one serialized record (no newline) to the buffer the writer takes.
+    fn append(&self, mut bytes: Vec<u8>) {
         bytes.push(b'\n');
         // A poisoned lock only means another thread panicked mid-append; the bytes are
         // still a buffer, and losing the record would be worse.
@@ -307,6 +303,57 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A lock whose poisoning only means another thread panicked mid-append: the data is still
+/// whole enough, and losing records would be worse.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The waiting records whose field is in (all of them when `all`), each ending a line.
+fn joined(shared: &Shared, all: bool) -> Vec<u8> {
+    let mut waiting = lock(&shared.waiting);
+    let mut ready = Vec::new();
+    let mut still = Vec::with_capacity(waiting.len());
+    for (record, later) in waiting.drain(..) {
+        match later.poll(record) {
+            later::Polled::Ready(bytes) | later::Polled::Waiting(bytes, _) if all => {
+                ready.extend_from_slice(&bytes);
+                ready.push(b'\n');
+            }
+            later::Polled::Ready(bytes) => {
+                ready.extend_from_slice(&bytes);
+                ready.push(b'\n');
+            }
+            later::Polled::Waiting(bytes, later) => still.push((bytes, later)),
+        }
+    }
+    *waiting = still;
+    ready
+}
+
+/// At exit, wait (within the grace given to [`AuditWriter::finish_within`]) for the records
+/// still waiting on a field, then take every one of them.
+fn joined_at_exit(shared: &Shared) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + *lock(&shared.grace);
+    let mut ready = Vec::new();
+    loop {
+        ready.extend(joined(shared, false));
+        let left = lock(&shared.waiting).len();
+        if left == 0 {
+            return ready;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                records = left,
+                "decision records still waiting for the shadow set at exit; written without it"
+            );
+            ready.extend(joined(shared, true));
+            return ready;
+        }
+        std::thread::sleep(FLUSH_INTERVAL.min(Duration::from_millis(5)));
+    }
+}
+
 fn write_loop(shared: &Shared, mut out: Chained) -> io::Result<()> {
     let mut batch = Vec::with_capacity(EARLY_FLUSH_BYTES);
     out.checkpoint("start");
@@ -327,7 +374,9 @@ fn write_loop(shared: &Shared, mut out: Chained) -> io::Result<()> {
         };
         out.link(&batch);
         batch.clear();
+        out.link(&joined(shared, false));
         if closed {
+            out.link(&joined_at_exit(shared));
             // Anything appended between the swap and now is picked up by one last pass.
             let rest = std::mem::take(
                 &mut *shared
@@ -458,8 +507,15 @@ impl Chained {
 }
 
 impl AuditWriter {
-    /// Write every record logged so far and stop the writer.
+    /// Write every record logged so far and stop the writer; a record waiting for a field
+    /// another producer publishes later is written without it.
     pub fn finish(self) {
+        self.finish_within(Duration::ZERO);
+    }
+
+    /// As [`AuditWriter::finish`], letting records wait for their field up to `grace`.
+    pub fn finish_within(self, grace: Duration) {
+        *lock(&self.shared.grace) = grace;
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         match self.thread.join() {
@@ -499,7 +555,6 @@ mod tests {
             duration_ns: 0,
             input: None,
             would_deny: false,
-            shadow: None,
         }
     }
 

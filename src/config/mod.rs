@@ -386,25 +386,7 @@ pub struct Shadow {
     pub query: String,
 }
 
-/// What a policy deny does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// The deny is answered (403 or the policy's status).
-    #[default]
-    Enforce,
-    /// The request is forwarded anyway and recorded with `would_deny`; regate's own refusals
-    /// (TLS, trust domain, revocations, malformed requests, bad tokens) still refuse.
-    Audit,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        }
-    }
-}
+pub use crate::proxy::decision::Mode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -426,13 +408,7 @@ pub enum DecisionLog {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
-    Http1,
-    Http2,
-    /// Whatever the client spoke: HTTP/2 clients are forwarded over HTTP/2 (for gRPC).
-    Auto,
-}
+pub use crate::proxy::forward::UpstreamProtocol;
 
 /// A merged config and every problem found in it. When `errors` is not empty, the config
 /// holds placeholders and must not be served.

@@ -1,5 +1,6 @@
-//! Forwarding to the local application: the pooled upstream client, and the response head on
-//! its way back.
+//! Step 4 of a request: forwarding to the local application, within the upstream limits: the
+//! pooled upstream client, and the response head on its way back. A `101` is passed on only
+//! for the upgrade the client asked for; the tunnel then runs on its own (`super::tunnel`).
 //!
 //! Bodies are never buffered: the client's body streams to the upstream, and the upstream's
 //! body and trailers stream back.
@@ -16,9 +17,106 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::Arc;
+
+use http::StatusCode;
+use regorus::Value;
+
+use super::connection::Connection;
+use super::effects::Allowed;
 use super::error::ProxyError;
-use crate::config::UpstreamProtocol;
+use super::record::Seen;
+use super::response::{Body, Slots};
+use super::{tunnel, Proxy};
 use crate::request::headers::strip_hop_by_hop;
+
+/// Protocol spoken to the upstream (`--upstream-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge (h2c), e.g. a gRPC server.
+    Http2,
+    /// HTTP/2 for HTTP/2 clients, HTTP/1.1 otherwise.
+    Auto,
+}
+
+/// Send an allowed request upstream, within the upstream limits: the response, and the
+/// places it holds in those limits until its body is sent (none for a tunnel, which keeps its
+/// own).
+pub(super) async fn forward(
+    proxy: &Proxy,
+    conn: &Arc<Connection>,
+    allowed: Allowed,
+    seen: &Seen,
+) -> Result<(Response<Body>, Option<Slots>), ProxyError> {
+    let Allowed {
+        mut req,
+        decision,
+        upgrade,
+        input,
+        revision,
+    } = allowed;
+    // An HTTP/2 client can have many streams in flight on one connection; they queue for the
+    // connection's share rather than fan out into as many upstream connections.
+    let per_connection = match conn.upstream_slots.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        // Only a busy connection pays for a timer.
+        Err(_) => tokio::time::timeout(
+            proxy.upstream.timeout(),
+            conn.upstream_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ProxyError::UpstreamOverloaded)?
+        .map_err(|_| ProxyError::UpstreamOverloaded)?,
+    };
+    let total = proxy
+        .limits
+        .upstream_total
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ProxyError::UpstreamOverloaded)?;
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let mut resp = proxy.upstream.send(req).await?;
+    let slots = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) else {
+            return Err(ProxyError::UpstreamProtocol(
+                "it switched protocols on a request that was not an upgrade",
+            ));
+        };
+        if !crate::request::upgrade::switched_to(resp.headers(), &protocol) {
+            return Err(ProxyError::UpstreamProtocol(
+                "it switched to a protocol the client did not ask for",
+            ));
+        }
+        strip_response(&mut resp, Some(&protocol));
+        tunnel::spawn(
+            proxy.tunnel_watch(),
+            conn.clone(),
+            client_upgrade,
+            hyper::upgrade::on(&mut resp),
+            tunnel::Opened {
+                request_id: seen.request_id.clone(),
+                protocol,
+                input: input.unwrap_or(Value::Undefined),
+                revision,
+                upstream_slot: total,
+            },
+        );
+        // The client connection is the tunnel's now; only the upstream place stays taken.
+        None
+    } else {
+        strip_response(&mut resp, None);
+        Some(Slots {
+            _connection: per_connection,
+            _total: total,
+        })
+    };
+    let (mut head, body) = resp.into_parts();
+    for (name, value) in &decision.response_headers {
+        head.headers.append(name.clone(), value.clone());
+    }
+    Ok((Response::from_parts(head, Body::upstream(body)), slots))
+}
 
 /// Idle connections to the application kept open for reuse.
 const MAX_IDLE_UPSTREAM: usize = 256;

@@ -12,6 +12,10 @@
 //! - at shutdown.
 //!
 //! Its end is recorded as a [`TunnelRecord`] with the bytes each way and its duration.
+//!
+//! A tunnel is judged with what it needs ([`Watch`]): trust in the caller
+//! ([`super::trust`]), the decision step's [`Decider::judge`], and the recorder; it never
+//! sees the rest of the proxy.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -27,8 +31,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::connection::Connection;
-use super::Proxy;
+use super::decision::Decider;
+use super::record::Recorder;
+use super::trust::Trust;
 use crate::audit::TunnelRecord;
+
+/// What a tunnel judges itself with, after its request.
+pub struct Watch {
+    pub trust: Arc<Trust>,
+    pub decider: Arc<Decider>,
+    pub recorder: Recorder,
+    /// Moves on every policy or CA reload that lands.
+    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// True once shutdown has begun.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The clock skew forgiven on a delegation token's `exp`.
+    pub token_leeway: Duration,
+}
 
 /// What the request that opened a tunnel leaves to it.
 pub struct Opened {
@@ -43,7 +62,7 @@ pub struct Opened {
 
 /// Join the client and upstream connections once both have switched.
 pub fn spawn(
-    proxy: Arc<Proxy>,
+    watch: Watch,
     conn: Arc<Connection>,
     client: OnUpgrade,
     upstream: OnUpgrade,
@@ -58,7 +77,7 @@ pub fn spawn(
             }
         };
         run(
-            &proxy,
+            watch,
             &conn,
             TokioIo::new(client),
             TokioIo::new(upstream),
@@ -68,13 +87,14 @@ pub fn spawn(
     });
 }
 
-async fn run<C, U>(proxy: &Proxy, conn: &Connection, client: C, upstream: U, opened: Opened)
+async fn run<C, U>(watch: Watch, conn: &Connection, client: C, upstream: U, opened: Opened)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
-    let _open = proxy.metrics.tunnel();
+    let metrics = &watch.recorder.metrics;
+    let _open = metrics.tunnel();
     let from_client = AtomicU64::new(0);
     let from_upstream = AtomicU64::new(0);
     let mut client = Counted {
@@ -88,9 +108,9 @@ where
     // The proxy's receiver never marks what it has seen, so a clone sees every reload since
     // start as a change: the tunnel judges itself once at once after any reload, which also
     // covers one that landed between its request's decision and now.
-    let mut changes = proxy.changes.clone();
-    let mut revocations = proxy.revocations.subscribe();
-    let mut shutdown = proxy.shutdown.clone();
+    let mut changes = watch.changes.clone();
+    let mut revocations = watch.trust.revocations.subscribe();
+    let mut shutdown = watch.shutdown.clone();
     let mut revision = opened.revision.clone();
     let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
     tokio::pin!(expiry);
@@ -99,7 +119,7 @@ where
     let delegation = &opened.input["delegation"];
     let jti = delegation["jti"].as_string().ok().map(|s| s.to_string());
     let token_end = delegation["claims"]["exp"].as_f64().ok().map(|exp| {
-        let leeway = proxy.delegation.leeway().as_secs() as i64;
+        let leeway = watch.token_leeway.as_secs() as i64;
         self::expiry((exp.floor() as i64).saturating_add(leeway))
     });
     let token_expiry = sleep_until_some(token_end);
@@ -128,14 +148,13 @@ where
                     break (Cow::Borrowed("certificate_expired"), "certificate_expired")
                 }
                 Ok(()) = changes.changed() => {
-                    if let Some(reason) = proxy.still_trusted(conn, SystemTime::now()) {
+                    if let Some(reason) = watch.trust.refusal(conn, jti.as_deref(), SystemTime::now()) {
                         break (Cow::Borrowed(reason), reason);
                     }
-                    let policies = proxy.policies.load_full();
-                    revision = policies.revision.clone();
-                    let decision = proxy.evaluator.decide(policies, opened.input.clone()).await;
+                    let (decision, judged) = watch.decider.judge(opened.input.clone()).await;
+                    revision = judged;
                     // Audit mode enforces no policy deny, on a tunnel as on a request.
-                    if !decision.allowed && proxy.mode == crate::config::Mode::Enforce {
+                    if !decision.allowed && watch.decider.enforces() {
                         break (decision.reason, "policy_denied");
                     }
                 }
@@ -143,10 +162,7 @@ where
                     break (Cow::Borrowed("token_expired"), "token_expired")
                 }
                 Ok(()) = revocations.changed() => {
-                    let token_revoked = jti
-                        .as_deref()
-                        .is_some_and(|j| proxy.revocations.jti_revoked(j));
-                    if proxy.revocations.revoked(&conn.peer) || token_revoked {
+                    if watch.trust.revoked(conn, jti.as_deref()) {
                         break (Cow::Borrowed("revoked"), "revoked");
                     }
                 }
@@ -157,8 +173,8 @@ where
         }
     };
     drop(opened.upstream_slot);
-    proxy.metrics.tunnel_closed(label);
-    proxy.audit.log(&TunnelRecord {
+    metrics.tunnel_closed(label);
+    watch.recorder.audit.log(&TunnelRecord {
         event: "tunnel_closed",
         request_id: &opened.request_id,
         spiffe_id: conn.peer.spiffe_id.as_ref().map(|s| s.id.as_str()),

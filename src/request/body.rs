@@ -45,6 +45,15 @@ impl Replay {
         }
     }
 
+    /// No body at all.
+    pub fn empty() -> Replay {
+        Replay {
+            frames: VecDeque::new(),
+            rest: None,
+            charge: None,
+        }
+    }
+
     /// The client's body, when nothing of it has been read yet.
     pub fn into_incoming(self) -> Option<Incoming> {
         match self.frames.is_empty() {

@@ -17,6 +17,7 @@
 //! This module owns the set and the files. The admin listener calls it, the proxy asks it,
 //! the reloader tells it the file may have changed; it calls none of them.
 
+pub mod record;
 mod set;
 mod store;
 
@@ -244,8 +245,20 @@ impl Revocations {
         self.read().for_peer(peer, now()).cloned()
     }
 
-    /// Whether this caller is revoked; the request path's question. With nothing revoked,
-    /// it is an uncontended read lock and a length.
+    /// Whether this caller, or the delegation token (`jti`) it acts under, is revoked: the
+    /// one question the request path, tunnels and open connections ask. With nothing
+    /// revoked, it is an uncontended read lock and a length.
+    pub fn refuses(&self, peer: &PeerIdentity, jti: Option<&str>) -> bool {
+        let set = self.read();
+        if set.is_empty() {
+            return false;
+        }
+        let now = now();
+        set.for_peer(peer, now).is_some()
+            || jti.is_some_and(|jti| set.has_jtis() && set.jti_revoked(jti, now))
+    }
+
+    /// Whether this caller is revoked ([`Revocations::refuses`] without a token).
     pub fn revoked(&self, peer: &PeerIdentity) -> bool {
         let set = self.read();
         !set.is_empty() && set.for_peer(peer, now()).is_some()

@@ -7,18 +7,18 @@
 //! the cache cannot answer is evaluated once the main decision is known, while the request is
 //! forwarded, on evaluation threads of its own (an [`Evaluator`] that never evaluates
 //! inline): a slow shadow set holds neither an async worker nor a slot that the main set's
-//! evaluations need. The response never waits for the shadow. The request's record does:
-//! when the shadow's answer is not in by the time the response head is, the record is
-//! written by a task once it is ([`Shadow::write_later`]), and shutdown waits for those
-//! ([`Shadow::drained`]) before the decision log is closed.
+//! evaluations need. Neither the response nor the request's record waits for it: the shadow
+//! set publishes its outcome to the audit writer ([`crate::audit::later`]), which joins it
+//! to the request's record when it comes in.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regorus::Value;
-use tokio::sync::{oneshot, watch};
 
+use super::decision::Batch;
+use crate::audit::later::LaterField;
 use crate::metrics::Metrics;
 use crate::policy::input::{ConnInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
@@ -38,8 +38,6 @@ pub struct Shadow {
     metrics: Arc<Metrics>,
     /// Places for shadow decisions under way: [`IN_FLIGHT`].
     in_flight: Arc<tokio::sync::Semaphore>,
-    /// Records waiting for a shadow answer after their response went out.
-    waiting: watch::Sender<usize>,
 }
 
 /// The shadow set's decision for one request.
@@ -93,20 +91,63 @@ impl Ask {
     }
 }
 
-/// A shadow decision under way, and the main decision it is to be compared with.
-pub struct Running {
+/// What the shadow set decided, as the record's `shadow` field says it, when it differs
+/// from the main set's decision in `allowed` or in `reason`. An evaluation that failed is a
+/// deny with its reason (`policy_error`, `policy_timeout`, ...), as for the main set.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    pub allowed: bool,
+    pub reason: String,
+    /// The shadow set's revision that decided.
+    pub revision: String,
+}
+
+/// Where one request's shadow outcome goes: the record's `shadow` field, compared with the
+/// main decision first. Dropped unpublished (the runtime went down mid-evaluation), it
+/// publishes a failed evaluation.
+struct Publish {
+    field: Option<LaterField>,
     main_allowed: bool,
     main_reason: Cow<'static, str>,
-    answer: oneshot::Receiver<Answer>,
     metrics: Arc<Metrics>,
 }
 
-/// Counts a record as waiting while it lives.
-pub struct Waiting(watch::Sender<usize>);
+impl Publish {
+    fn answer(mut self, answer: Answer) {
+        if let Some(field) = self.field.take() {
+            field.publish(self.compare(answer));
+        }
+    }
 
-impl Drop for Waiting {
+    /// `answer` when it differs from the main decision, counted; `None` when they agree.
+    fn compare(&self, answer: Answer) -> Option<Outcome> {
+        let outcome = Outcome {
+            allowed: answer.allowed,
+            reason: answer.reason.into_owned(),
+            revision: answer.revision.to_string(),
+        };
+        if outcome.reason == SKIPPED {
+            return Some(outcome);
+        }
+        let differs = outcome.allowed != self.main_allowed || outcome.reason != self.main_reason;
+        if !differs {
+            return None;
+        }
+        self.metrics
+            .shadow_disagreement(self.main_allowed, outcome.allowed);
+        Some(outcome)
+    }
+}
+
+impl Drop for Publish {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        if let Some(field) = self.field.take() {
+            field.publish(self.compare(Answer {
+                allowed: false,
+                reason: Cow::Borrowed("policy_error"),
+                revision: Arc::from(""),
+            }));
+        }
     }
 }
 
@@ -132,7 +173,6 @@ impl Shadow {
                 metrics.shadow_evaluations_running(),
             )),
             metrics,
-            waiting: watch::Sender::new(0),
         }
     }
 
@@ -144,18 +184,18 @@ impl Shadow {
         }
     }
 
-    /// Decide what `ask` gathered; `main` is the main set's decision on the same calls.
-    /// Returns at once: what the cache answered is decided now, the rest on a task.
-    pub fn start(&self, ask: Ask, main: &Decision) -> Running {
-        let (tx, answer) = oneshot::channel();
+    /// Decide what `ask` gathered; `main` is the main set's decision on the same calls. The
+    /// outcome is published into `field` (the request's record): at once when the cache
+    /// answered every call, else by a task when the evaluations end.
+    pub fn start(&self, ask: Ask, main: &Decision, field: LaterField) {
+        let publish = Publish {
+            field: Some(field),
+            main_allowed: main.allowed,
+            main_reason: main.reason.clone(),
+            metrics: self.metrics.clone(),
+        };
         let Ask { set, calls } = ask;
         let revision = set.revision.clone();
-        let skipped_revision = revision.clone();
-        let answered = |d: Decision| Answer {
-            allowed: d.allowed,
-            reason: d.reason,
-            revision,
-        };
         let start = Instant::now();
         if calls.iter().all(|c| matches!(c, Call::Answered(_))) {
             let mut batch = Batch::default();
@@ -164,7 +204,7 @@ impl Shadow {
                 Call::Input(..) => None,
             });
             self.metrics.shadow_evaluated(start.elapsed());
-            let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
+            publish.answer(answered(decided.unwrap_or_else(|| batch.end()), revision));
         } else if let Ok(place) = self.in_flight.clone().try_acquire_owned() {
             let evaluator = self.evaluator.clone();
             let metrics = self.metrics.clone();
@@ -185,129 +225,26 @@ impl Shadow {
                     }
                 }
                 metrics.shadow_evaluated(start.elapsed());
-                let _ = tx.send(answered(decided.unwrap_or_else(|| batch.end())));
+                publish.answer(answered(decided.unwrap_or_else(|| batch.end()), revision));
             });
         } else {
             // Not asked: the record says so, and no disagreement is counted for it.
             self.metrics.shadow_skipped();
-            let _ = tx.send(Answer {
+            publish.answer(Answer {
                 allowed: main.allowed,
                 reason: Cow::Borrowed(SKIPPED),
-                revision: skipped_revision,
+                revision,
             });
         }
-        Running {
-            main_allowed: main.allowed,
-            main_reason: main.reason.clone(),
-            answer,
-            metrics: self.metrics.clone(),
-        }
-    }
-
-    /// Hold a place among the records waiting for their shadow answer.
-    pub fn waiting(&self) -> Waiting {
-        self.waiting.send_modify(|n| *n += 1);
-        Waiting(self.waiting.clone())
-    }
-
-    /// Wait, at most `within`, until no record waits for a shadow answer; false if some
-    /// still do.
-    pub async fn drained(&self, within: Duration) -> bool {
-        let mut waiting = self.waiting.subscribe();
-        let drained = tokio::time::timeout(within, waiting.wait_for(|n| *n == 0)).await;
-        drained.is_ok()
-    }
-
-    /// Run `write` with the shadow's answer once it is in, on a task of its own that holds a
-    /// place among the waiting records until it has run.
-    pub fn write_later<F>(&self, running: Running, write: F)
-    where
-        F: FnOnce(Option<Answer>) + Send + 'static,
-    {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime to wait on: the process is going down. The record is written now,
-            // its shadow unanswered (a failed evaluation).
-            let answer = running.now().unwrap_or_else(|running| running.lost());
-            return write(answer);
-        };
-        let waiting = self.waiting();
-        runtime.spawn(async move {
-            let answer = running.wait().await;
-            write(answer);
-            drop(waiting);
-        });
     }
 }
 
-impl Running {
-    /// The shadow's answer if it is already in: `Ok(Some)` when it differs from the main
-    /// decision, `Ok(None)` when it agrees; `Err` gives the decision back to wait for.
-    pub fn now(mut self) -> Result<Option<Answer>, Running> {
-        match self.answer.try_recv() {
-            Ok(answer) => Ok(self.compare(answer)),
-            Err(oneshot::error::TryRecvError::Empty) => Err(self),
-            Err(oneshot::error::TryRecvError::Closed) => Ok(self.lost()),
-        }
-    }
-
-    /// The shadow's answer once it is in; as [`Running::now`].
-    async fn wait(mut self) -> Option<Answer> {
-        match (&mut self.answer).await {
-            Ok(answer) => self.compare(answer),
-            Err(_) => self.lost(),
-        }
-    }
-
-    /// The evaluation task went away without an answer (the runtime is shutting down): a
-    /// failed evaluation, which is a deny.
-    fn lost(&self) -> Option<Answer> {
-        self.compare(Answer {
-            allowed: false,
-            reason: Cow::Borrowed("policy_error"),
-            revision: Arc::from(""),
-        })
-    }
-
-    /// `answer` when it differs from the main decision, counted; `None` when they agree.
-    fn compare(&self, answer: Answer) -> Option<Answer> {
-        if answer.reason == SKIPPED {
-            return Some(answer);
-        }
-        let differs = answer.allowed != self.main_allowed || answer.reason != self.main_reason;
-        if !differs {
-            return None;
-        }
-        self.metrics
-            .shadow_disagreement(self.main_allowed, answer.allowed);
-        Some(answer)
-    }
-}
-
-/// The calls' decisions combined as the request path combines the main set's: the first
-/// deny decides; allows that would change the request otherwise deny
-/// (`batch_decisions_differ`); else the first allow.
-#[derive(Default)]
-struct Batch {
-    first: Option<Decision>,
-}
-
-impl Batch {
-    /// The request's decision once one call settles it.
-    fn add(&mut self, decision: Decision) -> Option<Decision> {
-        if !decision.allowed {
-            return Some(decision);
-        }
-        match &self.first {
-            None => self.first = Some(decision),
-            Some(first) if super::same_changes(first, &decision) => {}
-            Some(_) => return Some(Decision::deny("batch_decisions_differ")),
-        }
-        None
-    }
-
-    fn end(self) -> Decision {
-        self.first
-            .unwrap_or_else(|| Decision::deny("policy_undefined"))
+/// The shadow set's answer from its decision.
+fn answered(decision: Decision, revision: Arc<str>) -> Answer {
+    Answer {
+        allowed: decision.allowed,
+        reason: decision.reason,
+        revision,
     }
 }
 

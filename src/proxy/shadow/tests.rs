@@ -24,23 +24,27 @@ async fn past_its_places_a_request_is_not_asked_about_and_says_so() {
         set: shadow.store.load_full(),
         calls: vec![Call::Input(None, Value::new_object())],
     };
+    let start = |shadow: &Shadow| {
+        let (later, field) = crate::audit::later::later("shadow");
+        shadow.start(ask(), &main, field);
+        later
+    };
+    let outcome = |published: Option<serde_json::Value>| -> Option<Outcome> {
+        published.and_then(|v| serde_json::from_value(v).ok())
+    };
     // On this single-threaded runtime the first evaluation cannot finish before the second
     // is started: the one place is taken.
-    let first = shadow.start(ask(), &main);
-    let second = shadow.start(ask(), &main);
-    let skipped = second.now().ok().flatten().expect("answered at once");
+    let first = start(&shadow);
+    let second = start(&shadow);
+    let skipped = outcome(second.wait().await).expect("answered at once");
     assert_eq!(skipped.reason, SKIPPED);
     assert_eq!(skipped.allowed, main.allowed);
     assert!(metrics.encode().contains("regate_shadow_skipped_total 1"));
     // The first one is evaluated, and compared: the shadow's reason differs from the main's.
-    let answered = first.wait().await.expect("a differing answer");
+    let answered = outcome(first.wait().await).expect("a differing answer");
     assert_eq!(answered.reason, "denied");
     // Its place is free again.
-    let third = shadow
-        .start(ask(), &main)
-        .wait()
-        .await
-        .expect("a differing answer");
+    let third = outcome(start(&shadow).wait().await).expect("a differing answer");
     assert_ne!(third.reason, SKIPPED);
     // Two disagreements in reason; the skipped request is not one.
     assert!(metrics

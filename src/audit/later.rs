@@ -1,0 +1,123 @@
+//! A field of a record that another producer publishes after the record itself: the shadow
+//! policy set's decision, which may come in after the response went out. The record's
+//! producer queues it with a [`Later`]; the other producer publishes the field through the
+//! matching [`LaterField`]; the writer thread writes the record once the field is in, with
+//! it (or without it, when the producer publishes nothing or goes away).
+//!
+//! Neither producer waits for the other, and neither writes the other's part: the join is the
+//! writer's, which also bounds how long a record may wait at exit.
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// The field a queued record waits for.
+pub struct Later {
+    name: &'static str,
+    value: oneshot::Receiver<Option<serde_json::Value>>,
+}
+
+/// Where the other producer publishes the field.
+pub struct LaterField {
+    value: oneshot::Sender<Option<serde_json::Value>>,
+}
+
+/// A field `name`, to be published later.
+pub fn later(name: &'static str) -> (Later, LaterField) {
+    let (tx, rx) = oneshot::channel();
+    (Later { name, value: rx }, LaterField { value: tx })
+}
+
+impl LaterField {
+    /// Publish the field's value; `None` leaves the field out of the record.
+    pub fn publish(self, value: Option<impl Serialize>) {
+        let json = value.and_then(|v| serde_json::to_value(v).ok());
+        let _ = self.value.send(json);
+    }
+}
+
+impl Later {
+    /// The field's value once it is published (`None`: left out, or its producer went
+    /// away). For a producer's own tests; the writer never waits.
+    pub async fn wait(self) -> Option<serde_json::Value> {
+        self.value.await.ok().flatten()
+    }
+}
+
+/// Whether the field is in yet.
+pub(super) enum Polled {
+    /// The record, with the field when one was published.
+    Ready(Vec<u8>),
+    /// Not yet: the record and its wait, given back.
+    Waiting(Vec<u8>, Later),
+}
+
+impl Later {
+    /// `record` (one JSON object, no newline) with the field, if it is in.
+    pub(super) fn poll(mut self, record: Vec<u8>) -> Polled {
+        match self.value.try_recv() {
+            Ok(value) => Polled::Ready(with_field(record, self.name, value)),
+            Err(oneshot::error::TryRecvError::Empty) => Polled::Waiting(record, self),
+            // The producer went away without a word: the record goes without the field.
+            Err(oneshot::error::TryRecvError::Closed) => Polled::Ready(record),
+        }
+    }
+}
+
+/// `record` with `"name": value` added before its closing brace.
+pub(super) fn with_field(
+    mut record: Vec<u8>,
+    name: &str,
+    value: Option<serde_json::Value>,
+) -> Vec<u8> {
+    let Some(value) = value else {
+        return record;
+    };
+    let (Some(b'}'), Ok(value), Ok(name)) = (
+        record.last(),
+        serde_json::to_vec(&value),
+        serde_json::to_vec(name),
+    ) else {
+        return record;
+    };
+    record.pop();
+    if record.len() > 1 {
+        record.push(b',');
+    }
+    record.extend_from_slice(&name);
+    record.push(b':');
+    record.extend_from_slice(&value);
+    record.push(b'}');
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_field_joins_its_record_and_none_leaves_it_out() {
+        let (later, field) = later("shadow");
+        let Polled::Waiting(record, later) = later.poll(br#"{"a":1}"#.to_vec()) else {
+            panic!("ready before anything was published");
+        };
+        field.publish(Some(serde_json::json!({"allowed": false})));
+        let Polled::Ready(joined) = later.poll(record) else {
+            panic!("not ready once published");
+        };
+        assert_eq!(joined, br#"{"a":1,"shadow":{"allowed":false}}"#);
+
+        let (later, field) = self::later("shadow");
+        field.publish(None::<()>);
+        let Polled::Ready(plain) = later.poll(br#"{"a":1}"#.to_vec()) else {
+            panic!("not ready");
+        };
+        assert_eq!(plain, br#"{"a":1}"#);
+
+        let (later, field) = self::later("shadow");
+        drop(field);
+        let Polled::Ready(gone) = later.poll(br#"{"a":1}"#.to_vec()) else {
+            panic!("a producer that went away holds its record");
+        };
+        assert_eq!(gone, br#"{"a":1}"#);
+    }
+}

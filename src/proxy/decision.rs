@@ -1,0 +1,244 @@
+//! Step 2 of a request: the policy's answer.
+//!
+//! Each JSON-RPC call of a body is decided on its own, one evaluation each (from the
+//! decision cache where it can answer, `crate::policy::cache`); without JSON-RPC, one
+//! evaluation with no call. One denied call denies the request, and the record names it; the
+//! first allow speaks for the request, and a later allow that would change the request
+//! otherwise denies the batch (`batch_decisions_differ`). The shadow set is asked the same
+//! calls (`super::shadow`), and never answers for the request.
+//!
+//! A request admission already refused is denied here with admission's reason, without
+//! asking the policy. What the decision then does to the request is `super::effects`'.
+//! A tunnel is judged again by [`Decider::judge`], with the input that opened it.
+
+use std::sync::Arc;
+
+use regorus::Value;
+
+use super::admission::Admitted;
+use super::connection::Connection;
+use super::record::{Noted, Recorder, Seen};
+use super::shadow::Shadow;
+use crate::metrics::Metrics;
+use crate::policy::input::{BodyInput, InputView, RequestInput};
+use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
+use crate::request::body::Call;
+
+/// What a policy deny does: `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The deny is answered (403 or the policy's status).
+    #[default]
+    Enforce,
+    /// The request is forwarded anyway and recorded with `would_deny`; regate's own refusals
+    /// (TLS, trust domain, revocations, malformed requests, bad tokens) still refuse.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// The policy sets and where they are evaluated. Shared by every connection and tunnel.
+pub struct Decider {
+    pub policies: PolicyStore,
+    pub evaluator: Evaluator,
+    /// `--shadow-policies`: evaluated beside the policy, never deciding.
+    pub shadow: Option<Shadow>,
+    /// `--mode`: whether a policy deny is answered or only recorded.
+    pub mode: Mode,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The request's decision, and where it came from.
+pub struct Decided {
+    pub decision: Decision,
+    /// The policy decided (not one of regate's own refusals before it).
+    pub by_policy: bool,
+    /// The input that was allowed, for an upgrade: a tunnel is judged again with it.
+    pub upgrade_input: Option<Value>,
+}
+
+impl Decider {
+    /// Decide an admitted request with `policies` (read once, at the request's start).
+    pub async fn decide(
+        &self,
+        conn: &Connection,
+        admitted: &Admitted,
+        seen: &Seen,
+        policies: &Arc<PolicySet>,
+        recorder: &Recorder,
+        noted: &mut Noted,
+    ) -> Decided {
+        if let Some(reason) = admitted.refused {
+            return Decided {
+                decision: Decision::deny(reason),
+                by_policy: false,
+                upgrade_input: None,
+            };
+        }
+        let calls: &[Call] = admitted
+            .inspected
+            .as_ref()
+            .and_then(|i| i.calls.as_deref())
+            .unwrap_or_default();
+        let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
+        // The policy sees the headers exactly as the upstream will receive them.
+        let request_for = |call| RequestInput {
+            id: &seen.request_id,
+            method: seen.method.as_str(),
+            headers: &admitted.parts.headers,
+            path: &seen.path,
+            host: &seen.host,
+            protocol: super::record::protocol(admitted.parts.version),
+            parsed_path: &admitted.prepared.target.segments,
+            parsed_query: &admitted.prepared.target.query,
+            upgrade: admitted.prepared.upgrade.as_deref(),
+            delegation: delegation.as_ref(),
+            body: admitted
+                .inspected
+                .as_ref()
+                .map(|inspected| BodyInput { inspected, call }),
+            now: admitted.now,
+        };
+        let upgrade = admitted.prepared.upgrade.is_some();
+        let mut batch = Batch::default();
+        let mut upgrade_input = None;
+        // The shadow set is asked the same calls.
+        let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
+        for index in 0..calls.len().max(1) {
+            let call = calls.get(index);
+            let request = request_for(call);
+            // The whole input is built only if the decision cache does not answer.
+            let view = InputView::new(&conn.input, &request);
+            let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+            if let Some(ask) = &mut shadow_ask {
+                ask.call(&conn.input, &request, built.as_ref());
+            }
+            if policies.cache().is_some() {
+                self.metrics.decision_cache(decision.cached);
+            }
+            // The record keeps the input of the call that decides: the denied one, or the
+            // first. A cached decision built none; it is built now, for the record.
+            let recorded = recorder.record_input && (!decision.allowed || batch.is_empty());
+            let whole = match (upgrade || recorded, built) {
+                (true, Some(input)) => Some(input),
+                (true, None) => Some(conn.input.build(&request)),
+                (false, _) => None,
+            };
+            if let (true, Some(input)) = (recorded, &whole) {
+                noted.input = Some(recorder.redaction.record(input.clone()));
+            }
+            if upgrade {
+                upgrade_input = whole;
+            }
+            if let Some(settled) = batch.add(decision) {
+                if let Some(call) = call {
+                    noted.denied_call = Some(denied_call(index, call));
+                }
+                if settled.reason == BATCH_DIFFERS {
+                    // regate's own rule decided, not the policy on one input.
+                    noted.input = None;
+                }
+                batch.first = Some(settled);
+                break;
+            }
+        }
+        let decision = batch.end();
+        if let (Some(shadow), Some(mut ask)) = (&self.shadow, shadow_ask) {
+            // The calls after a denied one were not asked of the main set; the shadow set
+            // decides the whole batch as the main set would have on its own.
+            for call in calls.iter().skip(ask.len()) {
+                ask.call(&conn.input, &request_for(Some(call)), None);
+            }
+            let (later, field) = crate::audit::later::later("shadow");
+            shadow.start(ask, &decision, field);
+            noted.shadow = Some(later);
+        }
+        Decided {
+            decision,
+            by_policy: true,
+            upgrade_input,
+        }
+    }
+
+    /// A tunnel's request judged again after a reload, with the input that opened it and
+    /// the policy set current now: the decision, and whether it is enforced (`--mode`).
+    pub async fn judge(&self, input: Value) -> (Decision, Arc<str>) {
+        let policies = self.policies.load_full();
+        let revision = policies.revision.clone();
+        (self.evaluator.decide(policies, input).await, revision)
+    }
+
+    /// Whether a deny by the policy is answered (not only recorded, as in `--mode audit`).
+    pub fn enforces(&self) -> bool {
+        self.mode == Mode::Enforce
+    }
+}
+
+/// The reason of a batch whose allowed calls would change the request in different ways.
+pub const BATCH_DIFFERS: &str = "batch_decisions_differ";
+
+/// The calls' decisions combined: the first deny decides; allows that would change the
+/// request otherwise deny ([`BATCH_DIFFERS`]); else the first allow. The shadow set combines
+/// its own calls the same way.
+#[derive(Default)]
+pub struct Batch {
+    first: Option<Decision>,
+}
+
+impl Batch {
+    /// The request's decision once one call settles it; `None` while the batch goes on.
+    pub fn add(&mut self, decision: Decision) -> Option<Decision> {
+        if !decision.allowed {
+            return Some(decision);
+        }
+        match &self.first {
+            None => self.first = Some(decision),
+            Some(first) if same_changes(first, &decision) => {}
+            Some(_) => return Some(Decision::deny(BATCH_DIFFERS)),
+        }
+        None
+    }
+
+    /// No call decided yet.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The decision: the settled one, the first allow, or no answer at all.
+    pub fn end(self) -> Decision {
+        self.first
+            .unwrap_or_else(|| Decision::deny("policy_undefined"))
+    }
+}
+
+/// Whether two allows change the forwarded request and the response alike.
+fn same_changes(a: &Decision, b: &Decision) -> bool {
+    a.headers == b.headers
+        && a.response_headers == b.response_headers
+        && a.remove_headers == b.remove_headers
+        && a.query_set == b.query_set
+        && a.query_remove == b.query_remove
+}
+
+/// A denied call, for the record: its place in the batch, method, tool and id.
+fn denied_call(index: usize, call: &Call) -> serde_json::Value {
+    let field = |v: &Value| {
+        v.to_json_str()
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    serde_json::json!({
+        "index": index,
+        "method": field(&call.jsonrpc["method"]),
+        "tool": field(&call.mcp["tool"]),
+        "id": field(&call.jsonrpc["id"]),
+    })
+}

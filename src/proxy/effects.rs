@@ -1,0 +1,135 @@
+//! Step 3 of a request: what the decision does to it.
+//!
+//! A deny is answered, unless the policy made it in `--mode audit`: then the request goes on
+//! as it came, recorded as `would_deny`, and nothing of the deny applies. An allow rewrites
+//! the request as the policy said (headers to remove and to set, query parameters to remove
+//! and to set). Last, the kill switch is asked again: a revocation that landed while the body
+//! was read or the policy ran still stops the request. A policy that failed is logged here,
+//! at most once a second, with credentials kept out.
+
+use std::sync::Arc;
+
+use regorus::Value;
+
+use super::admission::Admitted;
+use super::connection::Connection;
+use super::decision::{Decided, Decider};
+use super::error::ProxyError;
+use super::record::{Noted, Recorder, Seen};
+use super::trust::Trust;
+use crate::policy::Decision;
+use crate::request::body::Replay;
+use crate::request::target;
+
+/// A request allowed, ready to forward.
+pub struct Allowed {
+    pub req: http::Request<Replay>,
+    pub decision: Decision,
+    /// The protocol of an allowed upgrade.
+    pub upgrade: Option<String>,
+    /// The input that was allowed, for a tunnel to be judged again with.
+    pub input: Option<Value>,
+    pub revision: Arc<str>,
+}
+
+/// What the step needs besides the request.
+pub struct Context<'a> {
+    pub decider: &'a Decider,
+    pub trust: &'a Trust,
+    pub recorder: &'a Recorder,
+    pub revision: &'a Arc<str>,
+}
+
+/// Apply `decided` to the admitted request; `body` is what will be forwarded.
+pub fn apply(
+    cx: &Context<'_>,
+    conn: &Connection,
+    mut admitted: Admitted,
+    decided: Decided,
+    body: &mut Option<Replay>,
+    seen: &Seen,
+    noted: &mut Noted,
+) -> Result<Allowed, ProxyError> {
+    let Decided {
+        mut decision,
+        by_policy,
+        upgrade_input,
+    } = decided;
+    if let Some(error) = &decision.error {
+        cx.recorder
+            .policy_failed(seen, &admitted.parts.headers, &decision, error, cx.revision);
+    }
+    if !decision.allowed {
+        // regate's own refusals always refuse; the policy's only when enforced.
+        if !by_policy || cx.decider.enforces() {
+            return Err(ProxyError::Denied(Box::new(decision)));
+        }
+        // Audit mode forwards the request as it came; what the policy's answer would have
+        // added to the deny (status, body, headers) applies to nothing.
+        noted.would_deny = true;
+        cx.decider.metrics.would_deny(&decision.reason);
+        decision = unenforced(decision);
+    }
+    rewrite(&mut admitted.parts, &decision, seen)?;
+    // A revocation that landed while the body was read or the policy ran still stops this
+    // request.
+    let jti = noted.delegation.as_ref().and_then(|d| d.jti.as_deref());
+    if cx.trust.revoked(conn, jti) {
+        noted.input = None;
+        // Refused after all: nothing was forwarded, so nothing "would" have been denied.
+        noted.would_deny = false;
+        return Err(ProxyError::Denied(Box::new(Decision::deny("revoked"))));
+    }
+    let body = body
+        .take()
+        .ok_or(ProxyError::BadRequest("the request body was already taken"))?;
+    Ok(Allowed {
+        req: http::Request::from_parts(admitted.parts, body),
+        decision,
+        upgrade: admitted.prepared.upgrade,
+        input: upgrade_input,
+        revision: cx.revision.clone(),
+    })
+}
+
+/// The policy's rewrites of an allowed request: headers removed, the query rewritten,
+/// headers set (a policy header replaces the client's; a list of values for one name is
+/// kept whole).
+fn rewrite(
+    parts: &mut http::request::Parts,
+    decision: &Decision,
+    seen: &Seen,
+) -> Result<(), ProxyError> {
+    for name in &decision.remove_headers {
+        parts.headers.remove(name);
+    }
+    if !decision.query_set.is_empty() || !decision.query_remove.is_empty() {
+        let rewritten =
+            target::rewrite_query(&seen.path, &decision.query_remove, &decision.query_set);
+        parts.uri = rewritten
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("the policy's query rewrite is not a URI"))?;
+    }
+    let mut previous: Option<&http::HeaderName> = None;
+    for (name, value) in &decision.headers {
+        if previous == Some(name) {
+            parts.headers.append(name.clone(), value.clone());
+        } else {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        previous = Some(name);
+    }
+    Ok(())
+}
+
+/// A policy deny forwarded in audit mode: its reason and timings are recorded, nothing else
+/// of it applies.
+fn unenforced(decision: Decision) -> Decision {
+    Decision {
+        reason: decision.reason,
+        error: decision.error,
+        eval_ns: decision.eval_ns,
+        cached: decision.cached,
+        ..Decision::deny("denied")
+    }
+}

@@ -1,0 +1,345 @@
+//! Step 5 of a request: its decision record, and the request metrics.
+//!
+//! [`Seen`] is what every record carries, taken from the request head before anything else;
+//! [`Noted`] is what the steps learn for it on the way (the delegation token's names, the
+//! denied call, the recorded input, audit mode's `would_deny`, the shadow set's outcome to
+//! come). [`Pending`] writes the record once: when the response head is ready, or as
+//! `client_cancelled` when the request is dropped first. The shadow set's outcome is joined
+//! to the record by the audit writer when it comes in (`crate::audit::later`); the record is
+//! handed over at once either way.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderMap, Request, StatusCode, Version};
+use hyper::body::Incoming;
+use regorus::Value;
+
+use super::connection::Connection;
+use super::error::ProxyError;
+use crate::audit::input::Recording;
+use crate::audit::later::Later;
+use crate::audit::{Audit, DecisionRecord};
+use crate::limits::RateLimited;
+use crate::metrics::Metrics;
+use crate::policy::Decision;
+use crate::request::headers::X_REQUEST_ID;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// What a record says when the client went away before its response head: nginx's 499.
+const CLIENT_CLOSED: u16 = 499;
+
+/// Where records and request metrics go. Shared by every connection and tunnel.
+#[derive(Clone)]
+pub struct Recorder {
+    pub audit: Audit,
+    pub metrics: Arc<Metrics>,
+    /// `--decision-log-input`: records keep the policy input, as `redaction` records it.
+    pub record_input: bool,
+    /// Credential headers and query parameters: digested in a recorded input, masked in a
+    /// record's `path`, kept out of a policy error's log line.
+    pub redaction: Recording,
+    /// Policy failures are logged at most once a second.
+    pub failure_log: Arc<RateLimited>,
+}
+
+/// The parts of a request every decision record carries, whatever the outcome.
+#[derive(Clone)]
+pub struct Seen {
+    /// regate's own id: the record's, and the one its answers name.
+    pub request_id: String,
+    /// The client's own `x-request-id`, when it is sane.
+    pub client_request_id: Option<String>,
+    /// Whether the upstream gets the client's id (else regate's).
+    forward_client_id: bool,
+    /// From a W3C `traceparent`, which is itself passed upstream unchanged.
+    pub trace_id: Option<String>,
+    pub method: http::Method,
+    pub path: String,
+    pub host: String,
+}
+
+impl Seen {
+    pub fn of(req: &Request<Incoming>, replace_request_id: bool) -> Seen {
+        let client_request_id = client_request_id(req.headers());
+        Seen {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            forward_client_id: client_request_id.is_some() && !replace_request_id,
+            client_request_id,
+            trace_id: trace_id(req.headers()),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_string()),
+            host: host(req),
+        }
+    }
+
+    /// The `x-request-id` the upstream gets: a caller inside the mesh keeps its own, so a
+    /// call can be followed across services; regate's when it sent none (or a malformed one),
+    /// or with `--replace-request-id`.
+    pub fn forwarded_request_id(&self) -> &str {
+        match (&self.client_request_id, self.forward_client_id) {
+            (Some(theirs), true) => theirs,
+            _ => &self.request_id,
+        }
+    }
+}
+
+/// What the record names besides the decision: the delegation token's subject, actor and
+/// id (never the token), and the JSON-RPC call that was denied.
+#[derive(Default)]
+pub struct Noted {
+    pub delegation: Option<crate::delegation::Delegation>,
+    pub denied_call: Option<serde_json::Value>,
+    /// The policy input as recorded, when the policy decided and `--decision-log-input` is on.
+    pub input: Option<Value>,
+    /// The shadow set's outcome, to be joined to the record when it comes in.
+    pub shadow: Option<Later>,
+    /// Audit mode forwarded what the policy denied.
+    pub would_deny: bool,
+}
+
+/// The decision record of one request, written once: by [`Pending::finish`], or, if the
+/// request's future is dropped first (the client closed its connection or reset its stream
+/// while the upstream was still working), as `client_cancelled` when dropped. Every request
+/// that reached the policy, and so every one that reached the upstream, is recorded.
+pub struct Pending<'a> {
+    recorder: &'a Recorder,
+    conn: &'a Connection,
+    seen: &'a Seen,
+    revision: Arc<str>,
+    start: Instant,
+    allowed: bool,
+    pub reason: Cow<'static, str>,
+    eval_ns: u64,
+    cached: bool,
+    /// The upstream's status and how long its response head took.
+    pub upstream: Option<(u16, u64)>,
+    /// What the steps learnt that the record names.
+    pub noted: Noted,
+    done: bool,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(
+        recorder: &'a Recorder,
+        conn: &'a Connection,
+        seen: &'a Seen,
+        revision: Arc<str>,
+    ) -> Self {
+        Pending {
+            recorder,
+            conn,
+            seen,
+            revision,
+            start: Instant::now(),
+            allowed: false,
+            reason: Cow::Borrowed("client_cancelled"),
+            eval_ns: 0,
+            cached: false,
+            upstream: None,
+            noted: Noted::default(),
+            done: false,
+        }
+    }
+
+    pub fn denied(&mut self, err: &ProxyError) {
+        if let ProxyError::Denied(d) = err {
+            self.eval_ns = d.eval_ns;
+            self.cached = d.cached;
+        } else {
+            // Refused for a reason of regate's own after the policy ran (a query rewrite that
+            // is no URI): a replay of the input would compare the policy with regate.
+            self.noted.input = None;
+        }
+        self.reason = err.reason();
+    }
+
+    pub fn allowed(&mut self, decision: &Decision) {
+        self.allowed = true;
+        self.reason = decision.reason.clone();
+        self.eval_ns = decision.eval_ns;
+        self.cached = decision.cached;
+    }
+
+    pub fn finish(mut self, status: StatusCode) {
+        self.write(status.as_u16());
+    }
+
+    /// Count the request and hand its record to the writer.
+    fn write(&mut self, http_status: u16) {
+        self.done = true;
+        let duration = self.start.elapsed();
+        let decision = if self.allowed { "allow" } else { "deny" };
+        self.recorder
+            .metrics
+            .request(decision, &self.reason, duration, self.eval_ns);
+        // What the policy decided: a request audit mode forwarded counts as denied.
+        self.conn.inventory.request(
+            self.allowed && !self.noted.would_deny,
+            &self.reason,
+            self.noted
+                .delegation
+                .as_ref()
+                .and_then(|d| d.subject.as_deref()),
+        );
+        let seen = self.seen;
+        let peer = &self.conn.peer;
+        let delegation = self.noted.delegation.as_ref();
+        let record = DecisionRecord {
+            request_id: &seen.request_id,
+            client_request_id: seen.client_request_id.as_deref(),
+            trace_id: seen.trace_id.as_deref(),
+            spiffe_id: peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+            serial: &peer.serial,
+            delegation_subject: delegation.and_then(|d| d.subject.as_deref()),
+            delegation_actor: delegation.and_then(|d| d.actor.as_deref()),
+            delegation_jti: delegation.and_then(|d| d.jti.as_deref()),
+            denied_call: self.noted.denied_call.as_ref(),
+            method: seen.method.as_str(),
+            path: &self.recorder.redaction.target(&seen.path),
+            host: &seen.host,
+            allowed: self.allowed,
+            http_status,
+            reason: &self.reason,
+            policy_revision: &self.revision,
+            eval_ns: self.eval_ns,
+            cached: self.cached,
+            upstream_status: self.upstream.map(|(status, _)| status),
+            upstream_ns: self.upstream.map(|(_, ns)| ns),
+            duration_ns: duration.as_nanos() as u64,
+            input: self.noted.input.as_ref(),
+            would_deny: self.noted.would_deny,
+        };
+        match self.noted.shadow.take() {
+            Some(shadow) => self.recorder.audit.log_with(&record, shadow),
+            None => self.recorder.audit.log(&record),
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.reason = Cow::Borrowed("client_cancelled");
+            self.upstream = None;
+            self.write(CLIENT_CLOSED);
+        }
+    }
+}
+
+impl Recorder {
+    /// A policy that failed, on stderr. A client can make every one of its requests fail
+    /// the policy: a line per second, with the count held back; the records and the metric
+    /// have every one. Credentials never reach the line, even inside the policy's message.
+    pub fn policy_failed(
+        &self,
+        seen: &Seen,
+        headers: &HeaderMap,
+        decision: &Decision,
+        error: &str,
+        revision: &str,
+    ) {
+        if let Some(held_back) = self.failure_log.check() {
+            tracing::error!(
+                request.id = %seen.request_id,
+                policy.revision = %revision,
+                reason = %decision.reason,
+                error = %redact(error, headers, &seen.path, &self.redaction),
+                held_back,
+                "policy evaluation failed; denying",
+            );
+        }
+    }
+}
+
+/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is
+/// forwarded and kept in the record so a call can be followed across services, but it never
+/// names the request in regate's record: an id a client chooses could collide with, or
+/// impersonate, another request's.
+fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+}
+
+/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then(|| trace.to_string())
+}
+
+/// HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.
+fn host(req: &Request<Incoming>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The protocol as the policy reads it (`input.attributes.request.http.protocol`).
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Credentials never reach a log, even inside a policy's error message: the values of
+/// credential headers, and of credential query parameters (as sent and decoded).
+fn redact(message: &str, headers: &HeaderMap, target: &str, credentials: &Recording) -> String {
+    use crate::request::target::decoded_query_part;
+    let mut out = message.to_string();
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        if value.is_empty() || !credentials.redacts_query(&decoded_query_part(name)) {
+            continue;
+        }
+        let decoded = decoded_query_part(value).into_owned();
+        for v in [value, decoded.as_str()] {
+            out = out.replace(v, "[redacted]");
+        }
+    }
+    for name in headers.keys().filter(|n| credentials.redacts(n.as_str())) {
+        for v in headers.get_all(name) {
+            if let Ok(v) = v.to_str() {
+                if !v.is_empty() {
+                    out = out.replace(v, "[redacted]");
+                    for part in v.split([' ', ';', ',', '=']).filter(|p| p.len() >= 4) {
+                        out = out.replace(part, "[redacted]");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
