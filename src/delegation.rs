@@ -265,13 +265,34 @@ impl Verifier {
                 false => Ok(None),
             };
         };
-        let (header, claims, input, signature) = split(&token)?;
+        let (claims, issuer) = self.signed(&token)?;
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.timely(&claims, now)?;
+        audience(&claims, &issuer.config)?;
+        let bound = binding(&claims, &issuer.config, cert_sha256)?;
+        // RFC 7519 §4.1.7: `jti` is a string. A number would be recorded and revoked as one
+        // thing and compared as another.
+        if claims.get("jti").is_some_and(|jti| !jti.is_string()) {
+            return Err(TokenError::Invalid);
+        }
+        let iss = issuer.config.issuer.as_str();
+        Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
+    }
+
+    /// The token's claims, once its signature verifies with a key of the issuer it names,
+    /// by an algorithm that issuer allows.
+    fn signed(&self, token: &str) -> Result<(serde_json::Value, Arc<Loaded>), TokenError> {
+        let (header, claims, input, signature) = split(token)?;
         let alg = header["alg"].as_str().ok_or(TokenError::Invalid)?;
         let iss = claims["iss"].as_str().ok_or(TokenError::Issuer)?;
-        let issuers = self.issuers.load();
-        let issuer = issuers
+        let issuer = self
+            .issuers
+            .load()
             .iter()
             .find(|i| i.config.issuer == iss)
+            .cloned()
             .ok_or(TokenError::Issuer)?;
         if !issuer.config.algorithms.iter().any(|a| a == alg) {
             return Err(TokenError::Invalid);
@@ -289,9 +310,11 @@ impl Verifier {
         if !jws_verify_with_jwks(&issuer.keys, alg, kid, input.as_bytes(), &signature) {
             return Err(TokenError::Invalid);
         }
-        let now = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        Ok((claims, issuer))
+    }
+
+    /// `exp` (required) and `nbf`, with the leeway, at `now` (Unix seconds).
+    fn timely(&self, claims: &serde_json::Value, now: f64) -> Result<(), TokenError> {
         let leeway = self.settings.leeway.as_secs_f64();
         let exp = claims
             .get("exp")
@@ -309,39 +332,7 @@ impl Verifier {
                 return Err(TokenError::NotYetValid);
             }
         }
-        let audiences: Vec<&str> = match &claims["aud"] {
-            serde_json::Value::String(a) => vec![a.as_str()],
-            serde_json::Value::Array(list) => list.iter().filter_map(|a| a.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        if !audiences
-            .iter()
-            .any(|a| issuer.config.audiences.iter().any(|want| want == a))
-        {
-            return Err(TokenError::Audience);
-        }
-        // A confirmation regate cannot check (DPoP's `jkt`, a malformed thumbprint) is not
-        // taken as no confirmation: the issuer meant the token for one holder only.
-        let bound = match claims.get("cnf") {
-            None if issuer.config.require_binding => return Err(TokenError::NotBound),
-            None => false,
-            Some(cnf) => match cnf["x5t#S256"].as_str() {
-                Some(thumbprint) if !thumbprint.is_empty() && !cert_sha256.is_empty() => {
-                    let ours = crate::builtins::crypto::b64_encode(cert_sha256, true, false);
-                    if thumbprint != ours {
-                        return Err(TokenError::Binding);
-                    }
-                    true
-                }
-                _ => return Err(TokenError::Binding),
-            },
-        };
-        // RFC 7519 §4.1.7: `jti` is a string. A number would be recorded and revoked as one
-        // thing and compared as another.
-        if claims.get("jti").is_some_and(|jti| !jti.is_string()) {
-            return Err(TokenError::Invalid);
-        }
-        Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
+        Ok(())
     }
 
     /// The raw token, from the configured header or `Authorization: Bearer`. A header that is
@@ -426,6 +417,47 @@ fn carries_jwt(text: &str) -> bool {
                 && b64url_decode_opa(segments[0])
                     .is_ok_and(|header| header.trim_ascii_start().first() == Some(&b'{'))
         })
+}
+
+/// The token's `aud` must hold one of the issuer's audiences.
+fn audience(claims: &serde_json::Value, issuer: &IssuerConfig) -> Result<(), TokenError> {
+    let audiences: Vec<&str> = match &claims["aud"] {
+        serde_json::Value::String(a) => vec![a.as_str()],
+        serde_json::Value::Array(list) => list.iter().filter_map(|a| a.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    match audiences
+        .iter()
+        .any(|a| issuer.audiences.iter().any(|want| want == a))
+    {
+        true => Ok(()),
+        false => Err(TokenError::Audience),
+    }
+}
+
+/// Whether the token is bound to the connection's certificate (`cnf.x5t#S256`, RFC 8705); a
+/// token bound to another is refused, and so is an unbound one where binding is required. A
+/// confirmation regate cannot check (DPoP's `jkt`, a malformed thumbprint) is not taken as no
+/// confirmation: the issuer meant the token for one holder only.
+fn binding(
+    claims: &serde_json::Value,
+    issuer: &IssuerConfig,
+    cert_sha256: &[u8],
+) -> Result<bool, TokenError> {
+    match claims.get("cnf") {
+        None if issuer.require_binding => Err(TokenError::NotBound),
+        None => Ok(false),
+        Some(cnf) => match cnf["x5t#S256"].as_str() {
+            Some(thumbprint) if !thumbprint.is_empty() && !cert_sha256.is_empty() => {
+                let ours = crate::builtins::crypto::b64_encode(cert_sha256, true, false);
+                match thumbprint == ours {
+                    true => Ok(true),
+                    false => Err(TokenError::Binding),
+                }
+            }
+            _ => Err(TokenError::Binding),
+        },
+    }
 }
 
 type Parts = (serde_json::Value, serde_json::Value, String, Vec<u8>);

@@ -2,53 +2,50 @@
 //!
 //! # Layout
 //!
-//! The request flows one way:
+//! One request, in the order the code runs it (docs/architecture.md draws the same):
 //!
 //! ```text
-//! listener -> TLS handshake (tls) -> identity, once per connection (tls::identity)
-//!          -> per request: check the request and clean its headers (request)
-//!          -> revoked? (revocations) -> delegation token verified (delegation)
-//!          -> build input (policy::input)
-//!          -> decide (policy::evaluator) [-> shadow set, beside (proxy::shadow)]
-//!          -> record (audit)
-//!          -> forward (proxy::forward) or deny (proxy::error); a 101 becomes a tunnel
-//!             (proxy::tunnel)
+//! listener        accept, TLS handshake (tls), identity once per connection (tls::identity),
+//!                 connection limits (limits); HTTP/1.1 or HTTP/2 on the connection
+//!  └ proxy        Proxy::handle, per request:
+//!     1 admission   proxy::admission: the head (request), trust in the caller
+//!                   (proxy::trust: the kill switch, certificate, trust domain), the
+//!                   delegation token (delegation), the JSON body (request::body)
+//!     2 decision    proxy::decision: one evaluation per JSON-RPC call (policy: input,
+//!                   evaluator, cache); the shadow set asked beside (proxy::shadow)
+//!     3 effects     proxy::effects: audit mode, the policy's rewrites, a late revocation
+//!     4 forward     proxy::forward: to the upstream; a 101 becomes a tunnel (proxy::tunnel)
+//!     5 record      proxy::record: the decision record once the response head is ready
+//!                   (audit: the writer thread, the hash chain, the shadow's outcome joined)
 //! ```
 //!
-//! - [`config`]: flags and YAML merged into one validated [`Config`].
-//! - `listener`: one client connection from accept to close (handshake, identity, idle and
-//!   shutdown closing); [`limits`]: how many connections, in all and per certificate.
-//! - [`tls`]: the rustls server configuration; [`tls::identity`] parses peer certificates;
-//!   [`tls::workload`] takes regate's SVID and trust bundles from the SPIFFE Workload API.
-//! - [`policy`]: the compiled policy set behind an `ArcSwap`, and the decision contract;
-//!   [`policy::git`] names a set by the git commit it was checked out at;
-//!   [`policy::evaluator`] places evaluations; [`policy::cache`] keeps answers by what
-//!   [`policy::analysis`] finds the policy can read.
-//! - [`request`]: what a request may carry before policy, and the headers it is forwarded
-//!   with; shared with `regate policy eval`.
-//! - [`proxy`]: the per-request service; [`proxy::error`] is the only error-to-response map;
-//!   [`proxy::tunnel`] supervises upgraded connections; [`proxy::shadow`] evaluates the
-//!   shadow policy set beside the decision, off the response's path.
-//! - [`audit`]: one decision record per request, on its own stream.
-//!   [`audit::chain`] links every line into a hash chain in the writer thread, and
-//!   [`audit::signing`] signs its checkpoints (`--decision-log-signing-key`);
-//!   [`audit::input`] is the policy input as a record keeps it (`--decision-log-input`);
-//!   [`audit::verify`] is `regate audit verify`. `regate policy replay` (in
-//!   [`policy::tools`]) re-evaluates recorded inputs.
-//! - [`reload`]: watches files and publishes new policy and TLS state; keeps the last good.
-//! - [`delegation`]: delegation tokens (JWT, bound to the client certificate), verified
-//!   before the policy and shown to it as `input.delegation`.
-//! - [`revocations`]: the kill switch, revoked SPIFFE IDs and serials, asked on every request
-//!   and kept in `--revocations FILE` and its journal.
-//! - [`metrics`], [`admin`]: Prometheus metrics, the admin listener (which answers only a
-//!   `Host` naming it) and the read-only health listener (side channels that only read, but
-//!   for the admin API's changes to [`revocations`]).
-//! - [`identities`]: the identity inventory; each connection publishes its identity's
-//!   requests there, and `GET /identities` reads it.
-//! - [`demo`], [`devcerts`]: the built-in echo application and dev certificate generator.
+//! The rooms, from the ground up:
+//! - [`builtins`]: the Rego builtins regate adds (JWT, crypto, net, globs, ...): a library
+//!   with no state, used by [`policy`], [`delegation`] and the cache's analysis.
+//! - [`policy`]: policy sets (load, compile, evaluate, the decision cache and the analysis
+//!   behind it, git revisions), behind an `ArcSwap`, and the decision contract.
+//! - [`request`]: what a request may carry before any policy: target, host, headers,
+//!   upgrades, JSON bodies (parsed so that every server reads them alike).
+//! - [`tls`]: the rustls server configuration, peer identities, the SPIFFE Workload API.
+//! - [`delegation`]: delegation tokens, verified before the policy (`input.delegation`).
+//! - [`revocations`]: the kill switch, kept in a file and its journal; every change is
+//!   told once ([`revocations::record`]).
+//! - [`audit`]: decision records on their own stream: the writer thread, the hash chain,
+//!   signed checkpoints, recorded inputs, fields joined later ([`audit::later`]).
+//! - [`proxy`]: the request path above, in one file per step; [`proxy::error`] is the only
+//!   error-to-response map.
+//! - Side channels, which publish or read and never call into the request path: [`reload`]
+//!   (files and the Workload API, keeping the last good), [`metrics`], [`admin`] (the admin
+//!   and health listeners), [`identities`] (the identity inventory).
+//! - [`config`]: flags and YAML merged into one validated [`Config`]; `App` (`app.rs`)
+//!   loads what it names ([`App::load`], every problem at once) and serves it
+//!   ([`App::serve`] takes its listener and a shutdown future, so tests run a real server on
+//!   `127.0.0.1:0`); [`demo`]: the built-in echo application.
+//! - [`cli`]: every command but `regate run` (`policy test|eval|check|replay`,
+//!   `audit verify`, `dev-certs`). The runtime never imports it.
 //!
-//! [`App::load`] reads everything and reports every problem at once; [`App::serve`] takes its
-//! listener and a shutdown future, so tests run a real server on `127.0.0.1:0`.
+//! A new request step is a new file in `proxy/`, called from `Proxy::authorize`; a new
+//! builtin goes in `builtins/`; a new command in `cli/`.
 
 #![forbid(unsafe_code)]
 

@@ -55,43 +55,13 @@ impl ConnTask {
         held: (limits::Slot, mpsc::Sender<()>),
     ) {
         let _ = tcp.set_nodelay(true);
-        let local_addr = match tcp.local_addr() {
-            Ok(a) => a,
-            Err(_) => return,
+        let Ok(local_addr) = tcp.local_addr() else {
+            return;
         };
         // Load the TLS state per handshake: a reload applies to the next connection.
         let state = self.tls.load_full();
-        let acceptor = TlsAcceptor::from(state.server_config.clone());
-        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let reason = handshake_failure(&e);
-                self.metrics.handshake_failed(reason);
-                tracing::info!(client.addr = %remote, reason, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                self.metrics.handshake_failed("timeout");
-                tracing::info!(client.addr = %remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        self.metrics.handshake_ok();
-        let (_, session) = stream.get_ref();
-        // rustls verified the chain; without a certificate the handshake could not finish.
-        let Some(chain) = session.peer_certificates().map(<[_]>::to_vec) else {
+        let Some((stream, chain, peer)) = self.handshake(&state, tcp, remote).await else {
             return;
-        };
-        let Some(leaf) = chain.first() else {
-            return;
-        };
-        let peer = match PeerIdentity::from_der(leaf) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(client.addr = %remote, error = %e, "peer certificate unreadable");
-                return;
-            }
         };
         // One certificate cannot hold every connection: a client the policy denies outright
         // could otherwise sit on silent connections until nobody else gets one.
@@ -118,6 +88,58 @@ impl ConnTask {
             Box::new((held, identity_slot, open)),
         ));
         drop(state);
+        self.serve(stream, conn, remote).await;
+    }
+
+    /// The TLS handshake, within `--handshake-timeout`, and the identity the client's leaf
+    /// certificate proves; `None` (counted and logged) when either fails.
+    async fn handshake(
+        &self,
+        state: &crate::tls::TlsState,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<(
+        tokio_rustls::server::TlsStream<TcpStream>,
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        PeerIdentity,
+    )> {
+        let acceptor = TlsAcceptor::from(state.server_config.clone());
+        let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = handshake_failure(&e);
+                self.metrics.handshake_failed(reason);
+                tracing::info!(client.addr = %remote, reason, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                self.metrics.handshake_failed("timeout");
+                tracing::info!(client.addr = %remote, "TLS handshake timed out");
+                return None;
+            }
+        };
+        self.metrics.handshake_ok();
+        let (_, session) = stream.get_ref();
+        // rustls verified the chain; without a certificate the handshake could not finish.
+        let chain = session.peer_certificates().map(<[_]>::to_vec)?;
+        let peer = match PeerIdentity::from_der(chain.first()?) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(client.addr = %remote, error = %e, "peer certificate unreadable");
+                return None;
+            }
+        };
+        Some((stream, chain, peer))
+    }
+
+    /// Serve HTTP/1.1 or HTTP/2 on the connection, each request by [`Proxy::handle`].
+    async fn serve(
+        self,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        conn: Arc<Connection>,
+        remote: SocketAddr,
+    ) {
         let span = tracing::info_span!(
             "conn",
             peer.id = %conn.peer.spiffe_id.as_ref().map_or(conn.peer.subject.as_str(), |s| s.id.as_str()),

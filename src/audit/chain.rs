@@ -6,7 +6,7 @@
 //! `,"chain":"<64 hex>"`, so `seq` is inside them. `chain` is the hex SHA-256 of the previous
 //! line's `chain` (its 64 ASCII hex characters) followed by the canonical bytes; the first line
 //! of a new chain hashes its canonical bytes alone. The writer thread links the lines in file
-//! order ([`Chain::append`]); [`super::verify`] checks them. Nothing here sees a request.
+//! order ([`Chain::append`]); `regate audit verify` (`crate::cli::audit`) checks them. Nothing here sees a request.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

@@ -17,7 +17,7 @@
 //! a signed one every [`ANCHOR_INTERVAL`] the log moved and one at exit, so a forger without
 //! the key can at most cut the lines after the last of them. The head of the chain is
 //! published ([`Audit::chain_head`], an `info` line on stderr every [`ANCHOR_INTERVAL`]) so it
-//! can be kept off the log; [`verify`] checks it.
+//! can be kept off the log; `regate audit verify` (`crate::cli::audit`) checks it.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

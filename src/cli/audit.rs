@@ -1,4 +1,4 @@
-//! `regate audit verify FILE...`: check the decision log's hash chain ([`super::chain`])
+//! `regate audit verify FILE...`: check the decision log's hash chain ([`crate::audit::chain`])
 //! across files in the order given, and name the first line where it breaks.
 //!
 //! A break is a line that is not a chained record, a `seq` that skips (lines deleted) or goes
@@ -7,7 +7,7 @@
 //! it, or an `--anchor` that the log does not hold. A log that starts mid-chain, or at a
 //! checkpoint that links to lines before it, and a new chain after chained lines, are breaks
 //! unless `--allow-new-chain`, then warnings. With `--public-key`, a checkpoint without a
-//! signature that key verifies ([`super::signing`]) is a break, and so is a log with no signed
+//! signature that key verifies ([`crate::audit::signing`]) is a break, and so is a log with no signed
 //! checkpoint; the lines after the last signed one are counted as unsigned. A line cut short
 //! by a regate killed while writing it is a warning (at the very end, or followed by the
 //! checkpoint of the restart that links past it). Exit 0 intact, 1 broken, 2 unreadable.

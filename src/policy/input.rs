@@ -209,31 +209,39 @@ impl ConnInput {
                 ]),
             ),
         ]);
-        if let Ok(map) = input.as_object_mut() {
-            if let Some(protocol) = req.upgrade {
-                map.insert(Value::from("upgrade"), Value::from(protocol));
-            }
-            if let Some(delegation) = req.delegation {
-                map.insert(Value::from("delegation"), delegation.clone());
-            }
-            if let Some(body) = req.body {
-                let inspected = body.inspected;
-                if let Some(parsed) = &inspected.parsed {
-                    map.insert(Value::from("parsed_body"), parsed.clone());
-                }
-                if inspected.truncated {
-                    map.insert(Value::from("body_truncated"), Value::from(true));
-                }
-                if let Some(error) = &inspected.error {
-                    map.insert(Value::from("body_error"), Value::from(error.as_str()));
-                }
-                if let Some(call) = body.call {
-                    map.insert(Value::from("jsonrpc"), call.jsonrpc.clone());
-                    map.insert(Value::from("mcp"), call.mcp.clone());
-                }
-            }
-        }
+        regate_fields(&mut input, req);
         input
+    }
+}
+
+/// What regate adds to the Envoy-shaped input: the upgrade, the delegation token, and what
+/// was read of a JSON body with the call being decided.
+fn regate_fields(input: &mut Value, req: &RequestInput<'_>) {
+    let Ok(map) = input.as_object_mut() else {
+        return;
+    };
+    if let Some(protocol) = req.upgrade {
+        map.insert(Value::from("upgrade"), Value::from(protocol));
+    }
+    if let Some(delegation) = req.delegation {
+        map.insert(Value::from("delegation"), delegation.clone());
+    }
+    let Some(body) = req.body else {
+        return;
+    };
+    let inspected = body.inspected;
+    if let Some(parsed) = &inspected.parsed {
+        map.insert(Value::from("parsed_body"), parsed.clone());
+    }
+    if inspected.truncated {
+        map.insert(Value::from("body_truncated"), Value::from(true));
+    }
+    if let Some(error) = &inspected.error {
+        map.insert(Value::from("body_error"), Value::from(error.as_str()));
+    }
+    if let Some(call) = body.call {
+        map.insert(Value::from("jsonrpc"), call.jsonrpc.clone());
+        map.insert(Value::from("mcp"), call.mcp.clone());
     }
 }
 

@@ -700,7 +700,31 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         Some(Value::String(s)) => Cow::Owned(s.to_string()),
         Some(_) => return Err("`reason` is not a string".into()),
     };
-    let status = match field("http_status") {
+    let headers = |name| field(name).map_or(Ok(Vec::new()), |v| header_list(v, name));
+    Ok(Decision {
+        allowed,
+        reason,
+        status: http_status(field("http_status"), allowed)?,
+        body: deny_body(field("body"))?,
+        headers: headers("headers")?,
+        response_headers: headers("response_headers_to_add")?,
+        remove_headers: headers_to_remove(field("request_headers_to_remove"))?,
+        query_set: field("query_parameters_to_set").map_or(Ok(Vec::new()), |v| {
+            string_pairs(v, "query_parameters_to_set")
+        })?,
+        query_remove: query_to_remove(field("query_parameters_to_remove"))?,
+        error: None,
+        eval_ns: 0,
+        cached: false,
+    })
+}
+
+/// `http_status`: 403 by default, else a status from 200 to 599. A deny answered 200 would
+/// read as success to the client, and a 1xx would leave it waiting for a response that never
+/// comes. Redirects (a 302 to a login page) are a common deny in opa-envoy-plugin policies
+/// and stay allowed.
+fn http_status(value: Option<&Value>, allowed: bool) -> Result<StatusCode, String> {
+    let status = match value {
         None => StatusCode::FORBIDDEN,
         Some(v) => v
             .as_u16()
@@ -709,30 +733,30 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or("`http_status` is not a status code from 200 to 599")?,
     };
-    // A deny answered 200 would read as success to the client, and a 1xx would leave it
-    // waiting for a response that never comes. Redirects (a 302 to a login page) are a
-    // common deny in opa-envoy-plugin policies and stay allowed.
     if !allowed && status.as_u16() < 300 {
         return Err(format!(
             "`http_status` {} on a deny: a deny must be 300 or more",
             status.as_u16()
         ));
     }
-    let body = match field("body") {
-        None => None,
-        Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
-        Some(other) => Some(Bytes::from(other.to_json_str().map_err(|e| e.to_string())?)),
-    };
-    let headers = match field("headers") {
-        None => Vec::new(),
-        Some(v) => header_list(v, "headers")?,
-    };
-    let response_headers = match field("response_headers_to_add") {
-        None => Vec::new(),
-        Some(v) => header_list(v, "response_headers_to_add")?,
-    };
-    let remove_headers = match field("request_headers_to_remove") {
-        None => Vec::new(),
+    Ok(status)
+}
+
+/// `body`: a string as it is, anything else as JSON.
+fn deny_body(value: Option<&Value>) -> Result<Option<Bytes>, String> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Bytes::copy_from_slice(s.as_bytes()))),
+        Some(other) => Ok(Some(Bytes::from(
+            other.to_json_str().map_err(|e| e.to_string())?,
+        ))),
+    }
+}
+
+/// `request_headers_to_remove`: header names, none of them one that frames the request.
+fn headers_to_remove(value: Option<&Value>) -> Result<Vec<HeaderName>, String> {
+    match value {
+        None => Ok(Vec::new()),
         Some(Value::Array(names)) => names
             .iter()
             .map(|n| match n {
@@ -746,36 +770,22 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
                     .iter()
                     .try_for_each(|n| not_framing(n, "request_headers_to_remove"))
                     .map(|()| names)
-            })?,
-        Some(_) => return Err("`request_headers_to_remove` is not an array".into()),
-    };
-    let query_set = match field("query_parameters_to_set") {
-        None => Vec::new(),
-        Some(v) => string_pairs(v, "query_parameters_to_set")?,
-    };
-    let query_remove = match field("query_parameters_to_remove") {
-        None => Vec::new(),
+            }),
+        Some(_) => Err("`request_headers_to_remove` is not an array".into()),
+    }
+}
+
+/// `query_parameters_to_remove`: names.
+fn query_to_remove(value: Option<&Value>) -> Result<Vec<String>, String> {
+    match value {
+        None => Ok(Vec::new()),
         Some(Value::Array(names)) => names
             .iter()
             .map(|n| n.as_string().map(|s| s.to_string()).ok())
             .collect::<Option<Vec<_>>>()
-            .ok_or("`query_parameters_to_remove` holds a non-string")?,
-        Some(_) => return Err("`query_parameters_to_remove` is not an array".into()),
-    };
-    Ok(Decision {
-        allowed,
-        reason,
-        status,
-        body,
-        headers,
-        response_headers,
-        remove_headers,
-        query_set,
-        query_remove,
-        error: None,
-        eval_ns: 0,
-        cached: false,
-    })
+            .ok_or_else(|| "`query_parameters_to_remove` holds a non-string".to_string()),
+        Some(_) => Err("`query_parameters_to_remove` is not an array".into()),
+    }
 }
 
 /// `{"name": "value"}` or `{"name": ["v1", "v2"]}` as (name, value) pairs.

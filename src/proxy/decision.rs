@@ -82,38 +82,19 @@ impl Decider {
                 upgrade_input: None,
             };
         }
-        let calls: &[Call] = admitted
-            .inspected
-            .as_ref()
-            .and_then(|i| i.calls.as_deref())
-            .unwrap_or_default();
         let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
-        // The policy sees the headers exactly as the upstream will receive them.
-        let request_for = |call| RequestInput {
-            id: &seen.request_id,
-            method: seen.method.as_str(),
-            headers: &admitted.parts.headers,
-            path: &seen.path,
-            host: &seen.host,
-            protocol: super::record::protocol(admitted.parts.version),
-            parsed_path: &admitted.prepared.target.segments,
-            parsed_query: &admitted.prepared.target.query,
-            upgrade: admitted.prepared.upgrade.as_deref(),
+        let asked = Asked {
+            admitted,
+            seen,
             delegation: delegation.as_ref(),
-            body: admitted
-                .inspected
-                .as_ref()
-                .map(|inspected| BodyInput { inspected, call }),
-            now: admitted.now,
         };
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
         let mut upgrade_input = None;
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
-        for index in 0..calls.len().max(1) {
-            let call = calls.get(index);
-            let request = request_for(call);
+        for (index, call) in asked.calls() {
+            let request = asked.request(call);
             // The whole input is built only if the decision cache does not answer.
             let view = InputView::new(&conn.input, &request);
             let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
@@ -138,27 +119,13 @@ impl Decider {
                 upgrade_input = whole;
             }
             if let Some(settled) = batch.add(decision) {
-                if let Some(call) = call {
-                    noted.denied_call = Some(denied_call(index, call));
-                }
-                if settled.reason == BATCH_DIFFERS {
-                    // regate's own rule decided, not the policy on one input.
-                    noted.input = None;
-                }
-                batch.first = Some(settled);
+                settle(&mut batch, settled, index, call, noted);
                 break;
             }
         }
         let decision = batch.end();
-        if let (Some(shadow), Some(mut ask)) = (&self.shadow, shadow_ask) {
-            // The calls after a denied one were not asked of the main set; the shadow set
-            // decides the whole batch as the main set would have on its own.
-            for call in calls.iter().skip(ask.len()) {
-                ask.call(&conn.input, &request_for(Some(call)), None);
-            }
-            let (later, field) = crate::audit::later::later("shadow");
-            shadow.start(ask, &decision, field);
-            noted.shadow = Some(later);
+        if let (Some(shadow), Some(ask)) = (&self.shadow, shadow_ask) {
+            noted.shadow = Some(asked.of_shadow(conn, shadow, ask, &decision));
         }
         Decided {
             decision,
@@ -179,6 +146,87 @@ impl Decider {
     pub fn enforces(&self) -> bool {
         self.mode == Mode::Enforce
     }
+}
+
+/// The calls of one request, as the policy is asked about each.
+struct Asked<'a> {
+    admitted: &'a Admitted,
+    seen: &'a Seen,
+    delegation: Option<&'a Value>,
+}
+
+impl<'a> Asked<'a> {
+    /// Each JSON-RPC call of the body with its place in the batch; one call of none when the
+    /// body is not JSON-RPC.
+    fn calls(&self) -> impl Iterator<Item = (usize, Option<&'a Call>)> {
+        let calls: &'a [Call] = self
+            .admitted
+            .inspected
+            .as_ref()
+            .and_then(|i| i.calls.as_deref())
+            .unwrap_or_default();
+        (0..calls.len().max(1)).map(move |index| (index, calls.get(index)))
+    }
+
+    /// The request as the policy reads it for `call`: the headers exactly as the upstream
+    /// will receive them.
+    fn request(&self, call: Option<&'a Call>) -> RequestInput<'a> {
+        let (admitted, seen) = (self.admitted, self.seen);
+        RequestInput {
+            id: &seen.request_id,
+            method: seen.method.as_str(),
+            headers: &admitted.parts.headers,
+            path: &seen.path,
+            host: &seen.host,
+            protocol: super::record::protocol(admitted.parts.version),
+            parsed_path: &admitted.prepared.target.segments,
+            parsed_query: &admitted.prepared.target.query,
+            upgrade: admitted.prepared.upgrade.as_deref(),
+            delegation: self.delegation,
+            body: admitted
+                .inspected
+                .as_ref()
+                .map(|inspected| BodyInput { inspected, call }),
+            now: admitted.now,
+        }
+    }
+
+    /// Start the shadow set on every call: the calls after a denied one were not asked of
+    /// the main set, but the shadow set decides the whole batch as the main set would have
+    /// on its own. Its outcome is the record's to wait for.
+    fn of_shadow(
+        &self,
+        conn: &Connection,
+        shadow: &Shadow,
+        mut ask: super::shadow::Ask,
+        decision: &Decision,
+    ) -> crate::audit::later::Later {
+        for (_, call) in self.calls().skip(ask.len()) {
+            ask.call(&conn.input, &self.request(call), None);
+        }
+        let (later, field) = crate::audit::later::later("shadow");
+        shadow.start(ask, decision, field);
+        later
+    }
+}
+
+/// A call settled the batch: the record names it, and a batch denied by regate's own rule
+/// records no input.
+fn settle(
+    batch: &mut Batch,
+    settled: Decision,
+    index: usize,
+    call: Option<&Call>,
+    noted: &mut Noted,
+) {
+    if let Some(call) = call {
+        noted.denied_call = Some(denied_call(index, call));
+    }
+    if settled.reason == BATCH_DIFFERS {
+        // regate's own rule decided, not the policy on one input.
+        noted.input = None;
+    }
+    batch.first = Some(settled);
 }
 
 /// The reason of a batch whose allowed calls would change the request in different ways.

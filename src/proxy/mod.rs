@@ -1,6 +1,6 @@
 //! The per-request path. [`Proxy::handle`] is the whole life of one request, decided in named
 //! steps, each in its own file, called in this order from [`Proxy::handle`] and
-//! [`Proxy::authorize`]:
+//! `Proxy::authorize`:
 //!
 //! 1. [`admission`]: what regate refuses before any policy: the request's head, trust in the
 //!    caller ([`trust`]: the kill switch, its certificate, its trust domain), its delegation

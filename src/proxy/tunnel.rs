@@ -93,87 +93,24 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
-    let metrics = &watch.recorder.metrics;
-    let _open = metrics.tunnel();
+    let _open = watch.recorder.metrics.tunnel();
     let from_client = AtomicU64::new(0);
     let from_upstream = AtomicU64::new(0);
-    let mut client = Counted {
-        io: client,
-        read: &from_client,
+    let copy = async {
+        let mut client = Counted {
+            io: client,
+            read: &from_client,
+        };
+        let mut upstream = Counted {
+            io: upstream,
+            read: &from_upstream,
+        };
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
     };
-    let mut upstream = Counted {
-        io: upstream,
-        read: &from_upstream,
-    };
-    // The proxy's receiver never marks what it has seen, so a clone sees every reload since
-    // start as a change: the tunnel judges itself once at once after any reload, which also
-    // covers one that landed between its request's decision and now.
-    let mut changes = watch.changes.clone();
-    let mut revocations = watch.trust.revocations.subscribe();
-    let mut shutdown = watch.shutdown.clone();
     let mut revision = opened.revision.clone();
-    let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
-    tokio::pin!(expiry);
-    // A tunnel opened under a delegation token lasts no longer than the token, and ends
-    // when the token is revoked.
-    let delegation = &opened.input["delegation"];
-    let jti = delegation["jti"].as_string().ok().map(|s| s.to_string());
-    let token_end = delegation["claims"]["exp"].as_f64().ok().map(|exp| {
-        let leeway = watch.token_leeway.as_secs() as i64;
-        self::expiry((exp.floor() as i64).saturating_add(leeway))
-    });
-    let token_expiry = sleep_until_some(token_end);
-    tokio::pin!(token_expiry);
-    let (reason, label): (Cow<'static, str>, &'static str) = {
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
-        loop {
-            tokio::select! {
-                copied = &mut copy => break match copied {
-                    Ok(_) => (Cow::Borrowed("closed"), "closed"),
-                    // A peer that just goes away (no TLS close_notify, a reset) has closed.
-                    Err(e) if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::UnexpectedEof
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::BrokenPipe
-                    ) => (Cow::Borrowed("closed"), "closed"),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "tunnel failed");
-                        (Cow::Borrowed("error"), "error")
-                    }
-                },
-                () = &mut expiry => {
-                    break (Cow::Borrowed("certificate_expired"), "certificate_expired")
-                }
-                Ok(()) = changes.changed() => {
-                    if let Some(reason) = watch.trust.refusal(conn, jti.as_deref(), SystemTime::now()) {
-                        break (Cow::Borrowed(reason), reason);
-                    }
-                    let (decision, judged) = watch.decider.judge(opened.input.clone()).await;
-                    revision = judged;
-                    // Audit mode enforces no policy deny, on a tunnel as on a request.
-                    if !decision.allowed && watch.decider.enforces() {
-                        break (decision.reason, "policy_denied");
-                    }
-                }
-                () = &mut token_expiry => {
-                    break (Cow::Borrowed("token_expired"), "token_expired")
-                }
-                Ok(()) = revocations.changed() => {
-                    if watch.trust.revoked(conn, jti.as_deref()) {
-                        break (Cow::Borrowed("revoked"), "revoked");
-                    }
-                }
-                () = stopped(&mut shutdown) => {
-                    break (Cow::Borrowed("shutdown"), "shutdown")
-                }
-            }
-        }
-    };
+    let (reason, label) = until_closed(&watch, conn, &opened, &mut revision, copy).await;
     drop(opened.upstream_slot);
-    metrics.tunnel_closed(label);
+    watch.recorder.metrics.tunnel_closed(label);
     watch.recorder.audit.log(&TunnelRecord {
         event: "tunnel_closed",
         request_id: &opened.request_id,
@@ -186,6 +123,80 @@ where
         bytes_from_upstream: from_upstream.load(Ordering::Relaxed),
         duration_ns: start.elapsed().as_nanos() as u64,
     });
+}
+
+/// Run `copy` until either side closes or trust in the tunnel ends: the reason, as the record
+/// and the metric say it. `revision` is the policy revision that last judged the tunnel.
+async fn until_closed(
+    watch: &Watch,
+    conn: &Connection,
+    opened: &Opened,
+    revision: &mut Arc<str>,
+    copy: impl std::future::Future<Output = std::io::Result<(u64, u64)>>,
+) -> (Cow<'static, str>, &'static str) {
+    // The proxy's receiver never marks what it has seen, so a clone sees every reload since
+    // start as a change: the tunnel judges itself once at once after any reload, which also
+    // covers one that landed between its request's decision and now.
+    let mut changes = watch.changes.clone();
+    let mut revocations = watch.trust.revocations.subscribe();
+    let mut shutdown = watch.shutdown.clone();
+    let expiry = tokio::time::sleep_until(expiry(conn.peer.not_after));
+    // A tunnel opened under a delegation token lasts no longer than the token, and ends
+    // when the token is revoked.
+    let delegation = &opened.input["delegation"];
+    let jti = delegation["jti"].as_string().ok().map(|s| s.to_string());
+    let token_end = delegation["claims"]["exp"].as_f64().ok().map(|exp| {
+        let leeway = watch.token_leeway.as_secs() as i64;
+        self::expiry((exp.floor() as i64).saturating_add(leeway))
+    });
+    let token_expiry = sleep_until_some(token_end);
+    tokio::pin!(copy, expiry, token_expiry);
+    loop {
+        tokio::select! {
+            copied = &mut copy => return closed(copied),
+            () = &mut expiry => return (Cow::Borrowed("certificate_expired"), "certificate_expired"),
+            Ok(()) = changes.changed() => {
+                if let Some(reason) = watch.trust.refusal(conn, jti.as_deref(), SystemTime::now()) {
+                    return (Cow::Borrowed(reason), reason);
+                }
+                let (decision, judged) = watch.decider.judge(opened.input.clone()).await;
+                *revision = judged;
+                // Audit mode enforces no policy deny, on a tunnel as on a request.
+                if !decision.allowed && watch.decider.enforces() {
+                    return (decision.reason, "policy_denied");
+                }
+            }
+            () = &mut token_expiry => return (Cow::Borrowed("token_expired"), "token_expired"),
+            Ok(()) = revocations.changed() => {
+                if watch.trust.revoked(conn, jti.as_deref()) {
+                    return (Cow::Borrowed("revoked"), "revoked");
+                }
+            }
+            () = stopped(&mut shutdown) => return (Cow::Borrowed("shutdown"), "shutdown"),
+        }
+    }
+}
+
+/// How the copy ended. A peer that just goes away (no TLS close_notify, a reset) has closed.
+fn closed(copied: std::io::Result<(u64, u64)>) -> (Cow<'static, str>, &'static str) {
+    match copied {
+        Ok(_) => (Cow::Borrowed("closed"), "closed"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            (Cow::Borrowed("closed"), "closed")
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "tunnel failed");
+            (Cow::Borrowed("error"), "error")
+        }
+    }
 }
 
 /// Resolves once shutdown has begun (or nobody can say so any more).
