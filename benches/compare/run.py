@@ -9,6 +9,7 @@ option: client-cert-shim.so (built here from client-cert-shim.c) makes them pres
 
     python3 benches/compare/run.py            # 10 s per measurement, two repetitions
     python3 benches/compare/run.py --quick    # 3 s, one repetition
+    python3 benches/compare/run.py --regate /path/to/regate   # another build (before/after)
 
 It prints the tables BENCHMARKS.md keeps, and writes every figure to
 target/compare/results.json. Needs: nginx, haproxy, wrk, h2load (nghttp2-client), gcc,
@@ -299,12 +300,16 @@ def url(name, path="/api/items/42"):
 
 
 def main():
-    global SHIM
+    global SHIM, REGATE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per measurement, one repetition")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--regate", type=Path, default=None,
+                        help="the regate binary to measure [default: target/release/regate]")
     args = parser.parse_args()
+    if args.regate:
+        REGATE = args.regate.resolve()
     seconds, repeat = (3, 1) if args.quick else (args.seconds, args.repeat)
     for tool in ["nginx", "haproxy", "wrk", "h2load", "gcc", "taskset"]:
         if not shutil.which(tool):
