@@ -271,7 +271,7 @@ fn request(spec: &Spec) -> Request {
         target,
         segments,
         query,
-        upgrade: (spec.clock % 7 == 0).then_some("websocket"),
+        upgrade: spec.clock.is_multiple_of(7).then_some("websocket"),
         now,
     }
 }

@@ -99,9 +99,9 @@ pub struct TunnelRecord<'a> {
     pub spiffe_id: Option<&'a str>,
     pub serial: &'a str,
     pub protocol: &'a str,
-    /// `client_closed`, `upstream_closed`, `error`, `certificate_expired`, `untrusted_issuer`,
-    /// `shutdown`, or the policy's reason when a reload denies what the tunnel was opened
-    /// for.
+    /// `closed` (either side), `error`, `certificate_expired`, `untrusted_issuer`, `revoked`,
+    /// `token_expired`, `shutdown`, or the policy's reason when a reload denies what the
+    /// tunnel was opened for.
     pub reason: &'a str,
     /// The policy revision that last allowed (or closed) the tunnel.
     pub policy_revision: &'a str,
@@ -544,7 +544,7 @@ mod tests {
             method: "GET",
             path: "/",
             host: "h",
-            allowed: i % 2 == 0,
+            allowed: i.is_multiple_of(2),
             http_status: 200,
             reason: "allowed",
             policy_revision: "sha256:0",

@@ -147,7 +147,7 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
 
 /// Lowercase or uppercase hex to bytes; `None` for anything else.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()

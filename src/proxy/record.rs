@@ -24,9 +24,7 @@ use crate::audit::{Audit, DecisionRecord};
 use crate::limits::RateLimited;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
-use crate::request::headers::X_REQUEST_ID;
-
-const MAX_REQUEST_ID_LEN: usize = 128;
+use crate::request::headers::client_request_id;
 
 /// What a record says when the client went away before its response head: nginx's 499.
 const CLIENT_CLOSED: u16 = 499;
@@ -255,22 +253,6 @@ impl Recorder {
             );
         }
     }
-}
-
-/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is
-/// forwarded and kept in the record so a call can be followed across services, but it never
-/// names the request in regate's record: an id a client chooses could collide with, or
-/// impersonate, another request's.
-fn client_request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID_LEN
-                && v.bytes().all(|b| b.is_ascii_graphic())
-        })
-        .map(str::to_string)
 }
 
 /// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).

@@ -13,8 +13,9 @@
 //!    `HTTP2-Settings`; `TE: trailers` is kept, and an allowed upgrade keeps its `Upgrade`;
 //! 3. [`CLIENT_CLAIMS`] (unless the operator keeps one) and every `x-regate-*` header: those
 //!    are the policy's to set;
-//! 4. regate's own `x-forwarded-client-cert`, `x-forwarded-for`, `x-forwarded-proto`,
-//!    `x-request-id` and `Host`, replacing anything the client sent.
+//! 4. regate's own `x-forwarded-client-cert`, `x-forwarded-for`, `x-forwarded-proto` and
+//!    `Host`, replacing anything the client sent, and the `x-request-id` the caller says
+//!    (the client's well-formed one, [`client_request_id`], or regate's).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -25,6 +26,25 @@ pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwa
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client `x-request-id` kept.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's `x-request-id`, when it is 1 to 128 printable ASCII characters. It is
+/// forwarded and kept in the record so a call can be followed across services, but it never
+/// names the request in regate's record: an id a client chooses could collide with, or
+/// impersonate, another request's.
+pub fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string)
+}
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");

@@ -282,10 +282,12 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         authority: (version == http::Version::HTTP_2).then_some(req.host.as_str()),
         target: &req.path,
     };
+    // As the proxy does by default: the client's own well-formed id goes upstream.
+    let forwarded_id = request::headers::client_request_id(&headers);
     let forwarded = request::Forwarded {
         xfcc: &xfcc,
         xff: &xff,
-        request_id: &request_id,
+        request_id: forwarded_id.as_deref().unwrap_or(&request_id),
         host: &req.host,
     };
     let prepared =
