@@ -59,6 +59,7 @@ pub mod cli;
 pub mod config;
 pub mod delegation;
 pub mod demo;
+pub mod error;
 pub mod identities;
 pub mod limits;
 mod listener;
@@ -145,7 +146,7 @@ impl App {
             None
         } else if tls_files.iter().all(|p| p.is_file()) {
             TlsState::load(&config.cert, &config.key, &config.client_ca)
-                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .map_err(|es| errors.extend(es.iter().map(|e| error::chain(e))))
                 .ok()
         } else {
             None
@@ -153,7 +154,7 @@ impl App {
         let policies = if config.policies.is_dir() {
             PolicySet::load(&config.policies, &config.policy_options())
                 .map(|set| set.with_decision_cache(config.decision_cache_entries))
-                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .map_err(|es| errors.extend(es.iter().map(|e| error::chain(e))))
                 .ok()
         } else {
             None
@@ -162,7 +163,7 @@ impl App {
         let signing = match &config.decision_log_signing_key {
             Some(path) if path.is_file() => audit::signing::SigningKey::load(path)
                 .map(Some)
-                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error_chain(&e))))
+                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error::chain(&e))))
                 .ok(),
             Some(_) => None,
             None => Some(None),
@@ -175,7 +176,7 @@ impl App {
         });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map(|r| r.with_max(config.max_revocations))
-            .map_err(|e| errors.push(error_chain(&e)))
+            .map_err(|e| errors.push(error::chain(&e)))
             .ok();
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
@@ -188,7 +189,7 @@ impl App {
                 .map_err(|es| {
                     errors.extend(
                         es.iter()
-                            .map(|e| format!("shadow-policies: {}", error_chain(e))),
+                            .map(|e| format!("shadow-policies: {}", error::chain(e))),
                     )
                 })
                 .ok(),
@@ -199,7 +200,7 @@ impl App {
                 tls::workload::first(endpoint, config.spiffe_startup_timeout)
                     .and_then(|(served, ca)| {
                         TlsState::build(Arc::new(served), Arc::new(ca), 0)
-                            .map_err(|e| error_chain(&e))
+                            .map_err(|e| error::chain(&e))
                     })
                     .map_err(|e| errors.push(format!("spiffe-socket: {e}")))
                     .ok()
@@ -497,16 +498,4 @@ impl App {
         }
         flushed
     }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

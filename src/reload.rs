@@ -347,7 +347,7 @@ impl Reloader {
                 self.record("cert", None)
             }
             Err(e) => {
-                let message = crate::error_chain(&e);
+                let message = crate::error::chain(&e);
                 tracing::error!(
                     kept.serial = %current.cert.local.serial,
                     error = %message,
@@ -400,7 +400,7 @@ impl Reloader {
                 self.record("ca", None)
             }
             Err(e) => {
-                let message = crate::error_chain(&e);
+                let message = crate::error::chain(&e);
                 tracing::error!(
                     error = %message,
                     source = self.source(),
@@ -459,7 +459,7 @@ impl Reloader {
             // Not an error at every reload: the revocations module said it once.
             Err(crate::revocations::RevocationError::Missing { .. }) => {}
             Err(e) => tracing::error!(
-                error = %crate::error_chain(&e),
+                error = %crate::error::chain(&e),
                 "revocation file reload failed; the revocations in force stay"
             ),
         }
@@ -470,7 +470,7 @@ impl Reloader {
     pub fn fold_revocations(&self) {
         if let Err(e) = self.revocations.fold_journal() {
             tracing::warn!(
-                error = %crate::error_chain(&e),
+                error = %crate::error::chain(&e),
                 "the revocation journal could not be written into the file; both stay"
             );
         }

@@ -109,7 +109,7 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "regate: audit verify: --public-key: {}",
-                crate::error_chain(&e)
+                crate::error::chain(&e)
             );
             return ExitCode::from(2);
         }
