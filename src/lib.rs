@@ -70,6 +70,7 @@ pub mod reload;
 pub mod request;
 pub mod revocations;
 pub mod tls;
+pub mod units;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -15,6 +15,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::units::{parse_duration, parse_size};
+
 /// The flags of `regate run`. All optional here, so the YAML file can fill what is missing.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -1022,25 +1024,6 @@ fn shadow_settings(
     })
 }
 
-/// `4096`, `64KiB`, `1MiB` (also `KB`/`MB` as their binary counterparts): bytes.
-fn parse_size(text: &str) -> Option<usize> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number.parse().ok()?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        _ => return None,
-    };
-    let bytes = number.checked_mul(scale)?;
-    // A limit is a memory bound per request: past 64 MiB it is no longer one.
-    (bytes <= 64 << 20).then_some(bytes)
-}
-
 /// The delegation issuers from the file and the flags, with paths made relative to the file.
 fn delegation_settings(
     args: &RunArgs,
@@ -1241,21 +1224,6 @@ fn valid_query(q: &str) -> bool {
                 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !p.starts_with(|c: char| c.is_ascii_digit())
         })
-}
-
-/// `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

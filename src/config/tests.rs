@@ -98,15 +98,6 @@ fn upstream_with_a_path_is_refused() {
 }
 
 #[test]
-fn durations_parse() {
-    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-    assert_eq!(parse_duration("fast"), None);
-}
-
-#[test]
 fn admin_beyond_loopback_needs_an_explicit_flag() {
     let err = Config::check(args(&["--admin", "0.0.0.0:9901"]))
         .errors

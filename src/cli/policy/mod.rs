@@ -43,6 +43,6 @@ pub fn run(command: PolicyCommand) -> ExitCode {
 
 /// A clap value parser for `500ms`, `10s`, `5m`, `1h`: the durations `regate run` accepts.
 fn duration(s: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(s)
+    crate::units::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration like 500ms, 10s or 1m"))
 }
