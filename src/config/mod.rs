@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::audit::DecisionLog;
 use crate::units::{parse_duration, parse_size};
 
 /// The flags of `regate run`. All optional here, so the YAML file can fill what is missing.
@@ -420,12 +421,6 @@ pub enum Upstream {
     Url(http::uri::Authority),
     /// The built-in echo application; `main` starts it and replaces this with its address.
     Demo,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecisionLog {
-    Stdout,
-    File(PathBuf),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
