@@ -464,12 +464,11 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 impl Config {
     /// How the policy set is loaded and asked.
     pub fn policy_options(&self) -> crate::policy::Options {
-        crate::policy::Options {
-            query: self.query.clone(),
-            timeout: self.policy_timeout,
-            strict_builtin_errors: self.strict_builtin_errors,
-            sample: true,
-        }
+        crate::policy::Options::from_flags(
+            &self.query,
+            self.policy_timeout,
+            self.strict_builtin_errors,
+        )
     }
 
     /// How the shadow policy set is loaded and asked: as the main set, with its own query.

@@ -80,6 +80,16 @@ impl Options {
             sample: true,
         }
     }
+
+    /// As `regate run` asks: its `--query`, `--policy-timeout` and `--strict-builtin-errors`,
+    /// with a sample evaluation at load. The proxy's config and the policy tools both build
+    /// their options here, so the two cannot ask differently.
+    pub fn from_flags(query: &str, timeout: Duration, strict_builtin_errors: bool) -> Options {
+        Options {
+            strict_builtin_errors,
+            ..Options::new(query, timeout)
+        }
+    }
 }
 
 /// A compiled, checked policy set and the revision that names it in decision records.

@@ -12,14 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use regorus::Value;
 use serde::Serialize;
 
+use super::PolicyFlags;
 use crate::audit::input::wildcard;
-use crate::policy::{Options, PolicySet};
+use crate::policy::PolicySet;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -30,15 +30,8 @@ pub struct ReplayArgs {
     /// The candidate policy directory, as given to `regate run --policies`.
     #[arg(long, value_name = "DIR", default_value = "policies")]
     policies: PathBuf,
-    /// The rule that decides, as given to `regate run --query`.
-    #[arg(long, value_name = "QUERY", default_value = "data.regate.authz.allow")]
-    query: String,
-    /// Bounds each evaluation, as `regate run --policy-timeout` does.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
-    policy_timeout: Duration,
-    /// As `regate run --strict-builtin-errors`.
-    #[arg(long)]
-    strict_builtin_errors: bool,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// A flip that is intended: `allow-to-deny` or `deny-to-allow`, optionally with
     /// `:METHOD PATH` (`*` matches any run of characters; the path without its query), e.g.
     /// 'allow-to-deny:GET /admin/*' (repeatable).
@@ -182,11 +175,7 @@ struct Report {
 
 /// 0: no unexpected flip; 1: unexpected flips; 2: the logs or the policies cannot be read.
 pub fn run(args: ReplayArgs) -> ExitCode {
-    let options = Options {
-        strict_builtin_errors: args.strict_builtin_errors,
-        ..Options::new(&args.query, args.policy_timeout)
-    };
-    let set = match PolicySet::load(&args.policies, &options) {
+    let set = match PolicySet::load(&args.policies, &args.policy.options()) {
         Ok(set) => set,
         Err(errors) => {
             for e in errors {
