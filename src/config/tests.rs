@@ -1,3 +1,4 @@
+use super::merge::parse_upstream;
 use super::*;
 use clap::Parser;
 
