@@ -1,6 +1,6 @@
 //! The YAML file `--config` names: the settings of `regate run`'s flags under the same
-//! names (dashes become underscores), read strictly: a key regate does not know is refused,
-//! not ignored.
+//! names (dashes become underscores), read strictly. A key regate does not know is refused,
+//! not ignored, and named with the known key it most likely meant.
 //!
 //! Only reading lives here: merging the file under the flags and checking the values is
 //! [`super::merge`]'s, and paths are made relative to the file there.
@@ -92,5 +92,63 @@ pub(super) struct FileSettings {
 pub(super) fn read(path: &Path) -> Result<FileSettings, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?;
-    yaml_serde::from_str(&text).map_err(|e| format!("config: {}: {e}", path.display()))
+    yaml_serde::from_str(&text)
+        .map_err(|e| format!("config: {}: {}", path.display(), suggest(&e.to_string())))
+}
+
+/// serde's message for an unknown key lists every key it expected, some fifty at the top
+/// level. When one of them is a likely misspelling of the unknown key, the message names
+/// that one instead; otherwise it stays as it is.
+fn suggest(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    let Some(start) = message.find(UNKNOWN) else {
+        return message.to_string();
+    };
+    let (before, after) = message.split_at(start);
+    let after = &after[UNKNOWN.len()..];
+    let Some((unknown, rest)) = after.split_once('`') else {
+        return message.to_string();
+    };
+    // The known keys are the words in backquotes; what follows the last is the location.
+    let Some((expected, location)) = rest.rsplit_once('`') else {
+        return message.to_string();
+    };
+    let known = expected.split('`').skip(1).step_by(2);
+    match closest(unknown, known) {
+        Some(key) => format!("{before}unknown field `{unknown}`{location}; did you mean `{key}`?"),
+        None => message.to_string(),
+    }
+}
+
+/// The candidate nearest to `word` by edit distance, if it is near enough to be a
+/// misspelling of it: at most one edit in three letters.
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = word.chars().count().div_ceil(3).max(1);
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Insertions, deletions, substitutions and swaps of two neighbours that turn `a` into `b`
+/// (optimal string alignment distance).
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows of the table: two back (for swaps), the last, and this one.
+    let mut two_back: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(two_back[j - 2] + 1);
+            }
+        }
+        two_back = std::mem::replace(&mut last, row);
+    }
+    last[b.len()]
 }

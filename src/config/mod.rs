@@ -417,15 +417,17 @@ impl Config {
 
     /// Like [`Config::from_args`], but always returns a config (with placeholders for bad
     /// values), so startup can go on to check the files that do exist and report every
-    /// problem in one run.
+    /// problem in one run. A file that cannot be read as settings is the only problem
+    /// reported: what the other checks would say of the flags alone is beside the point.
     pub fn check(args: RunArgs) -> Checked {
         match args.config.as_deref().map(file::read).transpose() {
             Ok(file) => merge::merge(args, file.unwrap_or_default()),
-            Err(e) => {
-                let mut checked = merge::merge(args, FileSettings::default());
-                checked.errors.insert(0, e);
-                checked
-            }
+            // Without the file, every setting it holds would be reported missing, and none of
+            // those reports would be true: the one problem is the file.
+            Err(e) => Checked {
+                config: merge::merge(args, FileSettings::default()).config,
+                errors: vec![e],
+            },
         }
     }
 }
