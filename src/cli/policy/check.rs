@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::PolicyFlags;
+use crate::cli::out::outln;
 use crate::policy::{build_engine, FileKind, PolicyError, PolicySet, Sources};
 
 #[derive(Debug, Args)]
@@ -52,7 +53,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
     match outcome {
         Ok((rego, data, revision, warning)) => {
             if let Some(message) = warning {
-                println!(
+                outln!(
                     "warning: {} fails on a sample request (GET /, no query, no body): \
                      {message}; the proxy denies requests it fails on",
                     args.policy.query
@@ -62,17 +63,15 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 true => "no query".to_string(),
                 false => format!("query {}", args.policy.query),
             };
-            println!(
-                "{dir}: ok: {rego} Rego files, {data} data files, {query}, revision {revision}"
-            );
+            outln!("{dir}: ok: {rego} Rego files, {data} data files, {query}, revision {revision}");
             ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors {
-                println!("{e}");
+                outln!("{e}");
             }
             let n = errors.len();
-            println!("{dir}: {n} problem{}", if n == 1 { "" } else { "s" });
+            outln!("{dir}: {n} problem{}", if n == 1 { "" } else { "s" });
             ExitCode::FAILURE
         }
     }

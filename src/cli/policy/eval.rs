@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::PolicyFlags;
+use crate::cli::out::outln;
 use crate::policy::input::{context_value, ConnInput, RequestInput};
 use crate::policy::{Decision, Options, PolicySet};
 use crate::request;
@@ -121,7 +122,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
     match eval(&args) {
         Ok((out, decision)) => {
             if !out.is_empty() {
-                println!("{out}");
+                outln!("{out}");
             }
             // A request regate refuses before the policy (`invalid_path`) is a deny; only the
             // policy's own failures are errors.

@@ -35,12 +35,12 @@ pub enum PolicyCommand {
 
 /// Run one `regate policy` subcommand; the exit code is the command's verdict.
 pub fn run(command: PolicyCommand) -> ExitCode {
-    match command {
+    super::out::verdict(match command {
         PolicyCommand::Test(args) => test::run(args),
         PolicyCommand::Eval(args) => eval::run(*args),
         PolicyCommand::Check(args) => check::run(args),
         PolicyCommand::Replay(args) => replay::run(*args),
-    }
+    })
 }
 
 /// How a tool asks its policy set, as `regate run` asks: the flags `eval`, `check` and

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::PolicyFlags;
 use crate::audit::input::wildcard;
+use crate::cli::out::outln;
 use crate::policy::PolicySet;
 
 #[derive(Debug, Args)]
@@ -230,7 +231,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         .sum();
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => errors.push(e.to_string()),
         },
         Format::Text => print_text(&report, args.examples),
@@ -351,16 +352,18 @@ fn body_readers(set: &PolicySet) -> Vec<String> {
 }
 
 fn print_text(report: &Report, examples: usize) {
-    println!(
+    outln!(
         "replayed {} records against {} ({})",
-        report.replayed, report.policy_revision, report.query
+        report.replayed,
+        report.policy_revision,
+        report.query
     );
     let events: Vec<String> = report
         .events
         .iter()
         .map(|(e, n)| format!("{e} {n}"))
         .collect();
-    println!(
+    outln!(
         "not replayed: {} without input, {} refused after the policy, {} events{}{}",
         report.without_input,
         report.not_decided_by_policy,
@@ -383,9 +386,9 @@ fn print_text(report: &Report, examples: usize) {
             Kind::ReasonChanged => String::new(),
             _ => format!(" ({} expected)", k.accepted),
         };
-        println!("{}: {}{accepted}", kind.name(), k.count);
+        outln!("{}: {}{accepted}", kind.name(), k.count);
         for f in k.examples.iter().take(examples) {
-            println!(
+            outln!(
                 "  {} {} {}: {} -> {}{}  [{}:{}]",
                 f.spiffe_id.as_deref().unwrap_or("(no SPIFFE ID)"),
                 f.method,
@@ -399,7 +402,7 @@ fn print_text(report: &Report, examples: usize) {
         }
     }
     match report.unexpected {
-        0 => println!("no unexpected flips"),
-        n => println!("{n} unexpected flips"),
+        0 => outln!("no unexpected flips"),
+        n => outln!("{n} unexpected flips"),
     }
 }
