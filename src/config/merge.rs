@@ -409,14 +409,7 @@ impl Merge {
                 required_file("client-ca", client_ca, errors),
             ),
         };
-        let trust_domains = self.list(|a| &mut a.trust_domains, |f| &mut f.trust_domains);
-        for td in &trust_domains {
-            if !crate::tls::identity::valid_trust_domain(td) {
-                self.errors.push(format!(
-                    "trust-domain: {td:?} is not a valid SPIFFE trust domain"
-                ));
-            }
-        }
+        let trust_domains = self.trust_domains();
         let startup = take!(self, spiffe_startup_timeout);
         let handshake = take!(self, handshake_timeout);
         Credentials {
@@ -436,6 +429,19 @@ impl Merge {
                 Duration::from_secs(10),
             ),
         }
+    }
+
+    /// `--trust-domain`: the SPIFFE trust domains callers may come from.
+    fn trust_domains(&mut self) -> Vec<String> {
+        let trust_domains = self.list(|a| &mut a.trust_domains, |f| &mut f.trust_domains);
+        for td in &trust_domains {
+            if !crate::tls::identity::valid_trust_domain(td) {
+                self.errors.push(format!(
+                    "trust-domain: {td:?} is not a valid SPIFFE trust domain"
+                ));
+            }
+        }
+        trust_domains
     }
 
     /// `--policies`, `--query`, `--context`, and how the set is evaluated and reloaded.
@@ -750,13 +756,14 @@ fn shadow_settings(
     })
 }
 
-/// The delegation issuers from the file and the flags, with paths made relative to the file.
-fn delegation_settings(
+/// The delegation token issuers from the file and the flags, with paths made relative to the
+/// file; each JWKS file must exist.
+fn delegation_issuers(
     args: &RunArgs,
     file: Option<&DelegationFile>,
     base: &Path,
     errors: &mut Vec<String>,
-) -> crate::delegation::Settings {
+) -> Vec<crate::delegation::IssuerConfig> {
     let mut issuers: Vec<crate::delegation::IssuerConfig> = file
         .map(|f| f.issuers.clone())
         .unwrap_or_default()
@@ -787,6 +794,17 @@ fn delegation_settings(
             ));
         }
     }
+    issuers
+}
+
+/// The delegation settings from the file's section and the flags: issuers, leeway, header.
+fn delegation_settings(
+    args: &RunArgs,
+    file: Option<&DelegationFile>,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> crate::delegation::Settings {
+    let issuers = delegation_issuers(args, file, base, errors);
     let leeway_text = args
         .delegation_leeway
         .clone()
