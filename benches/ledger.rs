@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use regate::audit::chain::Chain;
 use regate::audit::input::Recording;
+use regate::audit::DecisionLog;
 use regate::audit::{Audit, DecisionRecord};
-use regate::config::DecisionLog;
 use regate::policy::input::{ConnInput, RequestInput};
 use regate::tls::identity::PeerIdentity;
 

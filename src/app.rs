@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::config::{self, Config, Upstream};
-use crate::error_chain;
+use crate::error;
 use crate::policy::{self, PolicySet, PolicyStore};
 use crate::proxy::{self, Proxy};
 use crate::tls::{self, TlsState, TlsStore};
@@ -79,7 +79,7 @@ impl App {
             None
         } else if tls_files.iter().all(|p| p.is_file()) {
             TlsState::load(&config.cert, &config.key, &config.client_ca)
-                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .map_err(|es| errors.extend(es.iter().map(|e| error::chain(e))))
                 .ok()
         } else {
             None
@@ -87,7 +87,7 @@ impl App {
         let policies = if config.policies.is_dir() {
             PolicySet::load(&config.policies, &config.policy_options())
                 .map(|set| set.with_decision_cache(config.decision_cache_entries))
-                .map_err(|es| errors.extend(es.iter().map(|e| error_chain(e))))
+                .map_err(|es| errors.extend(es.iter().map(|e| error::chain(e))))
                 .ok()
         } else {
             None
@@ -96,7 +96,7 @@ impl App {
         let signing = match &config.decision_log_signing_key {
             Some(path) if path.is_file() => audit::signing::SigningKey::load(path)
                 .map(Some)
-                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error_chain(&e))))
+                .map_err(|e| errors.push(format!("decision-log-signing-key: {}", error::chain(&e))))
                 .ok(),
             Some(_) => None,
             None => Some(None),
@@ -109,7 +109,7 @@ impl App {
         });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map(|r| r.with_max(config.max_revocations))
-            .map_err(|e| errors.push(error_chain(&e)))
+            .map_err(|e| errors.push(error::chain(&e)))
             .ok();
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
@@ -122,7 +122,7 @@ impl App {
                 .map_err(|es| {
                     errors.extend(
                         es.iter()
-                            .map(|e| format!("shadow-policies: {}", error_chain(e))),
+                            .map(|e| format!("shadow-policies: {}", error::chain(e))),
                     )
                 })
                 .ok(),
@@ -133,7 +133,7 @@ impl App {
                 tls::workload::first(endpoint, config.spiffe_startup_timeout)
                     .and_then(|(served, ca)| {
                         TlsState::build(Arc::new(served), Arc::new(ca), 0)
-                            .map_err(|e| error_chain(&e))
+                            .map_err(|e| error::chain(&e))
                     })
                     .map_err(|e| errors.push(format!("spiffe-socket: {e}")))
                     .ok()

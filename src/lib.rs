@@ -20,6 +20,8 @@
 //! ```
 //!
 //! The rooms, from the ground up:
+//! - [`error`] (an error and its causes on one line), [`units`] (durations and sizes as
+//!   flags spell them): what every room may use.
 //! - [`builtins`]: the Rego builtins regate adds (JWT, crypto, net, globs, ...): a library
 //!   with no state, used by [`policy`], [`delegation`] and the cache's analysis.
 //! - [`policy`]: policy sets (load, compile, evaluate, the decision cache and the analysis
@@ -37,12 +39,14 @@
 //! - Side channels, which publish or read and never call into the request path: [`reload`]
 //!   (files and the Workload API, keeping the last good), [`metrics`], [`admin`] (the admin
 //!   and health listeners), [`identities`] (the identity inventory).
-//! - [`config`]: flags and YAML merged into one validated [`Config`]; `App` (`app.rs`)
+//! - [`config`]: flags and YAML (`config::file`) merged, one step per concern
+//!   (`config::merge`), into one validated [`Config`]; `App` (`app.rs`)
 //!   loads what it names ([`App::load`], every problem at once) and serves it
 //!   ([`App::serve`] takes its listener and a shutdown future, so tests run a real server on
 //!   `127.0.0.1:0`); [`demo`]: the built-in echo application.
 //! - [`cli`]: every command but `regate run` (`policy test|eval|check|replay`,
-//!   `audit verify`, `dev-certs`). The runtime never imports it.
+//!   `audit verify`, `dev-certs`), the policy flags they share, and output that ends quietly
+//!   on a closed pipe. The runtime never imports it.
 //!
 //! A new request step is a new file in `proxy/`, called from `Proxy::authorize`; a new
 //! builtin goes in `builtins/`; a new command in `cli/`.
@@ -57,6 +61,7 @@ pub mod cli;
 pub mod config;
 pub mod delegation;
 pub mod demo;
+pub mod error;
 pub mod identities;
 pub mod limits;
 mod listener;
@@ -67,18 +72,7 @@ pub mod reload;
 pub mod request;
 pub mod revocations;
 pub mod tls;
+pub mod units;
 
 pub use app::{worker_threads, App, StartupErrors};
 pub use config::Config;
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}

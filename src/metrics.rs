@@ -108,31 +108,296 @@ pub struct BoundedReasonLabels {
 
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Histogram,
+    requests: RequestMetrics,
+    connections: ConnectionMetrics,
+    reloads: ReloadMetrics,
+    evaluation: EvaluationMetrics,
+    revocations: RevocationMetrics,
+    identities: IdentityMetrics,
+    policy_reasons: RwLock<HashSet<String>>,
+    shadow: ShadowMetrics,
+}
+
+/// Requests by decision, their timings, and the upstream's failures.
+struct RequestMetrics {
+    count: Family<RequestLabels, Counter>,
+    duration: Histogram,
     policy_duration: Histogram,
     upstream_duration: Histogram,
+    upstream_errors: Family<KindLabels, Counter>,
+}
+
+impl RequestMetrics {
+    fn register(registry: &mut Registry) -> RequestMetrics {
+        let count = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "regate_requests",
+            "Requests by decision (allow, deny, error) and bounded reason",
+            count.clone(),
+        );
+        let duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_request_duration_seconds",
+            "Time from request head to response head, as seen by regate",
+            duration.clone(),
+        );
+        let policy_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_policy_evaluation_duration_seconds",
+            "Time to evaluate the policy for one request",
+            policy_duration.clone(),
+        );
+        let upstream_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "regate_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_duration.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "regate_upstream_errors",
+            "Requests the upstream failed, by kind (unreachable, timeout, error, overloaded)",
+            upstream_errors.clone(),
+        );
+        for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
+            let _ = count.get_or_create(&RequestLabels {
+                decision,
+                reason: Cow::Borrowed(reason),
+            });
+        }
+        for kind in ["unreachable", "timeout", "error", "overloaded"] {
+            let _ = upstream_errors.get_or_create(&KindLabels { kind });
+        }
+        RequestMetrics {
+            count,
+            duration,
+            policy_duration,
+            upstream_duration,
+            upstream_errors,
+        }
+    }
+}
+
+/// Client connections: handshakes, those open, those refused or closed idle; tunnels.
+struct ConnectionMetrics {
     handshakes: Family<ResultLabels, Counter>,
     handshake_failures: Family<ReasonLabels, Counter>,
-    open_connections: Gauge,
-    reloads: Family<ReloadLabels, Counter>,
-    policy_info: Family<RevisionLabels, Gauge>,
-    certificate_expiry: Family<CertLabels, Gauge>,
-    upstream_errors: Family<KindLabels, Counter>,
-    connections_refused: Family<ReasonLabels, Counter>,
+    open: Gauge,
+    refused: Family<ReasonLabels, Counter>,
     idle_closed: Counter,
     tunnels_open: Gauge,
     tunnels_closed: Family<ReasonLabels, Counter>,
-    evaluations_running: Gauge,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> ConnectionMetrics {
+        let handshakes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_tls_handshakes",
+            "TLS handshakes by result (success, failure)",
+            handshakes.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_tls_handshake_failures",
+            "Failed TLS handshakes by bounded reason",
+            handshake_failures.clone(),
+        );
+        let open = Gauge::default();
+        registry.register(
+            "regate_open_connections",
+            "Client connections past the TLS handshake and not yet closed",
+            open.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_connections_refused",
+            "Connections closed unserved: max_connections (--max-connections were open), \
+             per_identity (the certificate held --max-connections-per-identity)",
+            refused.clone(),
+        );
+        let idle_closed = Counter::default();
+        registry.register(
+            "regate_idle_connections_closed",
+            "Client connections closed after --idle-timeout with no request in flight",
+            idle_closed.clone(),
+        );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "regate_tunnels_open",
+            "Upgraded connections (WebSocket and the like) open now",
+            tunnels_open.clone(),
+        );
+        let tunnels_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_tunnels_closed",
+            "Upgraded connections closed, by reason",
+            tunnels_closed.clone(),
+        );
+        for result in ["success", "failure"] {
+            let _ = handshakes.get_or_create(&ResultLabels { result });
+        }
+        for reason in HANDSHAKE_FAILURES {
+            let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in CONNECTION_REFUSALS {
+            let _ = refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in TUNNEL_ENDS {
+            let _ = tunnels_closed.get_or_create(&ReasonLabels { reason });
+        }
+        ConnectionMetrics {
+            handshakes,
+            handshake_failures,
+            open,
+            refused,
+            idle_closed,
+            tunnels_open,
+            tunnels_closed,
+        }
+    }
+}
+
+/// Reloads, and what they loaded: the policy revision deciding now, certificate expiry.
+struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    policy_info: Family<RevisionLabels, Gauge>,
+    certificate_expiry: Family<CertLabels, Gauge>,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &mut Registry) -> ReloadMetrics {
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "regate_reloads",
+            "Reloads that changed something, by kind (policy, cert, ca) and result",
+            reloads.clone(),
+        );
+        let policy_info = Family::<RevisionLabels, Gauge>::default();
+        registry.register(
+            "regate_policy_info",
+            "1 for the policy revision deciding requests now",
+            policy_info.clone(),
+        );
+        let certificate_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "regate_certificate_expiry_timestamp_seconds",
+            "Unix time at which a certificate expires (server; client_ca: the earliest in the bundle)",
+            certificate_expiry.clone(),
+        );
+        for result in ["success", "failure"] {
+            for kind in ["policy", "cert", "ca", "shadow_policy"] {
+                let _ = reloads.get_or_create(&ReloadLabels { kind, result });
+            }
+        }
+        ReloadMetrics {
+            reloads,
+            policy_info,
+            certificate_expiry,
+        }
+    }
+}
+
+/// What deciding costs: evaluations running, the decision cache, bodies held for the policy.
+struct EvaluationMetrics {
+    running: Gauge,
     inspected_body_bytes: Gauge,
     decision_cache: Family<ResultLabels, Counter>,
-    revocations_in_force: Gauge,
-    revocation_changes: Family<ResultLabels, Counter>,
-    revoked_connections_closed: Counter,
-    identities: Gauge,
-    identities_evicted: Counter,
-    policy_reasons: RwLock<HashSet<String>>,
-    shadow: ShadowMetrics,
+}
+
+impl EvaluationMetrics {
+    fn register(registry: &mut Registry) -> EvaluationMetrics {
+        let running = Gauge::default();
+        registry.register(
+            "regate_policy_evaluations_running",
+            "Policy evaluations running now, on regate's evaluation threads",
+            running.clone(),
+        );
+        let inspected_body_bytes = Gauge::default();
+        registry.register(
+            "regate_inspected_body_bytes",
+            "Bytes of request bodies held now for the policy to read, out of \
+             --inspect-body-budget",
+            inspected_body_bytes.clone(),
+        );
+        let decision_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_decision_cache",
+            "Policy decisions asked of a policy set with a decision cache, by result (hit, miss)",
+            decision_cache.clone(),
+        );
+        for result in ["hit", "miss"] {
+            let _ = decision_cache.get_or_create(&ResultLabels { result });
+        }
+        EvaluationMetrics {
+            running,
+            inspected_body_bytes,
+            decision_cache,
+        }
+    }
+}
+
+/// The kill switch: revocations in force, their changes, connections it closed.
+struct RevocationMetrics {
+    in_force: Gauge,
+    changes: Family<ResultLabels, Counter>,
+    connections_closed: Counter,
+}
+
+impl RevocationMetrics {
+    fn register(registry: &mut Registry) -> RevocationMetrics {
+        let in_force = Gauge::default();
+        registry.register(
+            "regate_revocations",
+            "Revocations (the kill switch) in force now",
+            in_force.clone(),
+        );
+        let changes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_revocation_changes",
+            "Changes to the revocations, by result: added, removed (through the admin API), \
+             reloaded (the file changed)",
+            changes.clone(),
+        );
+        let connections_closed = Counter::default();
+        registry.register(
+            "regate_revoked_connections_closed",
+            "Client connections closed because their identity was revoked",
+            connections_closed.clone(),
+        );
+        for result in ["added", "removed", "reloaded"] {
+            let _ = changes.get_or_create(&ResultLabels { result });
+        }
+        RevocationMetrics {
+            in_force,
+            changes,
+            connections_closed,
+        }
+    }
+}
+
+/// The identity inventory: its size, and the identities it dropped.
+struct IdentityMetrics {
+    held: Gauge,
+    evicted: Counter,
+}
+
+impl IdentityMetrics {
+    fn register(registry: &mut Registry) -> IdentityMetrics {
+        let held = Gauge::default();
+        registry.register(
+            "regate_identities",
+            "Workload identities held by the identity inventory (GET /identities)",
+            held.clone(),
+        );
+        let evicted = Counter::default();
+        registry.register(
+            "regate_identities_evicted",
+            "Identities dropped from the inventory to stay within --max-identities",
+            evicted.clone(),
+        );
+        IdentityMetrics { held, evicted }
+    }
 }
 
 /// The shadow policy set and audit mode (docs/metrics.md).
@@ -224,213 +489,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered by group, each series that exists from the start at 0.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "regate_requests",
-            "Requests by decision (allow, deny, error) and bounded reason",
-            requests.clone(),
-        );
-        let request_duration = Histogram::new(latency_buckets());
-        registry.register(
-            "regate_request_duration_seconds",
-            "Time from request head to response head, as seen by regate",
-            request_duration.clone(),
-        );
-        let policy_duration = Histogram::new(latency_buckets());
-        registry.register(
-            "regate_policy_evaluation_duration_seconds",
-            "Time to evaluate the policy for one request",
-            policy_duration.clone(),
-        );
-        let upstream_duration = Histogram::new(latency_buckets());
-        registry.register(
-            "regate_upstream_duration_seconds",
-            "Time from sending a request upstream to its response head",
-            upstream_duration.clone(),
-        );
-        let handshakes = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "regate_tls_handshakes",
-            "TLS handshakes by result (success, failure)",
-            handshakes.clone(),
-        );
-        let handshake_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "regate_tls_handshake_failures",
-            "Failed TLS handshakes by bounded reason",
-            handshake_failures.clone(),
-        );
-        let open_connections = Gauge::default();
-        registry.register(
-            "regate_open_connections",
-            "Client connections past the TLS handshake and not yet closed",
-            open_connections.clone(),
-        );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
-            "regate_reloads",
-            "Reloads that changed something, by kind (policy, cert, ca) and result",
-            reloads.clone(),
-        );
-        let policy_info = Family::<RevisionLabels, Gauge>::default();
-        registry.register(
-            "regate_policy_info",
-            "1 for the policy revision deciding requests now",
-            policy_info.clone(),
-        );
-        let certificate_expiry = Family::<CertLabels, Gauge>::default();
-        registry.register(
-            "regate_certificate_expiry_timestamp_seconds",
-            "Unix time at which a certificate expires (server; client_ca: the earliest in the bundle)",
-            certificate_expiry.clone(),
-        );
-        let upstream_errors = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "regate_upstream_errors",
-            "Requests the upstream failed, by kind (unreachable, timeout, error, overloaded)",
-            upstream_errors.clone(),
-        );
-        let connections_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "regate_connections_refused",
-            "Connections closed unserved: max_connections (--max-connections were open), \
-             per_identity (the certificate held --max-connections-per-identity)",
-            connections_refused.clone(),
-        );
-        let idle_closed = Counter::default();
-        registry.register(
-            "regate_idle_connections_closed",
-            "Client connections closed after --idle-timeout with no request in flight",
-            idle_closed.clone(),
-        );
-        let tunnels_open = Gauge::default();
-        registry.register(
-            "regate_tunnels_open",
-            "Upgraded connections (WebSocket and the like) open now",
-            tunnels_open.clone(),
-        );
-        let tunnels_closed = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "regate_tunnels_closed",
-            "Upgraded connections closed, by reason",
-            tunnels_closed.clone(),
-        );
-        let evaluations_running = Gauge::default();
-        registry.register(
-            "regate_policy_evaluations_running",
-            "Policy evaluations running now, on regate's evaluation threads",
-            evaluations_running.clone(),
-        );
-        let inspected_body_bytes = Gauge::default();
-        registry.register(
-            "regate_inspected_body_bytes",
-            "Bytes of request bodies held now for the policy to read, out of \
-             --inspect-body-budget",
-            inspected_body_bytes.clone(),
-        );
-        let decision_cache = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "regate_decision_cache",
-            "Policy decisions asked of a policy set with a decision cache, by result (hit, miss)",
-            decision_cache.clone(),
-        );
-        let revocations_in_force = Gauge::default();
-        registry.register(
-            "regate_revocations",
-            "Revocations (the kill switch) in force now",
-            revocations_in_force.clone(),
-        );
-        let revocation_changes = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "regate_revocation_changes",
-            "Changes to the revocations, by result: added, removed (through the admin API), \
-             reloaded (the file changed)",
-            revocation_changes.clone(),
-        );
-        let revoked_connections_closed = Counter::default();
-        registry.register(
-            "regate_revoked_connections_closed",
-            "Client connections closed because their identity was revoked",
-            revoked_connections_closed.clone(),
-        );
-        let identities = Gauge::default();
-        registry.register(
-            "regate_identities",
-            "Workload identities held by the identity inventory (GET /identities)",
-            identities.clone(),
-        );
-        let identities_evicted = Counter::default();
-        registry.register(
-            "regate_identities_evicted",
-            "Identities dropped from the inventory to stay within --max-identities",
-            identities_evicted.clone(),
-        );
-        for result in ["added", "removed", "reloaded"] {
-            let _ = revocation_changes.get_or_create(&ResultLabels { result });
-        }
-        let shadow = ShadowMetrics::register(&mut registry);
-        for result in ["success", "failure"] {
-            let kind = "shadow_policy";
-            let _ = reloads.get_or_create(&ReloadLabels { kind, result });
-        }
         // Series that exist from the start read 0 instead of missing, so rates and alerts
-        // work before the first event of each kind.
-        for (decision, reason) in [("allow", "allowed"), ("deny", "denied")] {
-            let _ = requests.get_or_create(&RequestLabels {
-                decision,
-                reason: Cow::Borrowed(reason),
-            });
-        }
-        for result in ["success", "failure"] {
-            let _ = handshakes.get_or_create(&ResultLabels { result });
-            for kind in ["policy", "cert", "ca"] {
-                let _ = reloads.get_or_create(&ReloadLabels { kind, result });
-            }
-        }
-        for reason in HANDSHAKE_FAILURES {
-            let _ = handshake_failures.get_or_create(&ReasonLabels { reason });
-        }
-        for kind in ["unreachable", "timeout", "error", "overloaded"] {
-            let _ = upstream_errors.get_or_create(&KindLabels { kind });
-        }
-        for reason in CONNECTION_REFUSALS {
-            let _ = connections_refused.get_or_create(&ReasonLabels { reason });
-        }
-        for reason in TUNNEL_ENDS {
-            let _ = tunnels_closed.get_or_create(&ReasonLabels { reason });
-        }
-        for result in ["hit", "miss"] {
-            let _ = decision_cache.get_or_create(&ResultLabels { result });
-        }
+        // work before the first event of each kind: each group creates its own.
         Metrics {
-            registry,
-            requests,
-            request_duration,
-            policy_duration,
-            upstream_duration,
-            handshakes,
-            handshake_failures,
-            open_connections,
-            reloads,
-            policy_info,
-            certificate_expiry,
-            upstream_errors,
-            connections_refused,
-            idle_closed,
-            tunnels_open,
-            tunnels_closed,
-            evaluations_running,
-            inspected_body_bytes,
-            decision_cache,
-            revocations_in_force,
-            revocation_changes,
-            revoked_connections_closed,
-            identities,
-            identities_evicted,
+            requests: RequestMetrics::register(&mut registry),
+            connections: ConnectionMetrics::register(&mut registry),
+            reloads: ReloadMetrics::register(&mut registry),
+            evaluation: EvaluationMetrics::register(&mut registry),
+            revocations: RevocationMetrics::register(&mut registry),
+            identities: IdentityMetrics::register(&mut registry),
+            shadow: ShadowMetrics::register(&mut registry),
             policy_reasons: RwLock::default(),
-            shadow,
+            registry,
         }
     }
 
@@ -458,7 +531,7 @@ impl Metrics {
 
     /// The gauge of bytes held by body inspection, for the budget to keep.
     pub fn inspected_body_bytes(&self) -> Gauge {
-        self.inspected_body_bytes.clone()
+        self.evaluation.inspected_body_bytes.clone()
     }
 
     /// The gauge of running shadow evaluations, for the shadow's evaluator to keep.
@@ -482,79 +555,88 @@ impl Metrics {
             decision,
             reason: self.reason_label(reason),
         };
-        self.requests.get_or_create(&labels).inc();
-        self.request_duration.observe(duration.as_secs_f64());
+        self.requests.count.get_or_create(&labels).inc();
+        self.requests.duration.observe(duration.as_secs_f64());
         if eval_ns > 0 {
-            self.policy_duration.observe(eval_ns as f64 / 1e9);
+            self.requests.policy_duration.observe(eval_ns as f64 / 1e9);
         }
     }
 
     pub fn upstream(&self, duration: Duration) {
-        self.upstream_duration.observe(duration.as_secs_f64());
+        self.requests
+            .upstream_duration
+            .observe(duration.as_secs_f64());
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
-        self.upstream_errors
+        self.requests
+            .upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
     }
 
     pub fn handshake_ok(&self) {
-        self.handshakes
+        self.connections
+            .handshakes
             .get_or_create(&ResultLabels { result: "success" })
             .inc();
     }
 
     pub fn handshake_failed(&self, reason: &'static str) {
-        self.handshakes
+        self.connections
+            .handshakes
             .get_or_create(&ResultLabels { result: "failure" })
             .inc();
-        self.handshake_failures
+        self.connections
+            .handshake_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
     /// Count a connection open until the returned guard is dropped.
     pub fn connection(&self) -> ConnectionGuard {
-        self.open_connections.inc();
-        ConnectionGuard(self.open_connections.clone())
+        self.connections.open.inc();
+        ConnectionGuard(self.connections.open.clone())
     }
 
     pub fn connection_refused(&self, reason: &'static str) {
-        self.connections_refused
+        self.connections
+            .refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
     pub fn idle_closed(&self) {
-        self.idle_closed.inc();
+        self.connections.idle_closed.inc();
     }
 
     /// A change to the revocations (`added`, `removed`, `reloaded`), and how many are in force.
     pub fn revocations(&self, in_force: usize, change: &'static str) {
-        self.revocations_in_force.set(in_force as i64);
-        self.revocation_changes
+        self.revocations.in_force.set(in_force as i64);
+        self.revocations
+            .changes
             .get_or_create(&ResultLabels { result: change })
             .inc();
     }
 
     /// The current count, without a change (at startup).
     pub fn revocations_in_force(&self, in_force: usize) {
-        self.revocations_in_force.set(in_force as i64);
+        self.revocations.in_force.set(in_force as i64);
     }
 
     pub fn revoked_connection_closed(&self) {
-        self.revoked_connections_closed.inc();
+        self.revocations.connections_closed.inc();
     }
 
     /// Count a tunnel open until the returned guard is dropped.
     pub fn tunnel(&self) -> ConnectionGuard {
-        self.tunnels_open.inc();
-        ConnectionGuard(self.tunnels_open.clone())
+        self.connections.tunnels_open.inc();
+        ConnectionGuard(self.connections.tunnels_open.clone())
     }
 
     pub fn tunnel_closed(&self, reason: &'static str) {
-        self.tunnels_closed
+        self.connections
+            .tunnels_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
@@ -562,36 +644,42 @@ impl Metrics {
     /// A decision asked of a set with a cache: answered from it or not.
     pub fn decision_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.decision_cache
+        self.evaluation
+            .decision_cache
             .get_or_create(&ResultLabels { result })
             .inc();
     }
 
     /// The identity inventory's size gauge and eviction counter, for the inventory to keep.
     pub fn identities(&self) -> (Gauge, Counter) {
-        (self.identities.clone(), self.identities_evicted.clone())
+        (
+            self.identities.held.clone(),
+            self.identities.evicted.clone(),
+        )
     }
 
     /// The gauge of running evaluations, for the evaluator to keep.
     pub fn evaluations_running(&self) -> Gauge {
-        self.evaluations_running.clone()
+        self.evaluation.running.clone()
     }
 
     pub fn open_connections(&self) -> i64 {
-        self.open_connections.get()
+        self.connections.open.get()
     }
 
     pub fn reload(&self, kind: &'static str, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads
+            .reloads
             .get_or_create(&ReloadLabels { kind, result })
             .inc();
     }
 
     /// Publish the revision now deciding; the previous one's series goes away.
     pub fn policy_revision(&self, revision: &str) {
-        self.policy_info.clear();
-        self.policy_info
+        self.reloads.policy_info.clear();
+        self.reloads
+            .policy_info
             .get_or_create(&RevisionLabels {
                 revision: revision.to_string(),
             })
@@ -599,7 +687,8 @@ impl Metrics {
     }
 
     pub fn certificate_expiry(&self, cert: &'static str, unix_seconds: i64) {
-        self.certificate_expiry
+        self.reloads
+            .certificate_expiry
             .get_or_create(&CertLabels { cert })
             .set(unix_seconds);
     }

@@ -348,7 +348,7 @@ impl Reloader {
                 self.record("cert", None)
             }
             Err(e) => {
-                let message = crate::error_chain(&e);
+                let message = crate::error::chain(&e);
                 tracing::error!(
                     kept.serial = %current.cert.local.serial,
                     error = %message,
@@ -401,7 +401,7 @@ impl Reloader {
                 self.record("ca", None)
             }
             Err(e) => {
-                let message = crate::error_chain(&e);
+                let message = crate::error::chain(&e);
                 tracing::error!(
                     error = %message,
                     source = self.source(),
@@ -454,7 +454,7 @@ impl Reloader {
             // Not an error at every reload: the revocations module said it once.
             Err(crate::revocations::RevocationError::Missing { .. }) => {}
             Err(e) => tracing::error!(
-                error = %crate::error_chain(&e),
+                error = %crate::error::chain(&e),
                 "revocation file reload failed; the revocations in force stay"
             ),
         }
@@ -465,7 +465,7 @@ impl Reloader {
     pub fn fold_revocations(&self) {
         if let Err(e) = self.revocations.fold_journal() {
             tracing::warn!(
-                error = %crate::error_chain(&e),
+                error = %crate::error::chain(&e),
                 "the revocation journal could not be written into the file; both stay"
             );
         }

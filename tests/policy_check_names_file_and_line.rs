@@ -1,6 +1,6 @@
 //! `regate policy check` refuses what `regate run` would refuse, naming the file and line:
-//! a syntax error, a builtin neither regorus nor regate implements, a query that names nothing. It runs
-//! the proxy's own load, so the two cannot disagree.
+//! a syntax error, a builtin neither regorus nor regate implements, a query that names nothing
+//! or a path below a true/false rule. It runs the proxy's own load, so the two cannot disagree.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,4 +92,29 @@ fn policy_check_passes_a_clean_directory_and_refuses_a_missing_query() {
     assert_eq!(check(&dir, &[]).0, 1);
     let (code, out) = check(&dir, &["--no-query"]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn policy_check_refuses_a_query_below_a_true_or_false_rule_and_passes_a_package() {
+    let setup = Setup::new(&[
+        ("authz.rego", ALLOW_DOCS),
+        (
+            "inner/authz.rego",
+            "package regate.authz.inner\n\nallow := true\n",
+        ),
+    ]);
+    let dir = setup.path("policies").display().to_string();
+    let (code, out) = check(&dir, &["--query", "data.regate.authz.allow.x.y"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("names a path below data.regate.authz.allow,"),
+        "{out}"
+    );
+    assert!(out.contains("1 problem"), "{out}");
+
+    // A whole package, and a rule in a nested package, are still queries.
+    for query in ["data.regate.authz", "data.regate.authz.inner.allow"] {
+        let (code, out) = check(&dir, &["--query", query]);
+        assert_eq!(code, 0, "{query}: {out}");
+    }
 }

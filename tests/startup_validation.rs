@@ -86,3 +86,67 @@ fn a_policy_calling_a_missing_builtin_is_refused_at_startup() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_misspelt_config_key_is_named_with_the_key_it_meant_and_nothing_else() {
+    let setup = Setup::new(&[("ok.rego", "package regate.authz\nallow := true\n")]);
+    let yaml = setup.path("regate.yaml");
+    // Every required setting is in the file; one key is misspelt.
+    std::fs::write(
+        &yaml,
+        "listen: 127.0.0.1:0\nupstream: http://127.0.0.1:9\ncert: server.pem\nkey: server.key\n\
+         client_ca: ca.pem\npolicies: policies\npolcy_timeout: 1s\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_regate(&["--config".into(), yaml.display().to_string()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown field `polcy_timeout`")
+            && stderr.contains("did you mean `policy_timeout`?"),
+        "{stderr}"
+    );
+    let reported: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("regate: "))
+        .collect();
+    assert_eq!(reported.len(), 1, "{stderr}");
+    assert!(!stderr.contains("required"), "{stderr}");
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
+
+#[test]
+fn a_query_below_a_true_or_false_rule_is_refused_at_startup_and_so_is_such_a_shadow_query() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let mut args = setup.args("http://127.0.0.1:9");
+    args.extend(["--query".into(), "data.regate.authz.allow.x.y".into()]);
+    let (code, stderr) = run_regate(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "query: data.regate.authz.allow.x.y: names a path below data.regate.authz.allow,"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "{stderr}");
+
+    let shadow = setup.path("shadow");
+    std::fs::create_dir(&shadow).unwrap();
+    std::fs::write(shadow.join("authz.rego"), ALLOW_DOCS).unwrap();
+    let mut args = setup.args("http://127.0.0.1:9");
+    args.extend([
+        "--shadow-policies".into(),
+        shadow.display().to_string(),
+        "--shadow-query".into(),
+        "data.regate.authz.allow.x".into(),
+    ]);
+    let (code, stderr) = run_regate(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "shadow-policies: query: data.regate.authz.allow.x: names a path below \
+             data.regate.authz.allow,"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "{stderr}");
+}

@@ -322,7 +322,7 @@ async fn revocations(
                     )
                 }
                 Err(e) => {
-                    tracing::error!(error = %crate::error_chain(&e), "revocation not kept");
+                    tracing::error!(error = %crate::error::chain(&e), "revocation not kept");
                     problem(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "the revocation could not be written to the revocation file; nothing changed",
@@ -345,7 +345,7 @@ async fn revocations(
             }
             Ok(None) => problem(StatusCode::NOT_FOUND, "no revocation has this id"),
             Err(e) => {
-                tracing::error!(error = %crate::error_chain(&e), "revocation removal not kept");
+                tracing::error!(error = %crate::error::chain(&e), "revocation removal not kept");
                 problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "the revocation file could not be written; nothing changed",

@@ -20,6 +20,7 @@
 //! can be kept off the log; `regate audit verify` (`crate::cli::audit`) checks it.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -29,12 +30,17 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::config::DecisionLog;
-
 pub mod chain;
 pub mod input;
 pub mod later;
 pub mod signing;
+
+/// Where decision records go (`--decision-log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionLog {
+    Stdout,
+    File(PathBuf),
+}
 
 /// One decision, as logged. Field names are a contract (docs/policy-input.md).
 #[derive(Debug, Serialize)]

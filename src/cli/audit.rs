@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 
 use crate::audit::chain::{self, Link};
 use crate::audit::signing::PublicKey;
+use crate::cli::out::outln;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -64,9 +65,9 @@ fn anchor(s: &str) -> Result<Link, String> {
 
 /// Run `regate audit ...`.
 pub fn run(command: AuditCommand) -> ExitCode {
-    match command {
+    super::out::verdict(match command {
         AuditCommand::Verify(args) => verify_files(&args),
-    }
+    })
 }
 
 /// Where a line is: file and 1-based line number.
@@ -109,7 +110,7 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "regate: audit verify: --public-key: {}",
-                crate::error_chain(&e)
+                crate::error::chain(&e)
             );
             return ExitCode::from(2);
         }
@@ -133,12 +134,12 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         let records_before = walk.records;
         if let Err(broken) = walk.file(name, bytes, &args.anchors) {
             for w in &walk.warnings {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
-            println!("broken: {broken}");
+            outln!("broken: {broken}");
             return ExitCode::from(1);
         }
-        println!(
+        outln!(
             "{name}: {} records, up to seq {}",
             walk.records - records_before,
             walk.prev.as_ref().map_or(0, |l| l.seq)
@@ -146,9 +147,9 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
     }
     if let Some((file, line, false)) = &walk.cut {
         for w in &walk.warnings {
-            println!("warning: {w}");
+            outln!("warning: {w}");
         }
-        println!("broken: {file}:{line}: not a chained record");
+        outln!("broken: {file}:{line}: not a chained record");
         return ExitCode::from(1);
     }
     if let Some((file, line, true)) = &walk.cut {
@@ -158,7 +159,7 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         ));
     }
     for w in &walk.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     let missing: Vec<&Link> = args
         .anchors
@@ -166,11 +167,11 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
         .filter(|a| !walk.anchors_seen.contains(&a.seq))
         .collect();
     if let Some(at) = missing.iter().find_map(|a| walk.contradicted.get(&a.seq)) {
-        println!("broken: {at}");
+        outln!("broken: {at}");
         return ExitCode::from(1);
     }
     if let Some(a) = missing.first() {
-        println!(
+        outln!(
             "broken: anchor seq {} is not in the log, which ends at seq {}: lines were cut",
             a.seq,
             walk.prev.as_ref().map_or(0, |l| l.seq)
@@ -179,7 +180,7 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
     }
     if walk.key.is_some() {
         let Some((at, seq)) = &walk.signed else {
-            println!(
+            outln!(
                 "broken: no checkpoint in the log is signed: the public key proves nothing in it"
             );
             return ExitCode::from(1);
@@ -195,14 +196,16 @@ fn verify_files(args: &VerifyArgs) -> ExitCode {
                 count_lines(n)
             ),
         };
-        println!("signed: up to seq {seq}, the checkpoint at {at}; {unsigned}");
+        outln!("signed: up to seq {seq}, the checkpoint at {at}; {unsigned}");
     }
     match &walk.prev {
-        Some(head) => println!(
+        Some(head) => outln!(
             "intact: {} records, chain head seq {} {}",
-            walk.records, head.seq, head.chain
+            walk.records,
+            head.seq,
+            head.chain
         ),
-        None => println!("intact: no records"),
+        None => outln!("intact: no records"),
     }
     ExitCode::SUCCESS
 }

@@ -6,4 +6,5 @@
 
 pub mod audit;
 pub mod devcerts;
+mod out;
 pub mod policy;

@@ -1,3 +1,4 @@
+use super::merge::parse_upstream;
 use super::*;
 use clap::Parser;
 
@@ -95,15 +96,6 @@ fn upstream_with_a_path_is_refused() {
     assert!(parse_upstream("http://127.0.0.1:8080/api").is_err());
     assert!(parse_upstream("http://127.0.0.1:8080/").is_ok());
     assert!(parse_upstream("http://127.0.0.1").is_err());
-}
-
-#[test]
-fn durations_parse() {
-    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-    assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-    assert_eq!(parse_duration("fast"), None);
 }
 
 #[test]
@@ -321,4 +313,66 @@ fn admin_hosts_and_max_revocations_come_from_the_file_and_flags_win() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
+}
+
+#[test]
+fn a_misspelt_file_key_names_the_key_it_meant_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("regate.yaml");
+    // Every required setting is in the file; only one key is misspelt.
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\npolcy_timeout: 1s\n",
+    )
+    .unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    assert_eq!(checked.errors.len(), 1, "{:?}", checked.errors);
+    let error = &checked.errors[0];
+    assert!(error.contains("`polcy_timeout`"), "{error}");
+    assert!(error.contains("did you mean `policy_timeout`?"), "{error}");
+    assert!(error.contains("line 6"), "{error}");
+    assert!(!error.contains("`replace_request_id`"), "{error}");
+
+    // Nothing near: the list of known keys stays, and still nothing else is reported.
+    std::fs::write(&file, "upstream: http://127.0.0.1:8080\nzzzzzzzz: 1\n").unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    assert_eq!(checked.errors.len(), 1, "{:?}", checked.errors);
+    assert!(
+        checked.errors[0].contains("`zzzzzzzz`, expected one of"),
+        "{:?}",
+        checked.errors
+    );
+    assert!(
+        !checked.errors[0].contains("did you mean"),
+        "{:?}",
+        checked.errors
+    );
+
+    // A key inside the delegation section is matched against that section's keys.
+    std::fs::write(&file, "delegation:\n  require_tokn: true\n").unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    assert!(
+        checked.errors[0].contains("did you mean `require_token`?"),
+        "{:?}",
+        checked.errors
+    );
+
+    // A file that is not there is the one problem too.
+    let missing = dir.path().join("missing.yaml");
+    let checked = Config::check(args(&["--config", missing.to_str().unwrap()]));
+    assert_eq!(checked.errors.len(), 1, "{:?}", checked.errors);
+    assert!(
+        checked.errors[0].contains("cannot read"),
+        "{:?}",
+        checked.errors
+    );
+}
+
+#[test]
+fn edit_distance_counts_a_swap_as_one() {
+    assert_eq!(file::edit_distance("polcy_timeout", "policy_timeout"), 1);
+    assert_eq!(file::edit_distance("listne", "listen"), 1);
+    assert_eq!(file::edit_distance("", "key"), 3);
+    assert_eq!(file::edit_distance("mode", "mode"), 0);
 }

@@ -197,11 +197,15 @@ pub fn called(modules: &[Ref<Module>]) -> BTreeSet<String> {
 const STUBS: &[&str] = &["http.send"];
 
 /// What one rule defines: the static part of its path under `data` (package, then head),
-/// and whether its head is a plain name (`allow`, `deny contains x`) rather than a
-/// reference (`result["allowed"]`, `result.headers`).
+/// whether its head is a plain name (`allow`, `deny contains x`) rather than a
+/// reference (`result["allowed"]`, `result.headers`), and whether nothing can lie below it.
 pub struct RuleHeadPath {
     pub path: Vec<String>,
     pub plain: bool,
+    /// The head is static all along and every value the rule can take is a constant
+    /// `true`/`false`, number, string or null (`allow if ...`, `default allow := false`):
+    /// no path below `path` is ever defined.
+    pub leaf: bool,
 }
 
 /// Every rule that defines a document (functions excluded).
@@ -214,21 +218,56 @@ pub fn rule_heads(modules: &[Ref<Module>]) -> Vec<RuleHeadPath> {
             .map(str::to_string)
             .collect();
         for rule in &module.policy {
-            let refr = match rule.as_ref() {
+            // The rule's values: a head without one is `true`; each `else` may give another.
+            let (refr, values): (_, Vec<Option<&Ref<Expr>>>) = match rule.as_ref() {
                 Rule::Spec {
-                    head: RuleHead::Compr { refr, .. } | RuleHead::Set { refr, .. },
+                    head: RuleHead::Compr { refr, assign, .. },
+                    bodies,
                     ..
-                } => refr,
-                Rule::Default { refr, args, .. } if args.is_empty() => refr,
+                } => (
+                    refr,
+                    std::iter::once(assign.as_ref().map(|a| &a.value))
+                        .chain(
+                            bodies
+                                .iter()
+                                .filter_map(|b| b.assign.as_ref())
+                                .map(|a| Some(&a.value)),
+                        )
+                        .collect(),
+                ),
+                // A set can hold anything; it is never a leaf.
+                Rule::Spec {
+                    head: RuleHead::Set { refr, .. },
+                    ..
+                } => (refr, Vec::new()),
+                Rule::Default {
+                    refr, args, value, ..
+                } if args.is_empty() => (refr, vec![Some(value)]),
                 _ => continue,
             };
             let plain = matches!(refr.as_ref(), Expr::Var { .. });
+            let segments = static_segments(refr);
+            let leaf = segments.len() == links(refr).len()
+                && !values.is_empty()
+                && values.iter().all(|v| v.is_none_or(scalar));
             let mut path = package.clone();
-            path.extend(static_segments(refr));
-            out.push(RuleHeadPath { path, plain });
+            path.extend(segments);
+            out.push(RuleHeadPath { path, plain, leaf });
         }
     }
     out
+}
+
+/// A constant with nothing below it: `true`, `1`, `"a"`, `null`.
+fn scalar(expr: &Ref<Expr>) -> bool {
+    matches!(
+        expr.as_ref(),
+        Expr::Bool { .. }
+            | Expr::Number { .. }
+            | Expr::String { .. }
+            | Expr::RawString { .. }
+            | Expr::Null { .. }
+    )
 }
 
 /// A reference's links, root first: `a.b[c]` is `a`, `a.b`, `a.b[c]`.

@@ -80,6 +80,16 @@ impl Options {
             sample: true,
         }
     }
+
+    /// As `regate run` asks: its `--query`, `--policy-timeout` and `--strict-builtin-errors`,
+    /// with a sample evaluation at load. The proxy's config and the policy tools both build
+    /// their options here, so the two cannot ask differently.
+    pub fn from_flags(query: &str, timeout: Duration, strict_builtin_errors: bool) -> Options {
+        Options {
+            strict_builtin_errors,
+            ..Options::new(query, timeout)
+        }
+    }
 }
 
 /// A compiled, checked policy set and the revision that names it in decision records.
@@ -165,7 +175,8 @@ impl PolicySet {
     }
 
     /// Compile and sample-evaluate sources already read. Refused: what can never work (a
-    /// parse error, a builtin regate lacks, a query that names nothing). A sample evaluation
+    /// parse error, a builtin regate lacks, a query that names nothing, or names a path below
+    /// a rule that is only ever `true`, `false` or another constant). A sample evaluation
     /// that fails is only a warning, kept in [`PolicySet::sample_error`].
     pub fn compile(sources: Sources, options: &Options) -> Result<PolicySet, Vec<PolicyError>> {
         let Sources {
@@ -182,18 +193,7 @@ impl PolicySet {
                 message,
             })
         };
-        let path = query_path(query).map_err(query_error)?;
-        // The rules that define the path, the paths inside it, or a document it is inside.
-        let heads = analysis::rule_heads(engine.get_modules());
-        let defining: Vec<_> = heads
-            .iter()
-            .filter(|h| h.path.starts_with(&path) || path.starts_with(&h.path))
-            .collect();
-        if defining.is_empty() && !in_data(&engine.get_data(), &path) {
-            return Err(query_error(
-                "names no rule, package or data document in the policy set".into(),
-            ));
-        }
+        let direct = resolve_query(&mut engine, query).map_err(query_error)?;
         // A runaway evaluation is an error (a deny), not a stuck thread. Set on the engine,
         // so each clone carries it and sets with different limits can live side by side.
         engine.set_execution_timer_config(execution_limit(options.timeout));
@@ -203,9 +203,6 @@ impl PolicySet {
         // regorus evaluates a rule directly, but not a package, nor a document built only
         // from partial rules (`result["allowed"] := ...`), which OPA evaluates as any other.
         // For those, a rule of regate's own holds the query's value.
-        // regorus evaluates `path` directly when it names one rule, package then name, every
-        // definition of which has a plain head.
-        let direct = !defining.is_empty() && defining.iter().all(|h| h.plain && h.path == path);
         let entry = if direct {
             engine
                 .compile_with_entrypoint(&query.into())
@@ -476,6 +473,46 @@ fn in_data(data: &Value, path: &[String]) -> bool {
         }
     }
     true
+}
+
+/// Whether regorus can evaluate `query` directly: it names one rule, package then name,
+/// every definition of which has a plain head. Refused: a query that names nothing in the
+/// set, or a path below a rule that nothing can lie below.
+fn resolve_query(engine: &mut Engine, query: &str) -> Result<bool, String> {
+    let path = query_path(query)?;
+    // The rules that define the path, the paths inside it, or a document it is inside.
+    let heads = analysis::rule_heads(engine.get_modules());
+    let defining: Vec<_> = heads
+        .iter()
+        .filter(|h| h.path.starts_with(&path) || path.starts_with(&h.path))
+        .collect();
+    if defining.is_empty() && !in_data(&engine.get_data(), &path) {
+        return Err("names no rule, package or data document in the policy set".into());
+    }
+    if let Some(rule) = leaf_above(&heads, &path) {
+        return Err(format!(
+            "names a path below data.{}, a rule whose value (true, a number, a string or \
+             null) has nothing below it: every request would be denied as policy_undefined",
+            rule.join(".")
+        ));
+    }
+    Ok(!defining.is_empty() && defining.iter().all(|h| h.plain && h.path == path))
+}
+
+/// The rule above `path` that nothing can lie below, if the query names a path inside one
+/// (`data.regate.authz.allow.x` when `allow` is `true` or `false`): every definition of it
+/// is a leaf, and no rule defines anything below it.
+fn leaf_above<'a>(heads: &'a [analysis::RuleHeadPath], path: &[String]) -> Option<&'a [String]> {
+    heads
+        .iter()
+        .map(|h| h.path.as_slice())
+        .filter(|above| above.len() < path.len() && path.starts_with(above))
+        .find(|above| {
+            heads
+                .iter()
+                .filter(|h| h.path.starts_with(above))
+                .all(|h| h.leaf && h.path.len() == above.len())
+        })
 }
 
 /// Every policy and data file under a directory, read, with the revision their bytes make.

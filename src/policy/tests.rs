@@ -341,3 +341,55 @@ fn a_symlink_out_of_the_policy_directory_is_refused_and_a_loop_is_read_once() {
     let set = PolicySet::load(dir.path(), &Options::new("data.t.allow", TIMEOUT)).unwrap();
     assert!(set.revision.starts_with("sha256:"));
 }
+
+#[test]
+fn a_query_below_a_rule_with_nothing_below_it_is_refused() {
+    let files = [
+        (
+            "p.rego",
+            "package regate.authz\nimport rego.v1\ndefault allow := false\nallow if input.x == 1\n\
+             status := 403 if input.x == 2\nelse := 401\n\
+             result := {\"allowed\": true, \"headers\": {\"x-a\": \"1\"}}\n\
+             partial[\"allowed\"] := true\nname := input.name\n",
+        ),
+        (
+            "inner.rego",
+            "package regate.authz.inner\nimport rego.v1\nallow := true\n",
+        ),
+    ];
+    let dir = dir_with(&files);
+    for (query, rule) in [
+        ("data.regate.authz.allow.x.y", "data.regate.authz.allow"),
+        ("data.regate.authz.allow.x", "data.regate.authz.allow"),
+        ("data.regate.authz.status.code", "data.regate.authz.status"),
+        (
+            "data.regate.authz.partial.allowed.x",
+            "data.regate.authz.partial.allowed",
+        ),
+        (
+            "data.regate.authz.inner.allow.x",
+            "data.regate.authz.inner.allow",
+        ),
+    ] {
+        let err = load_error(&dir, query);
+        assert!(
+            err.contains(&format!("names a path below {rule},")),
+            "{query}: {err}"
+        );
+    }
+    // Inside a document a rule builds, or one whose value is not known before a request,
+    // a path may be defined; a package, nested ones included, is a document.
+    for query in [
+        "data.regate.authz.result.allowed",
+        "data.regate.authz.partial.allowed",
+        "data.regate.authz.name.first",
+        "data.regate.authz",
+        "data.regate.authz.inner",
+        "data.regate.authz.inner.allow",
+        "data.regate",
+    ] {
+        PolicySet::load(dir.path(), &Options::new(query, TIMEOUT))
+            .map_err(|es| es.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{query}: {e:?}"));
+    }
+}

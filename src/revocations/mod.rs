@@ -172,13 +172,13 @@ impl Revocations {
                     Err(e) if missing => {
                         seen.missing_said = true;
                         tracing::info!(
-                            error = %crate::error_chain(&e),
+                            error = %crate::error::chain(&e),
                             "the revocation file does not exist and cannot be created now; \
                              the first change through the API writes it"
                         );
                     }
                     Err(e) => tracing::warn!(
-                        error = %crate::error_chain(&e),
+                        error = %crate::error::chain(&e),
                         "the revocation journal could not be folded into the file; both stay"
                     ),
                 }
@@ -474,7 +474,7 @@ impl Revocations {
                 tracing::info!("the revocation file is gone; this change writes it again");
             }
             Err(e) => tracing::warn!(
-                error = %crate::error_chain(&e),
+                error = %crate::error::chain(&e),
                 "the revocation file does not parse; it is replaced by what is in force"
             ),
         }

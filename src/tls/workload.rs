@@ -299,13 +299,13 @@ pub fn first(endpoint: &str, timeout: Duration) -> Result<(ServedCert, ClientCa)
                 .map_err(|e| {
                     format!(
                         "no SVID from the Workload API at {endpoint} within {timeout:?}: {}",
-                        crate::error_chain(&e)
+                        crate::error::chain(&e)
                     )
                 })?;
             let credentials = Credentials::from_state(&source.state());
             source.shutdown().await;
-            let served = credentials.served.map_err(|e| crate::error_chain(&e))?;
-            let ca = credentials.ca.map_err(|e| crate::error_chain(&e))?;
+            let served = credentials.served.map_err(|e| crate::error::chain(&e))?;
+            let ca = credentials.ca.map_err(|e| crate::error::chain(&e))?;
             Ok((served, ca))
         })
     };
@@ -325,7 +325,7 @@ pub async fn watch(endpoint: String, apply: impl Fn(Credentials)) {
             Err(e) => {
                 tracing::error!(
                     endpoint,
-                    error = %crate::error_chain(&e),
+                    error = %crate::error::chain(&e),
                     "cannot follow the Workload API; the credentials in force stay",
                 );
                 tokio::time::sleep(backoff).await;

@@ -3,31 +3,33 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
-use crate::policy::{build_engine, FileKind, Options, PolicyError, PolicySet, Sources};
+use super::PolicyFlags;
+use crate::cli::out::outln;
+use crate::policy::{build_engine, FileKind, PolicyError, PolicySet, Sources};
 
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("query", |a| a.help(
+        "The rule that decides, as given to `regate run --query`. It must exist, and it is \
+         evaluated once against a sample request, as at startup"
+    )),
+    mut_arg("policy_timeout", |a| a.help(
+        "Bounds the sample evaluation, as `regate run --policy-timeout` does"
+    ))
+)]
 pub struct CheckArgs {
     /// The policy directory, as given to `regate run --policies`.
     #[arg(value_name = "DIR", default_value = "policies")]
     dir: PathBuf,
-    /// The rule that decides, as given to `regate run --query`. It must exist, and it is
-    /// evaluated once against a sample request, as at startup.
-    #[arg(long, value_name = "QUERY", default_value = "data.regate.authz.allow")]
-    query: String,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// Compile only; name no query. For a directory of library packages, or of examples
     /// that no proxy queries directly.
     #[arg(long, conflicts_with = "query")]
     no_query: bool,
-    /// Bounds the sample evaluation, as `regate run --policy-timeout` does.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
-    policy_timeout: Duration,
-    /// As `regate run --strict-builtin-errors`.
-    #[arg(long)]
-    strict_builtin_errors: bool,
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
@@ -38,42 +40,38 @@ pub fn run(args: CheckArgs) -> ExitCode {
         let revision = sources.revision.clone();
         let mut warning = None;
         if args.no_query {
-            let mut engine = build_engine(sources.files, args.strict_builtin_errors)?;
-            engine.set_execution_timer_config(crate::policy::execution_limit(args.policy_timeout));
+            let mut engine = build_engine(sources.files, args.policy.strict_builtin_errors)?;
+            engine.set_execution_timer_config(crate::policy::execution_limit(
+                args.policy.policy_timeout,
+            ));
             prepare(&mut engine).map_err(|e| vec![e])?;
         } else {
-            let options = Options {
-                strict_builtin_errors: args.strict_builtin_errors,
-                ..Options::new(&args.query, args.policy_timeout)
-            };
-            warning = PolicySet::compile(sources, &options)?.sample_error;
+            warning = PolicySet::compile(sources, &args.policy.options())?.sample_error;
         }
         Ok((rego, data, revision, warning))
     });
     match outcome {
         Ok((rego, data, revision, warning)) => {
             if let Some(message) = warning {
-                println!(
+                outln!(
                     "warning: {} fails on a sample request (GET /, no query, no body): \
                      {message}; the proxy denies requests it fails on",
-                    args.query
+                    args.policy.query
                 );
             }
             let query = match args.no_query {
                 true => "no query".to_string(),
-                false => format!("query {}", args.query),
+                false => format!("query {}", args.policy.query),
             };
-            println!(
-                "{dir}: ok: {rego} Rego files, {data} data files, {query}, revision {revision}"
-            );
+            outln!("{dir}: ok: {rego} Rego files, {data} data files, {query}, revision {revision}");
             ExitCode::SUCCESS
         }
         Err(errors) => {
             for e in &errors {
-                println!("{e}");
+                outln!("{e}");
             }
             let n = errors.len();
-            println!("{dir}: {n} problem{}", if n == 1 { "" } else { "s" });
+            outln!("{dir}: {n} problem{}", if n == 1 { "" } else { "s" });
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,8 @@ use regorus::Value;
 use serde::Serialize;
 use serde_json::json;
 
+use super::PolicyFlags;
+use crate::cli::out::outln;
 use crate::policy::input::{context_value, ConnInput, RequestInput};
 use crate::policy::{Decision, Options, PolicySet};
 use crate::request;
@@ -33,12 +35,8 @@ pub struct EvalArgs {
     /// The policy directory, as given to `regate run --policies`.
     #[arg(long, value_name = "DIR", default_value = "policies")]
     policies: PathBuf,
-    /// The rule that decides, as given to `regate run --query`.
-    #[arg(long, value_name = "QUERY", default_value = "data.regate.authz.allow")]
-    query: String,
-    /// Bounds each evaluation, as `regate run --policy-timeout` does.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
-    policy_timeout: Duration,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// Evaluate N times and add min, p50, p99 and mean evaluation times.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -53,9 +51,6 @@ pub struct EvalArgs {
     /// Do not evaluate the query on a made-up request at load (nor warn when that fails).
     #[arg(long)]
     skip_sample: bool,
-    /// As `regate run --strict-builtin-errors`.
-    #[arg(long)]
-    strict_builtin_errors: bool,
     #[command(flatten)]
     request: RequestArgs,
 }
@@ -127,7 +122,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
     match eval(&args) {
         Ok((out, decision)) => {
             if !out.is_empty() {
-                println!("{out}");
+                outln!("{out}");
             }
             // A request regate refuses before the policy (`invalid_path`) is a deny; only the
             // policy's own failures are errors.
@@ -160,9 +155,8 @@ fn eval(args: &EvalArgs) -> Result<(String, Decision), Vec<String>> {
         None => describe(&args.request).map_err(|e| vec![e])?,
     };
     let options = Options {
-        strict_builtin_errors: args.strict_builtin_errors,
         sample: !args.skip_sample,
-        ..Options::new(&args.query, args.policy_timeout)
+        ..args.policy.options()
     };
     let set = PolicySet::load(&args.policies, &options)
         .map_err(|es| es.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;

@@ -12,14 +12,15 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use regorus::Value;
 use serde::Serialize;
 
+use super::PolicyFlags;
 use crate::audit::input::wildcard;
-use crate::policy::{Options, PolicySet};
+use crate::cli::out::outln;
+use crate::policy::PolicySet;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -30,15 +31,8 @@ pub struct ReplayArgs {
     /// The candidate policy directory, as given to `regate run --policies`.
     #[arg(long, value_name = "DIR", default_value = "policies")]
     policies: PathBuf,
-    /// The rule that decides, as given to `regate run --query`.
-    #[arg(long, value_name = "QUERY", default_value = "data.regate.authz.allow")]
-    query: String,
-    /// Bounds each evaluation, as `regate run --policy-timeout` does.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = super::duration)]
-    policy_timeout: Duration,
-    /// As `regate run --strict-builtin-errors`.
-    #[arg(long)]
-    strict_builtin_errors: bool,
+    #[command(flatten)]
+    policy: PolicyFlags,
     /// A flip that is intended: `allow-to-deny` or `deny-to-allow`, optionally with
     /// `:METHOD PATH` (`*` matches any run of characters; the path without its query), e.g.
     /// 'allow-to-deny:GET /admin/*' (repeatable).
@@ -182,11 +176,7 @@ struct Report {
 
 /// 0: no unexpected flip; 1: unexpected flips; 2: the logs or the policies cannot be read.
 pub fn run(args: ReplayArgs) -> ExitCode {
-    let options = Options {
-        strict_builtin_errors: args.strict_builtin_errors,
-        ..Options::new(&args.query, args.policy_timeout)
-    };
-    let set = match PolicySet::load(&args.policies, &options) {
+    let set = match PolicySet::load(&args.policies, &args.policy.options()) {
         Ok(set) => set,
         Err(errors) => {
             for e in errors {
@@ -241,7 +231,7 @@ pub fn run(args: ReplayArgs) -> ExitCode {
         .sum();
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => errors.push(e.to_string()),
         },
         Format::Text => print_text(&report, args.examples),
@@ -362,16 +352,18 @@ fn body_readers(set: &PolicySet) -> Vec<String> {
 }
 
 fn print_text(report: &Report, examples: usize) {
-    println!(
+    outln!(
         "replayed {} records against {} ({})",
-        report.replayed, report.policy_revision, report.query
+        report.replayed,
+        report.policy_revision,
+        report.query
     );
     let events: Vec<String> = report
         .events
         .iter()
         .map(|(e, n)| format!("{e} {n}"))
         .collect();
-    println!(
+    outln!(
         "not replayed: {} without input, {} refused after the policy, {} events{}{}",
         report.without_input,
         report.not_decided_by_policy,
@@ -394,9 +386,9 @@ fn print_text(report: &Report, examples: usize) {
             Kind::ReasonChanged => String::new(),
             _ => format!(" ({} expected)", k.accepted),
         };
-        println!("{}: {}{accepted}", kind.name(), k.count);
+        outln!("{}: {}{accepted}", kind.name(), k.count);
         for f in k.examples.iter().take(examples) {
-            println!(
+            outln!(
                 "  {} {} {}: {} -> {}{}  [{}:{}]",
                 f.spiffe_id.as_deref().unwrap_or("(no SPIFFE ID)"),
                 f.method,
@@ -410,7 +402,7 @@ fn print_text(report: &Report, examples: usize) {
         }
     }
     match report.unexpected {
-        0 => println!("no unexpected flips"),
-        n => println!("{n} unexpected flips"),
+        0 => outln!("no unexpected flips"),
+        n => outln!("{n} unexpected flips"),
     }
 }

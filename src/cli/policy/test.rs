@@ -178,7 +178,7 @@ pub fn run(args: TestArgs) -> ExitCode {
         Format::Json => json_report(&run, &args),
         Format::Junit => junit(&run),
     };
-    print!("{out}");
+    crate::cli::out::text(&out);
     if run.results.is_empty() && run.load_errors.is_empty() {
         // A CI step that ran nothing must not look green.
         eprintln!("regate: policy test: no test_* rule found (or none matched --run)");
