@@ -104,6 +104,11 @@ impl Evaluator {
                     if set.slow_seen() {
                         return None;
                     }
+                    // A task this worker woke a moment ago waits in its LIFO slot, which no
+                    // other worker may steal: let it run before the worker is held by the
+                    // evaluation, or a slow one strands it (a client's handshake timed out
+                    // behind a slow evaluation in the black-box tests).
+                    tokio::task::yield_now().await;
                     let decision = set.decide(input.clone());
                     self.inline_done.fetch_add(1, Ordering::Relaxed);
                     return Some(decision);
