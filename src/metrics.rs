@@ -752,6 +752,16 @@ impl Metrics {
             .set(unix_seconds);
     }
 
+    /// The series of a remote issuer, at 0 before its first fetch.
+    pub fn jwks_issuer(&self, issuer: &str) {
+        let issuer = issuer.to_string();
+        let _ = self.jwks.fetches.get_or_create(&FetchLabels {
+            issuer: issuer.clone(),
+            result: "ok",
+        });
+        let _ = self.jwks.keys.get_or_create(&IssuerLabels { issuer });
+    }
+
     /// A fetch of `issuer`'s JWKS ended with `result`.
     pub fn jwks_fetch(&self, issuer: &str, result: &'static str) {
         self.jwks

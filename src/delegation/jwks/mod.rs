@@ -82,6 +82,7 @@ pub fn fetchers(
             (None, true) => system_roots().map(Some),
             (None, false) => Ok(None),
         };
+        metrics.jwks_issuer(&issuer.config.issuer);
         match roots {
             Ok(roots) => fetchers.push(Fetcher {
                 issuer: issuer.config.issuer.clone(),
