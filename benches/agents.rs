@@ -1,5 +1,6 @@
 //! What the AI-agent features cost per request: verifying a delegation token (ES256 and
-//! RS256, bound to the client certificate), asking the kill switch, and examining a JSON body
+//! RS256, bound to the client certificate; keys from a JWKS file, and from a remote JWKS
+//! fetched over loopback HTTP and cached), asking the kill switch, and examining a JSON body
 //! (parsing it and finding its MCP tool calls), each on its own, as the proxy does them before
 //! the policy.
 //!
@@ -20,6 +21,31 @@ use regate::revocations::Revocations;
 use regate::tls::identity::PeerIdentity;
 
 const ISSUER: &str = "https://idp.example.org";
+/// The same keys, fetched from a JWKS URL.
+const REMOTE_ISSUER: &str = "https://remote-idp.example.org";
+
+/// Serve `jwks` at `/jwks` on loopback, as an identity provider would; its URL.
+async fn serve_jwks(jwks: String) -> String {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let jwks = jwks.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let body = Full::new(bytes::Bytes::from(jwks.clone()));
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}/jwks")
+}
 
 fn median_us(runs: usize, limit: Duration, mut f: impl FnMut()) -> (f64, usize) {
     let mut times = Vec::with_capacity(runs);
@@ -47,19 +73,47 @@ fn main() {
         common::public_jwk(&keys["rsa"], "rsa1", "RS256"),
     ]});
     std::fs::write(&jwks, set.to_string()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let jwks_uri = runtime.block_on(serve_jwks(set.to_string()));
+    let issuer = |name: &str| IssuerConfig {
+        issuer: name.into(),
+        audiences: vec!["regate".into()],
+        jwks_file: None,
+        jwks_uri: None,
+        discovery: false,
+        ca: None,
+        algorithms: vec!["ES256".into(), "RS256".into()],
+        require_binding: true,
+    };
     let verifier = Verifier::load(Settings {
-        issuers: vec![IssuerConfig {
-            issuer: ISSUER.into(),
-            audiences: vec!["regate".into()],
-            jwks_file: jwks,
-            algorithms: vec!["ES256".into(), "RS256".into()],
-            require_binding: true,
-        }],
-        leeway: Duration::from_secs(30),
-        header: None,
-        require_token: false,
+        issuers: vec![
+            IssuerConfig {
+                jwks_file: Some(jwks),
+                ..issuer(ISSUER)
+            },
+            IssuerConfig {
+                jwks_uri: Some(jwks_uri),
+                ..issuer(REMOTE_ISSUER)
+            },
+        ],
+        ..Settings::default()
     })
     .unwrap();
+    let metrics = std::sync::Arc::new(regate::metrics::Metrics::new());
+    let staleness = Settings::default().max_staleness;
+    for fetcher in regate::delegation::jwks::fetchers(&verifier, staleness, &metrics).unwrap() {
+        runtime.spawn(fetcher.run());
+    }
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while verifier.ready().is_err() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    verifier.ready().unwrap();
     let cert_sha256 = [7u8; 32];
     let query = std::collections::BTreeMap::new();
     let thumb = regate::builtins::crypto::b64_encode(&cert_sha256, true, false);
@@ -74,31 +128,37 @@ fn main() {
 
     println!("| what | median µs | runs |");
     println!("|---|---:|---:|");
+    let verify = |headers: &HeaderMap| {
+        runtime.block_on(verifier.verify(
+            black_box(headers),
+            &query,
+            &cert_sha256,
+            SystemTime::now(),
+        ))
+    };
     for (alg, kid, key) in [("ES256", "ec1", "ec256"), ("RS256", "rsa1", "rsa")] {
-        let token = common::sign_jws(alg, kid, &claims, &keys[key]);
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        assert!(verifier
-            .verify(&headers, &query, &cert_sha256, SystemTime::now())
-            .unwrap()
-            .is_some());
-        let (us, n) = median_us(runs, limit, || {
-            black_box(verifier.verify(
-                black_box(&headers),
-                &query,
-                &cert_sha256,
-                SystemTime::now(),
-            ))
-            .ok();
-        });
-        println!(
-            "| delegation token, {alg}, bound, verified and turned into input | {us:.1} | {n} |"
-        );
+        // Interleaved, so both sources see the same machine.
+        for (source, iss) in [
+            ("JWKS file", ISSUER),
+            ("remote JWKS, cached", REMOTE_ISSUER),
+        ] {
+            let mut claims = claims.clone();
+            claims["iss"] = iss.into();
+            let token = common::sign_jws(alg, kid, &claims, &keys[key]);
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+            assert!(verify(&headers).unwrap().is_some());
+            let (us, n) = median_us(runs, limit, || {
+                black_box(verify(&headers)).ok();
+            });
+            println!(
+                "| delegation token, {alg}, bound, {source}, verified and turned into input | {us:.1} | {n} |"
+            );
+        }
     }
     let headers = HeaderMap::new();
     let (us, n) = median_us(runs, limit, || {
-        black_box(verifier.verify(black_box(&headers), &query, &cert_sha256, SystemTime::now()))
-            .ok();
+        black_box(verify(&headers)).ok();
     });
     println!("| no token (issuers configured) | {us:.2} | {n} |");
 

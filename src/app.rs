@@ -41,6 +41,10 @@ pub struct App {
     audit: (audit::Audit, audit::AuditWriter),
     revocations: Arc<revocations::Revocations>,
     delegation: Arc<delegation::Verifier>,
+    /// Keep remote issuers' keys current once serving; taken by [`App::serve`].
+    fetchers: Vec<delegation::jwks::Fetcher>,
+    /// regate as an OAuth protected resource (`oauth_resource:`).
+    resource: Option<Arc<proxy::resource::ProtectedResource>>,
     /// Serves /healthz, /readyz and /metrics alone (`--health-listen`).
     health_listener: Option<TcpListener>,
     /// `--shadow-policies`, loaded; none without the flag.
@@ -111,9 +115,16 @@ impl App {
             .map(|r| r.with_max(config.max_revocations))
             .map_err(|e| errors.push(error::chain(&e)))
             .ok();
+        let metrics = Arc::new(metrics::Metrics::new());
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
+        let fetchers = delegation.as_ref().and_then(|verifier| {
+            let staleness = config.delegation.max_staleness;
+            delegation::jwks::fetchers(verifier, staleness, &metrics)
+                .map_err(|es| errors.extend(es))
+                .ok()
+        });
         // A broken shadow set is reported with everything else, as a broken main set is (a
         // missing directory is already among the config's errors).
         let shadow = match config.shadow_policy_options() {
@@ -140,15 +151,22 @@ impl App {
             }
             _ => tls,
         };
-        match (tls, policies, audit, revocations, delegation) {
-            (Some(tls), Some(policies), Some(audit), Some(revocations), Some(delegation))
-                if errors.is_empty() =>
-            {
+        match (tls, policies, audit, revocations, delegation.zip(fetchers)) {
+            (
+                Some(tls),
+                Some(policies),
+                Some(audit),
+                Some(revocations),
+                Some((delegation, fetchers)),
+            ) if errors.is_empty() => {
                 let revocations = Arc::new(revocations);
+                let resource = config.oauth_resource.clone().map(|settings| {
+                    let header = delegation.token_header().cloned();
+                    Arc::new(proxy::resource::ProtectedResource::new(settings, header))
+                });
                 let delegation = Arc::new(delegation);
                 let tls: TlsStore = Arc::new(ArcSwap::from_pointee(tls));
                 let policies: PolicyStore = Arc::new(ArcSwap::from_pointee(policies));
-                let metrics = Arc::new(metrics::Metrics::new());
                 let shadow: Option<PolicyStore> =
                     shadow.map(|set| Arc::new(ArcSwap::from_pointee(set)));
                 let shadow_source = config.shadow_policy_options().zip(shadow.clone()).map(
@@ -179,6 +197,8 @@ impl App {
                     audit,
                     revocations,
                     delegation,
+                    fetchers,
+                    resource,
                     health_listener: None,
                     shadow,
                 })
@@ -240,7 +260,8 @@ impl App {
         ));
         let proxy = self.proxy(authority, stop.clone(), identities.clone());
         let health = self.health_listener.take();
-        let side = self.side_channels(&proxy, identities, admin, health)?;
+        let fetchers = std::mem::take(&mut self.fetchers);
+        let side = self.side_channels(&proxy, identities, admin, health, fetchers)?;
         // Every connection holds a sender; when the last is dropped, draining is done.
         let (drain, mut drained) = mpsc::channel::<()>(1);
         let limits = limits::ConnLimits::new(
@@ -306,6 +327,11 @@ impl App {
         let admission = proxy::Admission {
             rules: config.request_rules.clone(),
             delegation: self.delegation.clone(),
+            challenge: self
+                .resource
+                .as_ref()
+                .map(|r| r.challenge())
+                .unwrap_or_default(),
             inspection: proxy::Inspection {
                 limit: config.inspect_body_limit,
                 budget: limits::BodyBudget::new(
@@ -350,6 +376,7 @@ impl App {
                 upstream_per_connection: config.max_upstream_requests_per_connection,
             },
             recorder,
+            resource: self.resource.clone(),
             context: policy::input::context_value(&config.context),
             trust_domains: config.trust_domains.clone(),
             identities,
@@ -378,12 +405,16 @@ impl App {
         identities: Arc<identities::Inventory>,
         admin: Option<TcpListener>,
         health: Option<TcpListener>,
+        fetchers: Vec<delegation::jwks::Fetcher>,
     ) -> std::io::Result<SideChannels> {
         let reloading = tokio::spawn(
             self.reloader
                 .clone()
                 .run(self.config.watch, self.config.reload_interval),
         );
+        // Each remote issuer's keys, fetched now and kept current; until the first fetch
+        // lands, /readyz says regate is not ready.
+        let fetching = fetchers.into_iter().map(|f| tokio::spawn(f.run()));
         // The agent pushes rotations; they are published like a file reload.
         let following = self.config.spiffe_socket.clone().map(|endpoint| {
             let reloader = self.reloader.clone();
@@ -409,6 +440,7 @@ impl App {
             shadow: self.shadow.clone(),
             mode: self.config.mode,
             hosts: admin::AdminHosts::new(self.config.admin_hosts.clone()),
+            delegation: self.delegation.clone(),
         });
         let admin_task = match admin {
             Some(admin) => {
@@ -425,7 +457,11 @@ impl App {
             None => None,
         };
         Ok(SideChannels {
-            watching: [Some(reloading), following].into_iter().flatten().collect(),
+            watching: [Some(reloading), following]
+                .into_iter()
+                .flatten()
+                .chain(fetching)
+                .collect(),
             serving: [admin_task, health_task].into_iter().flatten().collect(),
         })
     }
@@ -433,7 +469,7 @@ impl App {
 
 /// What runs beside the request path while regate serves.
 struct SideChannels {
-    /// Reloads and the Workload API: stopped when shutdown begins.
+    /// Reloads, the Workload API, the JWKS fetchers: stopped when shutdown begins.
     watching: Vec<tokio::task::JoinHandle<()>>,
     /// The admin and health listeners: stopped last, so they say "draining" meanwhile.
     serving: Vec<tokio::task::JoinHandle<()>>,

@@ -8,9 +8,11 @@
 //! listener        accept, TLS handshake (tls), identity once per connection (tls::identity),
 //!                 connection limits (limits); HTTP/1.1 or HTTP/2 on the connection
 //!  └ proxy        Proxy::handle, per request:
+//!     0 resource    proxy::resource: the OAuth protected resource metadata, answered here
 //!     1 admission   proxy::admission: the head (request), trust in the caller
 //!                   (proxy::trust: the kill switch, certificate, trust domain), the
-//!                   delegation token (delegation), the JSON body (request::body)
+//!                   delegation token (delegation), the JSON body (request::body); the
+//!                   client's bearer token stripped (proxy::resource)
 //!     2 decision    proxy::decision: one evaluation per JSON-RPC call (policy: input,
 //!                   evaluator, cache); the shadow set asked beside (proxy::shadow)
 //!     3 effects     proxy::effects: audit mode, the policy's rewrites, a late revocation
@@ -29,7 +31,9 @@
 //! - [`request`]: what a request may carry before any policy: target, host, headers,
 //!   upgrades, JSON bodies (parsed so that every server reads them alike).
 //! - [`tls`]: the rustls server configuration, peer identities, the SPIFFE Workload API.
-//! - [`delegation`]: delegation tokens, verified before the policy (`input.delegation`).
+//! - [`delegation`]: delegation tokens, verified before the policy (`input.delegation`),
+//!   against each issuer's key store; its side channel `delegation::jwks` fetches remote
+//!   issuers' keys into those stores.
 //! - [`revocations`]: the kill switch, kept in a file and its journal; every change is
 //!   told once ([`revocations::record`]).
 //! - [`audit`]: decision records on their own stream: the writer thread, the hash chain,

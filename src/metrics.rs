@@ -43,6 +43,19 @@ const OWN_REASONS: &[&str] = &[
     "upstream_unreachable",
     "upstream_timeout",
     "upstream_error",
+    "token_invalid",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_issuer",
+    "token_audience",
+    "token_not_bound",
+    "token_binding",
+    "token_scheme_unsupported",
+    "token_in_query",
+    "token_missing",
+    "issuer_unavailable",
+    "insufficient_scope",
+    "resource_metadata",
 ];
 
 /// Why handshakes fail, as `regate_tls_handshake_failures_total{reason}` names it.
@@ -102,6 +115,17 @@ pub struct DisagreementLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    pub issuer: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BoundedReasonLabels {
     pub reason: Cow<'static, str>,
 }
@@ -116,6 +140,7 @@ pub struct Metrics {
     identities: IdentityMetrics,
     policy_reasons: RwLock<HashSet<String>>,
     shadow: ShadowMetrics,
+    jwks: JwksMetrics,
 }
 
 /// Requests by decision, their timings, and the upstream's failures.
@@ -458,6 +483,39 @@ impl ShadowMetrics {
     }
 }
 
+/// Remote issuers' key sets (docs/metrics.md). The issuer label is bounded by the config.
+struct JwksMetrics {
+    fetches: Family<FetchLabels, Counter>,
+    keys: Family<IssuerLabels, Gauge>,
+    age: Family<IssuerLabels, Gauge>,
+}
+
+impl JwksMetrics {
+    fn register(registry: &mut Registry) -> JwksMetrics {
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "regate_jwks_fetches",
+            "Fetches of a remote issuer's JWKS, by issuer and result (ok, unreachable, \
+             tls_error, timeout, http_status, http_error, invalid, discovery_failed)",
+            fetches.clone(),
+        );
+        let keys = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "regate_jwks_keys",
+            "Keys in the issuer's last good JWKS",
+            keys.clone(),
+        );
+        let age = Family::<IssuerLabels, Gauge>::default();
+        registry.register(
+            "regate_jwks_age_seconds",
+            "Seconds since the issuer's keys were last fetched or read; past \
+             --jwks-max-staleness, a remote issuer's tokens are refused (issuer_unavailable)",
+            age.clone(),
+        );
+        JwksMetrics { fetches, keys, age }
+    }
+}
+
 /// Why a connection was closed before it could send a request.
 pub const CONNECTION_REFUSALS: &[&str] = &["max_connections", "per_identity"];
 
@@ -502,6 +560,7 @@ impl Metrics {
             revocations: RevocationMetrics::register(&mut registry),
             identities: IdentityMetrics::register(&mut registry),
             shadow: ShadowMetrics::register(&mut registry),
+            jwks: JwksMetrics::register(&mut registry),
             policy_reasons: RwLock::default(),
             registry,
         }
@@ -691,6 +750,47 @@ impl Metrics {
             .certificate_expiry
             .get_or_create(&CertLabels { cert })
             .set(unix_seconds);
+    }
+
+    /// The series of a remote issuer, at 0 before its first fetch.
+    pub fn jwks_issuer(&self, issuer: &str) {
+        let issuer = issuer.to_string();
+        let _ = self.jwks.fetches.get_or_create(&FetchLabels {
+            issuer: issuer.clone(),
+            result: "ok",
+        });
+        let _ = self.jwks.keys.get_or_create(&IssuerLabels { issuer });
+    }
+
+    /// A fetch of `issuer`'s JWKS ended with `result`.
+    pub fn jwks_fetch(&self, issuer: &str, result: &'static str) {
+        self.jwks
+            .fetches
+            .get_or_create(&FetchLabels {
+                issuer: issuer.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// `issuer`'s last good JWKS holds `count` keys.
+    pub fn jwks_keys(&self, issuer: &str, count: usize) {
+        self.jwks
+            .keys
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_string(),
+            })
+            .set(count as i64);
+    }
+
+    /// `issuer`'s keys were last fetched (or read) this long ago; set before each scrape.
+    pub fn jwks_age(&self, issuer: &str, age: Duration) {
+        self.jwks
+            .age
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_string(),
+            })
+            .set(age.as_secs() as i64);
     }
 
     /// The OpenMetrics text exposition.

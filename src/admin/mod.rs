@@ -87,6 +87,21 @@ pub struct AdminState {
     pub mode: crate::config::Mode,
     /// `--admin-host`: names the admin listener answers to besides its addresses.
     pub hosts: AdminHosts,
+    /// The delegation issuers and their keys: not ready until every issuer has keys.
+    pub delegation: Arc<crate::delegation::Verifier>,
+}
+
+impl AdminState {
+    /// Ready: serving, not draining, and every delegation issuer's keys fetched at least
+    /// once. Keys gone stale later do not make regate unready: a provider's outage would
+    /// otherwise take every replica out of the load balancer, including for requests that
+    /// carry no token; those tokens are refused (`issuer_unavailable`) instead.
+    fn ready(&self) -> Result<(), String> {
+        match self.health.ready() {
+            true => self.delegation.ready(),
+            false => Err("not ready".into()),
+        }
+    }
 }
 
 /// The largest revocation request body read.
@@ -219,6 +234,7 @@ fn probes(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match req.uri().path() {
         "/metrics" => {
+            jwks_ages(state);
             let mut r = text(StatusCode::OK, state.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -229,9 +245,11 @@ fn probes(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.health.ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" if state.health.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => match state.ready() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -479,6 +497,53 @@ fn shadow_policy(shadow: &crate::policy::PolicySet) -> serde_json::Value {
     })
 }
 
+/// Each delegation issuer in `/status`: where its keys come from, which key ids it holds,
+/// when they were last fetched (or read), and the last fetch's error.
+fn issuers(verifier: &crate::delegation::Verifier) -> serde_json::Value {
+    use crate::delegation::KeySource;
+    let now = SystemTime::now();
+    let list: Vec<_> = verifier
+        .issuers()
+        .iter()
+        .map(|issuer| {
+            let keys = issuer.store.current();
+            let fetched = issuer.store.status();
+            let (source, file) = match &issuer.source {
+                KeySource::File(path) => ("jwks_file", Some(path.display().to_string())),
+                KeySource::Uri(_) => ("jwks_uri", None),
+                KeySource::Discovery => ("discovery", None),
+            };
+            json!({
+                "issuer": issuer.config.issuer,
+                "source": source,
+                "jwks_file": file,
+                "jwks_uri": fetched.jwks_uri,
+                "key_ids": keys.as_ref().map(|k| k.kids.clone()).unwrap_or_default(),
+                "keys_fetched_at": rfc3339(keys.as_ref().map(|k| k.fetched_at)),
+                "keys_age_seconds": keys.as_ref().map(|k| {
+                    now.duration_since(k.fetched_at).unwrap_or_default().as_secs()
+                }),
+                "usable": issuer.store.usable(now).is_some(),
+                "last_fetch": rfc3339(fetched.last_attempt),
+                "last_success": rfc3339(fetched.last_success),
+                "last_error": fetched.last_error,
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+/// The age of each issuer's keys, set just before the metrics are encoded.
+fn jwks_ages(state: &AdminState) {
+    let now = SystemTime::now();
+    for issuer in state.delegation.issuers() {
+        if let Some(keys) = issuer.store.current() {
+            let age = now.duration_since(keys.fetched_at).unwrap_or_default();
+            state.metrics.jwks_age(&issuer.config.issuer, age);
+        }
+    }
+}
+
 fn status(state: &AdminState) -> serde_json::Value {
     let policy = state.policies.load();
     let tls = state.tls.load();
@@ -489,7 +554,7 @@ fn status(state: &AdminState) -> serde_json::Value {
         "shadow_policy": state.shadow.as_ref().map(|store| shadow_policy(&store.load())),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "ready": state.health.ready(),
+        "ready": state.ready().is_ok(),
         "draining": state.health.draining(),
         "open_connections": state.metrics.open_connections(),
         "policy": {
@@ -522,6 +587,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             "generation": tls.ca_generation,
         },
         "decision_log": decision_log(state),
+        "delegation": {"issuers": issuers(&state.delegation)},
         "revocations": {
             "in_force": state.revocations.len(),
             "max": state.revocations.max(),

@@ -318,6 +318,16 @@ impl JwksKeys {
         }
         Ok(JwksKeys(keys))
     }
+
+    /// The keys' ids, in the set's order (a key without one is `""`).
+    pub fn kids(&self) -> Vec<String> {
+        self.0.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Whether a key of the set has this id.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.0.iter().any(|k| k.kid == kid)
+    }
 }
 
 /// Whether `sig` over `input` verifies under one of `keys`: the key `kid` names when the

@@ -20,6 +20,22 @@ pub(super) struct DelegationFile {
     pub(super) header: Option<String>,
     #[serde(default)]
     pub(super) require_token: bool,
+    pub(super) jwks_max_staleness: Option<String>,
+}
+
+/// The `oauth_resource:` section: regate as the OAuth 2.1 resource server in front of an
+/// MCP server (RFC 9728 metadata, RFC 8707 audiences).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OauthResourceFile {
+    pub(super) resource: Option<String>,
+    #[serde(default)]
+    pub(super) authorization_servers: Vec<String>,
+    #[serde(default)]
+    pub(super) scopes_supported: Vec<String>,
+    pub(super) require_token: Option<bool>,
+    #[serde(default)]
+    pub(super) forward_token: bool,
 }
 
 /// The YAML file: the same settings as the flags.
@@ -76,6 +92,7 @@ pub(super) struct FileSettings {
     pub(super) revocations: Option<String>,
     pub(super) max_revocations: Option<usize>,
     pub(super) delegation: Option<DelegationFile>,
+    pub(super) oauth_resource: Option<OauthResourceFile>,
     pub(super) inspect_body_limit: Option<String>,
     pub(super) inspect_body_budget: Option<String>,
     pub(super) inspect_body_budget_per_identity: Option<String>,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{DelegationFile, FileSettings};
+use super::file::{DelegationFile, FileSettings, OauthResourceFile};
 use super::{
     Checked, Config, LogFormat, Mode, RunArgs, Shadow, Upstream, UpstreamProtocol, DEFAULT_ADMIN,
     DEFAULT_LISTEN, DEFAULT_QUERY,
@@ -35,7 +35,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         base,
         errors: Vec::new(),
     };
-    let delegation = m.delegation();
+    let (delegation, oauth_resource) = m.delegation();
     let listeners = m.listeners();
     let upstream = m.upstream();
     let credentials = m.credentials();
@@ -54,6 +54,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         credentials,
         policy,
         delegation,
+        oauth_resource,
     };
     Checked {
         config: sections.into_config(),
@@ -155,6 +156,7 @@ struct Sections {
     /// The revocation file and the most revocations in force.
     revocations: (Option<PathBuf>, usize),
     delegation: crate::delegation::Settings,
+    oauth_resource: Option<crate::proxy::resource::Settings>,
     request_rules: crate::request::Rules,
     shadow: Option<Shadow>,
     mode: Mode,
@@ -174,6 +176,7 @@ impl Sections {
             connections,
             revocations,
             delegation,
+            oauth_resource,
             request_rules,
             shadow,
             mode,
@@ -219,6 +222,7 @@ impl Sections {
             revocations: revocations.0,
             max_revocations: revocations.1,
             delegation,
+            oauth_resource,
             inspect_body_limit: body.limit,
             inspect_body_budget: body.budget,
             inspect_body_budget_per_identity: body.budget_per_identity,
@@ -629,14 +633,32 @@ impl Merge {
         (path, max)
     }
 
-    /// The delegation token issuers, from the file's section and the flags.
-    fn delegation(&mut self) -> crate::delegation::Settings {
-        delegation_settings(
+    /// The delegation token issuers, from the file's section and the flags; and
+    /// `oauth_resource:`, which relies on them.
+    fn delegation(
+        &mut self,
+    ) -> (
+        crate::delegation::Settings,
+        Option<crate::proxy::resource::Settings>,
+    ) {
+        let mut delegation = delegation_settings(
             &self.args,
             self.file.delegation.as_ref(),
             &self.base,
             &mut self.errors,
-        )
+        );
+        let resource = oauth_resource(
+            self.file.oauth_resource.take(),
+            &mut delegation,
+            &mut self.errors,
+        );
+        if delegation.require_token && delegation.issuers.is_empty() {
+            self.errors.push(
+                "delegation: require_token is set, but no issuer is configured to verify a token"
+                    .to_string(),
+            );
+        }
+        (delegation, resource)
     }
 
     /// What a request may carry: upgrades, underscore headers, client claims kept.
@@ -757,7 +779,9 @@ fn shadow_settings(
 }
 
 /// The delegation token issuers from the file and the flags, with paths made relative to the
-/// file; each JWKS file must exist.
+/// file. Each names exactly one key source: a JWKS file that exists, a JWKS URL, or
+/// discovery; URLs are https (http on loopback only). An issuer that does not is reported
+/// and left out.
 fn delegation_issuers(
     args: &RunArgs,
     file: Option<&DelegationFile>,
@@ -769,15 +793,19 @@ fn delegation_issuers(
         .unwrap_or_default()
         .into_iter()
         .map(|mut i| {
-            i.jwks_file = base.join(&i.jwks_file);
+            i.jwks_file = i.jwks_file.map(|f| base.join(f));
+            i.ca = i.ca.map(|f| base.join(f));
             i
         })
         .collect();
-    if let (Some(issuer), Some(jwks)) = (&args.delegation_issuer, &args.delegation_jwks) {
+    if let Some(issuer) = &args.delegation_issuer {
         issuers.push(crate::delegation::IssuerConfig {
             issuer: issuer.clone(),
             audiences: args.delegation_audience.clone(),
-            jwks_file: jwks.clone(),
+            jwks_file: args.delegation_jwks.clone(),
+            jwks_uri: args.delegation_jwks_uri.clone(),
+            discovery: args.delegation_discovery,
+            ca: args.delegation_ca.clone(),
             algorithms: match args.delegation_algorithm.is_empty() {
                 true => vec!["ES256".into(), "RS256".into()],
                 false => args.delegation_algorithm.clone(),
@@ -785,16 +813,70 @@ fn delegation_issuers(
             require_binding: args.delegation_require_binding,
         });
     }
-    for issuer in &issuers {
-        if !issuer.jwks_file.is_file() {
-            errors.push(format!(
-                "delegation: issuer {}: JWKS file {} does not exist",
-                issuer.issuer,
-                issuer.jwks_file.display()
-            ));
+    issuers.retain(|issuer| {
+        let problems = key_source_problems(issuer);
+        let ok = problems.is_empty();
+        errors.extend(problems);
+        ok
+    });
+    issuers
+}
+
+/// What is wrong with an issuer's key source, each problem once.
+fn key_source_problems(issuer: &crate::delegation::IssuerConfig) -> Vec<String> {
+    use crate::delegation::jwks::fetch::check_url;
+    use crate::delegation::KeySource;
+    let name = &issuer.issuer;
+    let mut problems = Vec::new();
+    match issuer.source() {
+        None => problems.push(format!(
+            "delegation: issuer {name}: name exactly one of jwks_file, jwks_uri and discovery: true"
+        )),
+        Some(KeySource::File(path)) if !path.is_file() => problems.push(format!(
+            "delegation: issuer {name}: JWKS file {} does not exist",
+            path.display()
+        )),
+        Some(KeySource::File(_)) => {}
+        Some(KeySource::Uri(uri)) => {
+            if let Err(e) = check_url(&uri) {
+                problems.push(format!("delegation: issuer {name}: jwks_uri {e}"));
+            }
+        }
+        Some(KeySource::Discovery) => {
+            if let Err(e) = check_url(name) {
+                problems.push(format!("delegation: issuer {name}: discovery: {e}"));
+            }
         }
     }
-    issuers
+    match &issuer.ca {
+        Some(ca) if !ca.is_file() => problems.push(format!(
+            "delegation: issuer {name}: ca {} does not exist",
+            ca.display()
+        )),
+        Some(_) if issuer.jwks_file.is_some() => problems.push(format!(
+            "delegation: issuer {name}: ca is for fetching keys; a jwks_file is not fetched"
+        )),
+        _ => {}
+    }
+    problems
+}
+
+/// A duration setting of the delegation section: the flag's, else the file's, else
+/// `default`.
+fn delegation_duration(
+    name: &str,
+    flag: Option<&String>,
+    file: Option<&String>,
+    default: Duration,
+    errors: &mut Vec<String>,
+) -> Duration {
+    match flag.or(file) {
+        None => default,
+        Some(t) => parse_duration(t).unwrap_or_else(|| {
+            errors.push(format!("{name}: {t:?} is not a duration like 30s"));
+            default
+        }),
+    }
 }
 
 /// The delegation settings from the file's section and the flags: issuers, leeway, header.
@@ -805,19 +887,26 @@ fn delegation_settings(
     errors: &mut Vec<String>,
 ) -> crate::delegation::Settings {
     let issuers = delegation_issuers(args, file, base, errors);
-    let leeway_text = args
-        .delegation_leeway
-        .clone()
-        .or_else(|| file.and_then(|f| f.leeway.clone()));
-    let leeway = match leeway_text {
-        None => Duration::from_secs(30),
-        Some(t) => parse_duration(&t).unwrap_or_else(|| {
-            errors.push(format!(
-                "delegation-leeway: {t:?} is not a duration like 30s"
-            ));
-            Duration::from_secs(30)
-        }),
-    };
+    let leeway = delegation_duration(
+        "delegation-leeway",
+        args.delegation_leeway.as_ref(),
+        file.and_then(|f| f.leeway.as_ref()),
+        Duration::from_secs(30),
+        errors,
+    );
+    let max_staleness = delegation_duration(
+        "jwks-max-staleness",
+        args.jwks_max_staleness.as_ref(),
+        file.and_then(|f| f.jwks_max_staleness.as_ref()),
+        crate::delegation::DEFAULT_MAX_STALENESS,
+        errors,
+    );
+    if max_staleness < Duration::from_secs(2) {
+        errors.push(format!(
+            "jwks-max-staleness: {max_staleness:?} leaves no time to fetch the keys again; \
+             give at least 2s"
+        ));
+    }
     let header_text = args
         .delegation_header
         .clone()
@@ -831,18 +920,76 @@ fn delegation_settings(
         }
     });
     let require_token = args.delegation_require_token || file.is_some_and(|f| f.require_token);
-    if require_token && issuers.is_empty() {
-        errors.push(
-            "delegation: require_token is set, but no issuer is configured to verify a token"
-                .to_string(),
-        );
-    }
     crate::delegation::Settings {
         issuers,
         leeway,
         header,
         require_token,
+        required_audience: None,
+        max_staleness,
     }
+}
+
+/// `oauth_resource:`, checked against the delegation issuers it relies on; the delegation
+/// settings then require its audience in every token (RFC 8707), and a token on every
+/// request if `require_token`. An issuer without audiences takes the resource as its one.
+fn oauth_resource(
+    file: Option<OauthResourceFile>,
+    delegation: &mut crate::delegation::Settings,
+    errors: &mut Vec<String>,
+) -> Option<crate::proxy::resource::Settings> {
+    let file = file?;
+    let Some(resource) = file.resource else {
+        errors.push("oauth_resource: resource is missing (the MCP server's canonical URI)".into());
+        return None;
+    };
+    if let Err(e) = crate::proxy::resource::check_resource(&resource) {
+        errors.push(format!("oauth_resource: resource {e}"));
+    }
+    if delegation.issuers.is_empty() {
+        errors.push(
+            "oauth_resource: needs a delegation issuer to verify the tokens it asks for".into(),
+        );
+    }
+    let issuers: Vec<String> = delegation
+        .issuers
+        .iter()
+        .map(|i| i.issuer.clone())
+        .collect();
+    let authorization_servers = match file.authorization_servers.is_empty() {
+        true => issuers.clone(),
+        false => file.authorization_servers,
+    };
+    for server in authorization_servers
+        .iter()
+        .filter(|s| !issuers.contains(s))
+    {
+        errors.push(format!(
+            "oauth_resource: authorization server {server} is not a delegation issuer; \
+             regate could not verify the tokens it issues"
+        ));
+    }
+    for scope in &file.scopes_supported {
+        if !crate::proxy::resource::is_scope_token(scope) {
+            errors.push(format!(
+                "oauth_resource: scope {scope:?} is not a scope token (RFC 6749 §3.3)"
+            ));
+        }
+    }
+    let require_token = file.require_token.unwrap_or(true);
+    for issuer in delegation.issuers.iter_mut() {
+        if issuer.audiences.is_empty() {
+            issuer.audiences.push(resource.clone());
+        }
+    }
+    delegation.required_audience = Some(resource.clone());
+    delegation.require_token |= require_token;
+    Some(crate::proxy::resource::Settings {
+        resource,
+        authorization_servers,
+        scopes_supported: file.scopes_supported,
+        forward_token: file.forward_token,
+    })
 }
 
 /// The upgrade allowlist, the underscore mode and the kept client claims, checked.

@@ -173,14 +173,27 @@ pub struct RunArgs {
     /// A delegation token issuer whose tokens (`Authorization: Bearer`) are verified before
     /// policy and shown to it as input.delegation; the `delegation:` section of --config
     /// takes several.
-    #[arg(long, value_name = "URL", requires_all = ["delegation_audience", "delegation_jwks"])]
+    #[arg(long, value_name = "URL")]
     pub delegation_issuer: Option<String>,
     /// An audience the token must name (repeatable).
     #[arg(long, value_name = "AUD")]
     pub delegation_audience: Vec<String>,
     /// The issuer's JWKS file, re-read when it changes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["delegation_jwks_uri", "delegation_discovery"])]
     pub delegation_jwks: Option<PathBuf>,
+    /// The issuer's JWKS URL (https; http on loopback only), fetched and kept current.
+    #[arg(long, value_name = "URL", conflicts_with = "delegation_discovery")]
+    pub delegation_jwks_uri: Option<String>,
+    /// Find the issuer's JWKS URL in its OpenID Connect (or RFC 8414) metadata.
+    #[arg(long)]
+    pub delegation_discovery: bool,
+    /// PEM roots the issuer's HTTPS certificate must chain to [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub delegation_ca: Option<PathBuf>,
+    /// How long after the last successful fetch a remote issuer's keys are still used while
+    /// its provider fails; past it, its tokens are refused (issuer_unavailable) [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub jwks_max_staleness: Option<String>,
     /// An accepted algorithm (repeatable) [default: ES256, RS256].
     #[arg(long, value_name = "ALG")]
     pub delegation_algorithm: Vec<String>,
@@ -292,6 +305,9 @@ pub struct Config {
     pub max_revocations: usize,
     /// Delegation token issuers; none: tokens are not verified, and the policy sees none.
     pub delegation: crate::delegation::Settings,
+    /// regate as an OAuth protected resource (`oauth_resource:`); none: no metadata, and
+    /// 401s without `resource_metadata`.
+    pub oauth_resource: Option<crate::proxy::resource::Settings>,
     /// Bytes of a JSON body read for the policy; zero: none.
     pub inspect_body_limit: usize,
     /// Bytes of bodies held for the policy at once, in all and per identity.

@@ -376,3 +376,92 @@ fn edit_distance_counts_a_swap_as_one() {
     assert_eq!(file::edit_distance("", "key"), 3);
     assert_eq!(file::edit_distance("mode", "mode"), 0);
 }
+
+#[test]
+fn an_issuer_names_exactly_one_key_source_fetched_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "delegation:\n  issuers:\n\
+         \x20   - {issuer: https://a.example, jwks_file: jwks.json, discovery: true, algorithms: [ES256], audiences: [x]}\n\
+         \x20   - {issuer: https://b.example, jwks_uri: http://b.example/keys, algorithms: [ES256], audiences: [x]}\n\
+         \x20   - {issuer: http://c.example, discovery: true, algorithms: [ES256], audiences: [x]}\n\
+         \x20   - {issuer: https://d.example, algorithms: [ES256], audiences: [x]}\n\
+         \x20   - {issuer: https://e.example, jwks_uri: http://127.0.0.1:9/keys, ca: missing.pem, algorithms: [ES256], audiences: [x]}\n\
+         \x20   - {issuer: https://f.example, jwks_uri: https://f.example/keys, algorithms: [ES256], audiences: [x]}\n\
+         jwks_max_staleness: 1s\n"
+            .replace("jwks_max_staleness", "  jwks_max_staleness"),
+    )
+    .unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    let text = checked.errors.join("\n");
+    for needle in [
+        "issuer https://a.example: name exactly one of",
+        "issuer https://b.example: jwks_uri",
+        "issuer http://c.example: discovery",
+        "issuer https://d.example: name exactly one of",
+        "issuer https://e.example: ca",
+        "jwks-max-staleness",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert!(!text.contains("f.example"), "{text}");
+    let issuers: Vec<_> = checked
+        .config
+        .delegation
+        .issuers
+        .iter()
+        .map(|i| i.issuer.as_str())
+        .collect();
+    assert_eq!(
+        issuers,
+        ["https://f.example"],
+        "the others are reported and left out"
+    );
+}
+
+#[test]
+fn the_oauth_resource_is_every_tokens_audience_and_relies_on_the_issuers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "delegation:\n  issuers:\n\
+         \x20   - {issuer: https://idp.example.org, discovery: true, algorithms: [ES256]}\n\
+         oauth_resource:\n  resource: https://mcp.example.org/mcp\n  scopes_supported: [tools:read]\n",
+    )
+    .unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    let delegation = &checked.config.delegation;
+    assert_eq!(
+        delegation.required_audience.as_deref(),
+        Some("https://mcp.example.org/mcp")
+    );
+    assert_eq!(
+        delegation.issuers[0].audiences,
+        ["https://mcp.example.org/mcp"]
+    );
+    assert!(delegation.require_token, "a token is required by default");
+    let resource = checked.config.oauth_resource.unwrap();
+    assert_eq!(resource.authorization_servers, ["https://idp.example.org"]);
+    assert!(!resource.forward_token);
+
+    std::fs::write(
+        &file,
+        "oauth_resource:\n  resource: http://mcp.example.org/mcp\n  \
+         authorization_servers: [https://elsewhere.example]\n  scopes_supported: [\"two words\"]\n",
+    )
+    .unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    let text = checked.errors.join("\n");
+    for needle in [
+        "oauth_resource: resource",
+        "needs a delegation issuer",
+        "authorization server https://elsewhere.example is not a delegation issuer",
+        "scope \"two words\"",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}

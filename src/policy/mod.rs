@@ -140,6 +140,9 @@ pub struct Decision {
     pub query_set: Vec<(String, String)>,
     /// `query_parameters_to_remove`: names dropped from the upstream request's query on allow.
     pub query_remove: Vec<String>,
+    /// `required_scope`: on a deny, the scopes a token would need (a 403 `insufficient_scope`
+    /// challenge, MCP's step-up).
+    pub required_scope: Vec<String>,
     /// Set when evaluation failed; for the diagnostic log only, never sent to the client.
     pub error: Option<String>,
     pub eval_ns: u64,
@@ -160,6 +163,7 @@ impl Decision {
             remove_headers: Vec::new(),
             query_set: Vec::new(),
             query_remove: Vec::new(),
+            required_scope: Vec::new(),
             error: None,
             eval_ns: 0,
             cached: false,
@@ -732,16 +736,22 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         Some(_) => return Err("`allowed` is not a boolean".into()),
         None => return Err("the result object has no `allowed`".into()),
     };
+    let required_scope = required_scope(field("required_scope"), allowed)?;
     let reason = match field("reason") {
+        None if !required_scope.is_empty() => Cow::Borrowed("insufficient_scope"),
         None => Cow::Borrowed(if allowed { "allowed" } else { "denied" }),
         Some(Value::String(s)) => Cow::Owned(s.to_string()),
         Some(_) => return Err("`reason` is not a string".into()),
     };
     let headers = |name| field(name).map_or(Ok(Vec::new()), |v| header_list(v, name));
+    let status = http_status(field("http_status"), allowed)?;
+    if !required_scope.is_empty() && status != StatusCode::FORBIDDEN {
+        return Err("`required_scope` asks for a 403; `http_status` says otherwise".into());
+    }
     Ok(Decision {
         allowed,
         reason,
-        status: http_status(field("http_status"), allowed)?,
+        status,
         body: deny_body(field("body"))?,
         headers: headers("headers")?,
         response_headers: headers("response_headers_to_add")?,
@@ -750,6 +760,7 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
             string_pairs(v, "query_parameters_to_set")
         })?,
         query_remove: query_to_remove(field("query_parameters_to_remove"))?,
+        required_scope,
         error: None,
         eval_ns: 0,
         cached: false,
@@ -777,6 +788,40 @@ fn http_status(value: Option<&Value>, allowed: bool) -> Result<StatusCode, Strin
         ));
     }
     Ok(status)
+}
+
+/// `required_scope`: a scope token, or a list of them, on a deny only (an allow that asks for
+/// more scope says two things at once). Each must be a scope token (RFC 6749 §3.3), so the
+/// challenge carries it as it is.
+fn required_scope(value: Option<&Value>, allowed: bool) -> Result<Vec<String>, String> {
+    let scopes: Vec<&Value> = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(v) => vec![v],
+    };
+    if allowed {
+        return Err("`required_scope` on an allow; asking for more scope is a deny".into());
+    }
+    let scopes = scopes
+        .into_iter()
+        .map(|s| match s {
+            Value::String(s) if is_scope_token(s) => Ok(s.to_string()),
+            _ => Err("`required_scope` holds something other than a scope token".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match scopes.is_empty() {
+        true => Err("`required_scope` is an empty list".into()),
+        false => Ok(scopes),
+    }
+}
+
+/// A scope token (RFC 6749 §3.3: `NQCHAR`s, no space, quote or backslash), so it can go into
+/// a quoted `scope="…"` of a challenge as it is.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 /// `body`: a string as it is, anything else as JSON.

@@ -393,3 +393,35 @@ fn a_query_below_a_rule_with_nothing_below_it_is_refused() {
             .unwrap_or_else(|e| panic!("{query}: {e:?}"));
     }
 }
+
+#[test]
+fn required_scope_is_a_deny_asking_for_scope_tokens() {
+    let rule = |result: &str| {
+        decide(
+            &[("p.rego", &format!("package t\nallow := {result}\n"))],
+            "data.t.allow",
+        )
+    };
+    let d = rule(r#"{"allowed": false, "required_scope": "tools:call"}"#);
+    assert_eq!(d.required_scope, ["tools:call"]);
+    assert_eq!(
+        d.reason, "insufficient_scope",
+        "the reason when the policy gives none"
+    );
+    assert_eq!(d.status, StatusCode::FORBIDDEN);
+    let d = rule(r#"{"allowed": false, "reason": "needs_call", "required_scope": ["a", "b:c"]}"#);
+    assert_eq!(d.required_scope, ["a", "b:c"]);
+    assert_eq!(d.reason, "needs_call");
+    for bad in [
+        r#"{"allowed": true, "required_scope": "tools:call"}"#,
+        r#"{"allowed": false, "required_scope": "two words"}"#,
+        r#"{"allowed": false, "required_scope": []}"#,
+        r#"{"allowed": false, "required_scope": 7}"#,
+        r#"{"allowed": false, "required_scope": "x", "http_status": 401}"#,
+    ] {
+        let d = rule(bad);
+        assert!(!d.allowed, "{bad}");
+        assert_eq!(d.reason, "policy_invalid_result", "{bad}");
+        assert!(d.required_scope.is_empty(), "{bad}");
+    }
+}

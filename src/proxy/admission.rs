@@ -31,6 +31,9 @@ pub struct Admission {
     pub rules: request::Rules,
     /// Delegation tokens, verified before any policy.
     pub delegation: Arc<Verifier>,
+    /// What a 401 for a token says besides its error (`oauth_resource:`: where the
+    /// resource's metadata is, which scopes to ask for).
+    pub challenge: super::resource::Challenge,
     /// How JSON bodies are read for the policy.
     pub inspection: Inspection,
     /// `--replace-request-id`: the upstream always gets regate's own `x-request-id`.
@@ -80,12 +83,15 @@ impl Admission {
         let now = SystemTime::now();
         // A token is verified whoever presents it; whether the caller is trusted at all is
         // answered first, and a token that does not verify is refused (401) only then.
-        let token = self.delegation.verify(
-            &parts.headers,
-            &prepared.target.query,
-            &conn.cert_sha256,
-            now,
-        );
+        let token = self
+            .delegation
+            .verify(
+                &parts.headers,
+                &prepared.target.query,
+                &conn.cert_sha256,
+                now,
+            )
+            .await;
         let jti = token
             .as_ref()
             .ok()
@@ -93,7 +99,9 @@ impl Admission {
             .and_then(|d| d.jti.as_deref());
         let mut refused = trust.refusal(conn, jti, now);
         match token {
-            Err(e) if refused.is_none() => return Err(ProxyError::Unauthenticated(e)),
+            Err(e) if refused.is_none() => {
+                return Err(ProxyError::Unauthenticated(e, self.challenge.clone()))
+            }
             Err(_) => {}
             Ok(delegation) => noted.delegation = delegation,
         }

@@ -1,11 +1,13 @@
 //! Step 3 of a request: what the decision does to it.
 //!
 //! A deny is answered, unless the policy made it in `--mode audit`: then the request goes on
-//! as it came, recorded as `would_deny`, and nothing of the deny applies. An allow rewrites
-//! the request as the policy said (headers to remove and to set, query parameters to remove
-//! and to set). Last, the kill switch is asked again: a revocation that landed while the body
-//! was read or the policy ran still stops the request. A policy that failed is logged here,
-//! at most once a second, with credentials kept out.
+//! as it came, recorded as `would_deny`, and nothing of the deny applies. A deny that names
+//! `required_scope` is answered as a step-up challenge (a 403 `insufficient_scope`,
+//! `super::resource`). An allow rewrites the request as the policy said (headers to remove
+//! and to set, query parameters to remove and to set). Last, the kill switch is asked again:
+//! a revocation that landed while the body was read or the policy ran still stops the
+//! request. A policy that failed is logged here, at most once a second, with credentials
+//! kept out.
 
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ pub struct Context<'a> {
     pub trust: &'a Trust,
     pub recorder: &'a Recorder,
     pub revision: &'a Arc<str>,
+    /// regate as an OAuth protected resource, whose metadata a step-up challenge names.
+    pub resource: Option<&'a super::resource::ProtectedResource>,
 }
 
 /// Apply `decided` to the admitted request; `body` is what will be forwarded.
@@ -62,7 +66,10 @@ pub fn apply(
     if !decision.allowed {
         // regate's own refusals always refuse; the policy's only when enforced.
         if !by_policy || cx.decider.enforces() {
-            return Err(ProxyError::Denied(Box::new(decision)));
+            return Err(match decision.required_scope.is_empty() {
+                true => ProxyError::Denied(Box::new(decision)),
+                false => super::resource::step_up(decision, noted, cx.resource),
+            });
         }
         // Audit mode forwards the request as it came; what the policy's answer would have
         // added to the deny (status, body, headers) applies to nothing.

@@ -11,6 +11,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 use thiserror::Error;
 
+use super::resource::Challenge;
 use super::Body;
 use crate::policy::Decision;
 use crate::request::body::InspectError;
@@ -26,7 +27,10 @@ pub enum ProxyError {
     /// A delegation token that does not verify: an authentication failure, never a policy
     /// question.
     #[error("delegation token refused: {}", .0.reason())]
-    Unauthenticated(crate::delegation::TokenError),
+    Unauthenticated(crate::delegation::TokenError, Challenge),
+    /// The policy denied, asking for more scope (`required_scope`): MCP's step-up.
+    #[error("denied, more scope required: {}", .0.reason)]
+    InsufficientScope(Box<Decision>, Challenge),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     /// A JSON body with a key repeated in one object, or two keys equal but for case: the
@@ -57,7 +61,8 @@ impl ProxyError {
         match self {
             ProxyError::Denied(d) => d.status,
             ProxyError::Refused(e) => e.status(),
-            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Unauthenticated(..) => StatusCode::UNAUTHORIZED,
+            ProxyError::InsufficientScope(..) => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) | ProxyError::AmbiguousBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Inspect(InspectError::Read(_)) => StatusCode::BAD_REQUEST,
@@ -73,9 +78,9 @@ impl ProxyError {
     /// The short, bounded reason recorded in the decision log.
     pub fn reason(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
-            ProxyError::Denied(d) => return d.reason.clone(),
+            ProxyError::Denied(d) | ProxyError::InsufficientScope(d, _) => return d.reason.clone(),
             ProxyError::Refused(e) => e.reason(),
-            ProxyError::Unauthenticated(e) => e.reason(),
+            ProxyError::Unauthenticated(e, _) => e.reason(),
             ProxyError::BadRequest(_) => "invalid_request",
             ProxyError::AmbiguousBody => "ambiguous_body",
             ProxyError::BodyTimeout => "body_timeout",
@@ -135,14 +140,21 @@ impl ProxyError {
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let ProxyError::Unauthenticated(e) = self {
+        if let ProxyError::Unauthenticated(e, challenge) = &self {
             // RFC 6750 §3: the token is what failed, not the client's certificate.
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(e.challenge()),
+                bearer(e.error_code(), challenge),
             );
         }
-        if let ProxyError::Denied(d) = self {
+        if let ProxyError::InsufficientScope(_, challenge) = &self {
+            // RFC 6750 §3.1, and MCP's step-up: the token is good, its scope is short.
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                bearer(Some("insufficient_scope"), challenge),
+            );
+        }
+        if let ProxyError::Denied(d) | ProxyError::InsufficientScope(d, _) = self {
             let headers = response.headers_mut();
             for (name, value) in d.headers.into_iter().chain(d.response_headers) {
                 if name == CONTENT_TYPE {
@@ -170,6 +182,11 @@ struct Problem<'a> {
 fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<Body> {
     let detail = match err {
         ProxyError::Denied(d) => format!("request denied: {}", d.reason),
+        ProxyError::InsufficientScope(d, challenge) => format!(
+            "request denied: {}; a token with scope \"{}\" may be allowed",
+            d.reason,
+            challenge.scope.as_deref().unwrap_or_default()
+        ),
         other => other.to_string(),
     };
     let doc = Problem {
@@ -187,4 +204,26 @@ fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<B
         HeaderValue::from_static("application/problem+json"),
     );
     r
+}
+
+/// A `WWW-Authenticate: Bearer` challenge (RFC 6750 §3, RFC 9728 §5.1): the error code, the
+/// scope, the metadata URL, each when there is one. Scopes are checked scope tokens and the
+/// URL a checked URI, so neither needs escaping; a value that is no header value anyway
+/// leaves the bare scheme.
+fn bearer(error: Option<&str>, challenge: &Challenge) -> HeaderValue {
+    let mut params = Vec::new();
+    if let Some(error) = error {
+        params.push(format!("error=\"{error}\""));
+    }
+    if let Some(scope) = &challenge.scope {
+        params.push(format!("scope=\"{scope}\""));
+    }
+    if let Some(url) = &challenge.resource_metadata {
+        params.push(format!("resource_metadata=\"{url}\""));
+    }
+    match params.is_empty() {
+        true => HeaderValue::from_static("Bearer"),
+        false => HeaderValue::from_str(&format!("Bearer {}", params.join(", ")))
+            .unwrap_or(HeaderValue::from_static("Bearer")),
+    }
 }

@@ -13,6 +13,11 @@
 //! 5. [`record`]: one decision record, once the response head is ready (or the client went
 //!    away).
 //!
+//! Before the first step, [`resource`] answers the OAuth protected resource metadata itself
+//! (`oauth_resource:`), recorded without the policy; after admission, it strips the client's
+//! bearer token from what the upstream gets, and after the decision it turns a deny asking
+//! for more scope into a step-up challenge.
+//!
 //! [`Connection`] holds what is known once per connection. The policy set is read once, at
 //! the request's start, so a reload applies to the next request on an open connection.
 //! Responses for anything but a forwarded request are built in [`error`]; every response's
@@ -25,6 +30,7 @@ pub mod effects;
 pub mod error;
 pub mod forward;
 pub mod record;
+pub mod resource;
 pub mod response;
 pub mod shadow;
 pub mod trust;
@@ -47,6 +53,7 @@ use effects::Allowed;
 use error::ProxyError;
 use forward::Upstream;
 use record::{Noted, Pending, Recorder, Seen};
+use resource::ProtectedResource;
 pub use response::Body;
 use response::Held;
 use trust::Trust;
@@ -59,6 +66,8 @@ pub struct Proxy {
     pub upstream: Upstream,
     pub limits: Limits,
     pub recorder: Recorder,
+    /// regate as an OAuth protected resource (`oauth_resource:`), if it is one.
+    pub resource: Option<Arc<ProtectedResource>>,
     /// `--context` labels, the same in every input.
     pub context: Value,
     /// `--trust-domain`: a caller from another is denied before any policy.
@@ -69,6 +78,12 @@ pub struct Proxy {
     pub changes: watch::Receiver<u64>,
     /// True once shutdown has begun.
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// What steps 1 to 3 make of a request: one to forward, or one regate answered itself.
+enum Authorized {
+    Forward(Allowed),
+    Answered(resource::Answer),
 }
 
 /// Bounds on what the proxy sends upstream.
@@ -102,6 +117,15 @@ impl Proxy {
             .authorize(conn, parts, &mut body, &seen, &policies, &mut record.noted)
             .await;
         let (mut response, held) = match authorized {
+            Ok(Authorized::Answered(answer)) => {
+                record.allowed(&answer.decision);
+                let unread = body.take().map(response::Unread);
+                let held = Held {
+                    _unread: unread,
+                    ..Held::default()
+                };
+                (answer.response, held)
+            }
             Err(err) => {
                 record.denied(&err);
                 let response = err.into_response(&seen.request_id);
@@ -114,7 +138,7 @@ impl Proxy {
                     },
                 )
             }
-            Ok(allowed) => {
+            Ok(Authorized::Forward(allowed)) => {
                 record.allowed(&allowed.decision);
                 self.forward_recorded(conn, allowed, &seen, &mut record)
                     .await
@@ -129,7 +153,8 @@ impl Proxy {
     }
 
     /// Steps 1 to 3: admission, decision, effects. On allow, the request as it will be
-    /// forwarded; `body` is taken when it is read or forwarded.
+    /// forwarded; `body` is taken when it is read or forwarded. The resource metadata is
+    /// answered before them.
     async fn authorize(
         &self,
         conn: &Connection,
@@ -138,11 +163,18 @@ impl Proxy {
         seen: &Seen,
         policies: &Arc<PolicySet>,
         noted: &mut Noted,
-    ) -> Result<Allowed, ProxyError> {
-        let admitted = self
+    ) -> Result<Authorized, ProxyError> {
+        let resource = self.resource.as_deref();
+        if let Some(answer) = resource.and_then(|r| r.answer(&parts.method, &seen.path)) {
+            return Ok(Authorized::Answered(answer));
+        }
+        let mut admitted = self
             .admission
             .admit(&self.trust, conn, parts, body, seen, noted)
             .await?;
+        if let Some(resource) = resource {
+            resource.strip_token(&mut admitted.parts.headers);
+        }
         let decided = self
             .decider
             .decide(conn, &admitted, seen, policies, &self.recorder, noted)
@@ -152,8 +184,9 @@ impl Proxy {
             trust: &self.trust,
             recorder: &self.recorder,
             revision: &policies.revision,
+            resource,
         };
-        effects::apply(&cx, conn, admitted, decided, body, seen, noted)
+        effects::apply(&cx, conn, admitted, decided, body, seen, noted).map(Authorized::Forward)
     }
 
     /// Step 4, with what the record says of it: the upstream's status and time, or why it

@@ -146,7 +146,7 @@ impl<'a> Pending<'a> {
     }
 
     pub fn denied(&mut self, err: &ProxyError) {
-        if let ProxyError::Denied(d) = err {
+        if let ProxyError::Denied(d) | ProxyError::InsufficientScope(d, _) = err {
             self.eval_ns = d.eval_ns;
             self.cached = d.cached;
         } else {

@@ -1,197 +1,104 @@
-//! Delegation tokens: a JWT an agent presents (`Authorization: Bearer`, or a configured
-//! header) to say on whose behalf it acts, verified here before any policy.
+//! The request path's half of delegation: the token of one request, verified against the
+//! keys its issuer's [`KeyStore`] holds (signature, `kid`, an allowed algorithm, `exp` and
+//! `nbf` with the configured leeway, `iss`, `aud`), and, when it carries `cnf.x5t#S256`
+//! (RFC 8705), bound to the certificate of this very connection: a token lifted from one
+//! agent is useless to another. A verified token becomes `input.delegation`; a bad one is a
+//! [`TokenError`]. No token, no `input.delegation`: the policy decides.
 //!
-//! The certificate proves *what* the caller is; the token says for *whom* and with what
-//! scope. A token is verified against the JWKS of the issuer it names (signature, `kid`, an
-//! allowed algorithm, `exp` and `nbf` with the configured leeway, `iss`, `aud`), and, when it
-//! carries `cnf.x5t#S256` (RFC 8705), must be bound to the certificate of this very
-//! connection: a token lifted from one agent is useless to another. A verified token becomes
-//! `input.delegation`; a bad one is an authentication failure (401), and the policy is never
-//! asked. No token, no `input.delegation`: the policy decides.
-//!
-//! Verification reuses the JWS code of the policy builtins (`policy::builtins::jwt`), which
-//! is checked against answers recorded from OPA. JWKS files are re-read by the reloader.
+//! Verification reuses the JWS code of the policy builtins (`crate::builtins::jwt`), which
+//! is checked against answers recorded from OPA. It never fetches: keys come from the
+//! stores, which the reloader (files) and [`super::jwks`] (remote sets) fill. The one wait:
+//! a token naming a key id its remote issuer's set lacks asks for a refetch
+//! ([`KeyStore::refetch_for_unknown_kid`], rate-limited) and is checked once more after it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use regorus::Value;
-use serde::Deserialize;
 
-use crate::builtins::jwt::{jws_verify_with_jwks, JwksKeys};
+use super::keys::{KeySet, KeyStore};
+use super::{Delegation, IssuerConfig, KeySource, Settings, TokenError, ALGORITHMS, MAX_LEEWAY};
+use crate::builtins::jwt::jws_verify_with_jwks;
 
-/// One trusted issuer, as configured.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// Must equal the token's `iss`.
-    pub issuer: String,
-    /// The token's `aud` must hold one of these.
-    pub audiences: Vec<String>,
-    /// An RFC 7517 JWKS, re-read when it changes.
-    pub jwks_file: PathBuf,
-    /// The algorithms accepted: ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA.
-    pub algorithms: Vec<String>,
-    /// A token without `cnf.x5t#S256` is refused.
-    #[serde(default)]
-    pub require_binding: bool,
+/// One configured issuer and its keys.
+pub struct Issuer {
+    pub config: IssuerConfig,
+    pub source: KeySource,
+    pub store: Arc<KeyStore>,
 }
 
-/// The `delegation:` section.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    pub issuers: Vec<IssuerConfig>,
-    pub leeway: Duration,
-    /// Where the token is: `None` for `Authorization: Bearer`, else a header holding only
-    /// the token.
-    pub header: Option<HeaderName>,
-    /// A request without a verified token is refused.
-    pub require_token: bool,
-}
-
-/// The most clock skew `leeway` may forgive.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
-
-/// Algorithms a JWKS may verify; never `none`, never HMAC with a public key set.
-pub const ALGORITHMS: &[&str] = &[
-    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
-];
-
-/// Why a token is refused: the reason in the 401 and the decision record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenError {
-    /// Malformed, a bad signature, an unknown key, an algorithm not allowed.
-    Invalid,
-    Expired,
-    NotYetValid,
-    Issuer,
-    Audience,
-    /// `require_binding`, and the token has no `cnf.x5t#S256`.
-    NotBound,
-    /// Bound to another certificate.
-    Binding,
-    /// A token under another scheme than `Bearer` (`JWT`, `DPoP`), or a malformed `Bearer`:
-    /// the upstream might take it, and regate would not have checked it.
-    SchemeUnsupported,
-    /// `access_token` in the query string (RFC 6750 §2.3), which OAuth 2.1 and MCP forbid.
-    InQuery,
-    /// `require_token`, and the request carries none.
-    Missing,
-}
-
-impl TokenError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            TokenError::Invalid => "token_invalid",
-            TokenError::Expired => "token_expired",
-            TokenError::NotYetValid => "token_not_yet_valid",
-            TokenError::Issuer => "token_issuer",
-            TokenError::Audience => "token_audience",
-            TokenError::NotBound => "token_not_bound",
-            TokenError::Binding => "token_binding",
-            TokenError::SchemeUnsupported => "token_scheme_unsupported",
-            TokenError::InQuery => "token_in_query",
-            TokenError::Missing => "token_missing",
-        }
-    }
-
-    /// The `WWW-Authenticate` challenge of the 401 (RFC 6750 §3): no error code when the
-    /// request carried no credential, `invalid_request` when it carried one the wrong way.
-    pub fn challenge(self) -> &'static str {
-        match self {
-            TokenError::Missing => "Bearer",
-            TokenError::SchemeUnsupported | TokenError::InQuery => {
-                "Bearer error=\"invalid_request\""
-            }
-            _ => "Bearer error=\"invalid_token\"",
-        }
-    }
-}
-
-/// A verified token, as the policy and the decision record see it.
-#[derive(Debug, Clone)]
-pub struct Delegation {
-    /// `input.delegation`.
-    pub input: Value,
-    pub subject: Option<String>,
-    pub actor: Option<String>,
-    pub jti: Option<String>,
-}
-
-/// An issuer's keys, loaded.
-struct Loaded {
-    config: IssuerConfig,
-    keys: JwksKeys,
-    hash: [u8; 32],
-}
-
-/// The issuers and their keys, swapped whole when a JWKS file changes.
+/// The issuers and their key stores.
 pub struct Verifier {
     settings: Settings,
-    issuers: ArcSwap<Vec<Arc<Loaded>>>,
+    issuers: Vec<Issuer>,
+}
+
+/// Why a check stopped: a refusal, or a key id a remote issuer's set lacks (worth one
+/// refetch).
+enum Failure {
+    Token(TokenError),
+    UnknownKid(Arc<KeyStore>),
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Failure {
+        Failure::Token(e)
+    }
+}
+
+impl Failure {
+    fn token(self) -> TokenError {
+        match self {
+            Failure::Token(e) => e,
+            Failure::UnknownKid(_) => TokenError::Invalid,
+        }
+    }
 }
 
 impl Verifier {
-    /// Read every issuer's JWKS; every problem is reported.
+    /// Check the settings and read every JWKS file; every problem is reported. Remote
+    /// issuers start with no keys: [`super::jwks`] fetches them once regate serves.
     pub fn load(settings: Settings) -> Result<Verifier, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut loaded = Vec::new();
-        if settings.leeway > MAX_LEEWAY {
-            errors.push(format!(
-                "delegation: leeway {:?} is over {}s; clocks that far apart are a problem to fix",
-                settings.leeway,
-                MAX_LEEWAY.as_secs()
-            ));
-        }
-        for (i, issuer) in settings.issuers.iter().enumerate() {
-            if settings.issuers[..i]
-                .iter()
-                .any(|o| o.issuer == issuer.issuer)
-            {
-                errors.push(format!(
-                    "delegation: issuer {} is configured twice",
-                    issuer.issuer
-                ));
-            }
-            for alg in &issuer.algorithms {
-                if !ALGORITHMS.contains(&alg.as_str()) {
+        let mut errors = check(&settings);
+        let mut issuers = Vec::new();
+        for config in &settings.issuers {
+            let store = match config.source() {
+                Some(KeySource::File(path)) => match read_jwks(&path) {
+                    Ok(keys) => KeyStore::file(keys),
+                    Err(e) => {
+                        errors.push(format!("delegation: issuer {}: {e}", config.issuer));
+                        continue;
+                    }
+                },
+                Some(_) => KeyStore::remote(settings.max_staleness),
+                None => {
                     errors.push(format!(
-                        "delegation: issuer {}: algorithm {alg} is not one of {}",
-                        issuer.issuer,
-                        ALGORITHMS.join(", ")
+                        "delegation: issuer {}: name exactly one of jwks_file, jwks_uri and \
+                         discovery: true",
+                        config.issuer
                     ));
+                    continue;
                 }
-            }
-            if issuer.audiences.is_empty() {
-                errors.push(format!(
-                    "delegation: issuer {}: no audiences; a token for anyone is accepted by no one",
-                    issuer.issuer
-                ));
-            }
-            match read_jwks(&issuer.jwks_file) {
-                Ok((keys, hash)) => loaded.push(Arc::new(Loaded {
-                    config: issuer.clone(),
-                    keys,
-                    hash,
-                })),
-                Err(e) => errors.push(format!("delegation: issuer {}: {e}", issuer.issuer)),
+            };
+            if let Some(source) = config.source() {
+                issuers.push(Issuer {
+                    config: config.clone(),
+                    source,
+                    store: Arc::new(store),
+                });
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        match errors.is_empty() {
+            true => Ok(Verifier { settings, issuers }),
+            false => Err(errors),
         }
-        Ok(Verifier {
-            settings,
-            issuers: ArcSwap::from_pointee(loaded),
-        })
     }
 
     /// The clock skew forgiven on `exp` and `nbf`.
-    pub fn leeway(&self) -> Duration {
+    pub fn leeway(&self) -> std::time::Duration {
         self.settings.leeway
     }
 
@@ -200,41 +107,56 @@ impl Verifier {
         !self.settings.issuers.is_empty()
     }
 
+    /// The header holding the token alone, when one is configured instead of `Authorization`.
+    pub fn token_header(&self) -> Option<&http::HeaderName> {
+        self.settings.header.as_ref()
+    }
+
+    /// Every issuer, with its source and store.
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// `Err` naming the first issuer whose keys were never fetched: regate is not ready to
+    /// verify its tokens.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.issuers.iter().find(|i| i.store.current().is_none()) {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "waiting for the keys of issuer {}",
+                i.config.issuer
+            )),
+        }
+    }
+
     /// The JWKS files, for the reloader to watch.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.settings
-            .issuers
+        self.issuers
             .iter()
-            .map(|i| i.jwks_file.clone())
+            .filter_map(|i| match &i.source {
+                KeySource::File(path) => Some(path.clone()),
+                _ => None,
+            })
             .collect()
     }
 
     /// Re-read the JWKS files; `Ok(true)` when a key set changed. A file that does not parse
     /// keeps that issuer's last good keys.
     pub fn reload(&self) -> Result<bool, Vec<String>> {
-        let current = self.issuers.load_full();
-        let mut next = Vec::with_capacity(current.len());
         let mut errors = Vec::new();
         let mut changed = false;
-        for loaded in current.iter() {
-            match read_jwks(&loaded.config.jwks_file) {
-                Ok((_, hash)) if hash == loaded.hash => next.push(loaded.clone()),
-                Ok((keys, hash)) => {
+        for issuer in &self.issuers {
+            let KeySource::File(path) = &issuer.source else {
+                continue;
+            };
+            match read_jwks(path) {
+                Ok(keys) if issuer.store.current().is_some_and(|k| k.hash == keys.hash) => {}
+                Ok(keys) => {
                     changed = true;
-                    next.push(Arc::new(Loaded {
-                        config: loaded.config.clone(),
-                        keys,
-                        hash,
-                    }));
+                    issuer.store.publish(keys);
                 }
-                Err(e) => {
-                    errors.push(format!("delegation: issuer {}: {e}", loaded.config.issuer));
-                    next.push(loaded.clone());
-                }
+                Err(e) => errors.push(format!("delegation: issuer {}: {e}", issuer.config.issuer)),
             }
-        }
-        if changed {
-            self.issuers.store(Arc::new(next));
         }
         match errors.is_empty() {
             true => Ok(changed),
@@ -244,38 +166,69 @@ impl Verifier {
 
     /// The token of this request, verified: `Ok(None)` when there is none (and none is
     /// required). `query` is the request's decoded query; `cert_sha256` is the SHA-256 of this
-    /// connection's client certificate (DER).
-    pub fn verify(
+    /// connection's client certificate (DER). A token naming a key id its remote issuer lacks
+    /// waits for one refetch (rate-limited) and is checked again.
+    pub async fn verify(
         &self,
         headers: &HeaderMap,
         query: &BTreeMap<String, Vec<String>>,
         cert_sha256: &[u8],
         now: SystemTime,
     ) -> Result<Option<Delegation>, TokenError> {
+        match self.check(headers, query, cert_sha256, now) {
+            Err(Failure::UnknownKid(store)) if store.refetch_for_unknown_kid().await => self
+                .check(headers, query, cert_sha256, SystemTime::now())
+                .map_err(Failure::token),
+            checked => checked.map_err(Failure::token),
+        }
+    }
+
+    /// [`Verifier::verify`] with the keys at hand: a key id the set lacks is `token_invalid`.
+    pub fn verify_with_keys_at_hand(
+        &self,
+        headers: &HeaderMap,
+        query: &BTreeMap<String, Vec<String>>,
+        cert_sha256: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<Delegation>, TokenError> {
+        self.check(headers, query, cert_sha256, now)
+            .map_err(Failure::token)
+    }
+
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        query: &BTreeMap<String, Vec<String>>,
+        cert_sha256: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<Delegation>, Failure> {
         if !self.enabled() {
             return Ok(None);
         }
         // A server that reads tokens from the query would take one regate never checked.
         if query.keys().any(|k| k.eq_ignore_ascii_case("access_token")) {
-            return Err(TokenError::InQuery);
+            return Err(TokenError::InQuery.into());
         }
         let Some(token) = self.token(headers)? else {
             return match self.settings.require_token {
-                true => Err(TokenError::Missing),
+                true => Err(TokenError::Missing.into()),
                 false => Ok(None),
             };
         };
-        let (claims, issuer) = self.signed(&token)?;
+        let (claims, issuer) = self.signed(&token, now)?;
         let now = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.timely(&claims, now)?;
         audience(&claims, &issuer.config)?;
+        if let Some(required) = &self.settings.required_audience {
+            audience_holds(&claims, required)?;
+        }
         let bound = binding(&claims, &issuer.config, cert_sha256)?;
         // RFC 7519 §4.1.7: `jti` is a string. A number would be recorded and revoked as one
         // thing and compared as another.
         if claims.get("jti").is_some_and(|jti| !jti.is_string()) {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::Invalid.into());
         }
         let iss = issuer.config.issuer.as_str();
         Ok(Some(delegation(&claims, iss, exp_in(&claims, now), bound)))
@@ -283,32 +236,45 @@ impl Verifier {
 
     /// The token's claims, once its signature verifies with a key of the issuer it names,
     /// by an algorithm that issuer allows.
-    fn signed(&self, token: &str) -> Result<(serde_json::Value, Arc<Loaded>), TokenError> {
+    fn signed(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(serde_json::Value, &Issuer), Failure> {
         let (header, claims, input, signature) = split(token)?;
         let alg = header["alg"].as_str().ok_or(TokenError::Invalid)?;
         let iss = claims["iss"].as_str().ok_or(TokenError::Issuer)?;
         let issuer = self
             .issuers
-            .load()
             .iter()
             .find(|i| i.config.issuer == iss)
-            .cloned()
             .ok_or(TokenError::Issuer)?;
         if !issuer.config.algorithms.iter().any(|a| a == alg) {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::Invalid.into());
         }
         // A kid that is not a string names no key; a `crit` header asks for extensions regate
         // does not implement (RFC 7515 §4.1.11).
         let kid = match header.get("kid") {
             None => None,
             Some(serde_json::Value::String(kid)) => Some(kid.as_str()),
-            Some(_) => return Err(TokenError::Invalid),
+            Some(_) => return Err(TokenError::Invalid.into()),
         };
         if header.get("crit").is_some() {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::Invalid.into());
         }
-        if !jws_verify_with_jwks(&issuer.keys, alg, kid, input.as_bytes(), &signature) {
-            return Err(TokenError::Invalid);
+        let keys = issuer
+            .store
+            .usable(now)
+            .ok_or(TokenError::IssuerUnavailable)?;
+        if let Some(kid) = kid.filter(|kid| !keys.keys.has_kid(kid)) {
+            // The issuer may have rotated its keys since the last fetch.
+            return Err(match issuer.store.is_remote() && !kid.is_empty() {
+                true => Failure::UnknownKid(issuer.store.clone()),
+                false => TokenError::Invalid.into(),
+            });
+        }
+        if !jws_verify_with_jwks(&keys.keys, alg, kid, input.as_bytes(), &signature) {
+            return Err(TokenError::Invalid.into());
         }
         Ok((claims, issuer))
     }
@@ -363,6 +329,55 @@ impl Verifier {
             _ => Err(TokenError::Invalid),
         }
     }
+}
+
+/// What [`Verifier::load`] refuses before reading anything: the leeway, issuers named
+/// twice, unknown algorithms, issuers without audiences.
+fn check(settings: &Settings) -> Vec<String> {
+    let mut errors = Vec::new();
+    if settings.leeway > MAX_LEEWAY {
+        errors.push(format!(
+            "delegation: leeway {:?} is over {}s; clocks that far apart are a problem to fix",
+            settings.leeway,
+            MAX_LEEWAY.as_secs()
+        ));
+    }
+    for (i, issuer) in settings.issuers.iter().enumerate() {
+        if settings.issuers[..i]
+            .iter()
+            .any(|o| o.issuer == issuer.issuer)
+        {
+            errors.push(format!(
+                "delegation: issuer {} is configured twice",
+                issuer.issuer
+            ));
+        }
+        for alg in &issuer.algorithms {
+            if !ALGORITHMS.contains(&alg.as_str()) {
+                errors.push(format!(
+                    "delegation: issuer {}: algorithm {alg} is not one of {}",
+                    issuer.issuer,
+                    ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        if issuer.audiences.is_empty() {
+            errors.push(format!(
+                "delegation: issuer {}: no audiences; a token for anyone is accepted by no one",
+                issuer.issuer
+            ));
+        }
+    }
+    errors
+}
+
+/// Whether an `Authorization` value is a `Bearer` credential (the scheme alone is looked
+/// at): what a resource server that does not pass tokens on removes.
+pub fn is_bearer(value: &[u8]) -> bool {
+    let value = value.trim_ascii_start();
+    value.len() >= 6
+        && value[..6].eq_ignore_ascii_case(b"bearer")
+        && value.get(6).is_none_or(|c| !is_tchar(char::from(*c)))
 }
 
 /// The token of an `Authorization` value: `Some` for `Bearer <token>`, `None` for another
@@ -421,15 +436,24 @@ fn carries_jwt(text: &str) -> bool {
 
 /// The token's `aud` must hold one of the issuer's audiences.
 fn audience(claims: &serde_json::Value, issuer: &IssuerConfig) -> Result<(), TokenError> {
-    let audiences: Vec<&str> = match &claims["aud"] {
-        serde_json::Value::String(a) => vec![a.as_str()],
-        serde_json::Value::Array(list) => list.iter().filter_map(|a| a.as_str()).collect(),
-        _ => Vec::new(),
-    };
-    match audiences
+    match issuer
+        .audiences
         .iter()
-        .any(|a| issuer.audiences.iter().any(|want| want == a))
+        .any(|want| audience_holds(claims, want).is_ok())
     {
+        true => Ok(()),
+        false => Err(TokenError::Audience),
+    }
+}
+
+/// The token's `aud` (a string or a list of them) must hold `want`, exactly.
+fn audience_holds(claims: &serde_json::Value, want: &str) -> Result<(), TokenError> {
+    let holds = match &claims["aud"] {
+        serde_json::Value::String(a) => a == want,
+        serde_json::Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
+        _ => false,
+    };
+    match holds {
         true => Ok(()),
         false => Err(TokenError::Audience),
     }
@@ -554,16 +578,11 @@ fn delegation(claims: &serde_json::Value, iss: &str, expires_in: i64, bound: boo
         subject,
         actor,
         jti,
+        scope,
     }
 }
 
-fn read_jwks(path: &Path) -> Result<(JwksKeys, [u8; 32]), String> {
+fn read_jwks(path: &std::path::Path) -> Result<KeySet, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
-    let keys = JwksKeys::parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(digest.as_ref());
-    Ok((keys, hash))
+    KeySet::parse(&bytes, SystemTime::now()).map_err(|e| format!("{}: {e}", path.display()))
 }
