@@ -22,6 +22,15 @@ pub(super) struct DelegationFile {
     pub(super) require_token: bool,
 }
 
+/// The `mcp:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct McpFile {
+    #[serde(default)]
+    pub(super) allowed_origins: Vec<String>,
+    pub(super) tools_list_query: Option<String>,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +95,7 @@ pub(super) struct FileSettings {
     pub(super) mode: Option<String>,
     #[serde(default)]
     pub(super) replace_request_id: bool,
+    pub(super) mcp: Option<McpFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.
