@@ -80,9 +80,9 @@ impl Splitter {
             + self.event.data.as_ref().map_or(0, Vec::len)
     }
 
-    /// The pieces `chunk` completes, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Piece>, TooLong> {
-        let mut out = Vec::new();
+    /// Add to `out` the pieces `chunk` completes, in order: those before an event over the
+    /// limit too, so that what came before it is still passed on.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Piece>) -> Result<(), TooLong> {
         let mut pass = Vec::new();
         for &b in chunk {
             match std::mem::replace(&mut self.after_cr, AfterCr::No) {
@@ -100,10 +100,13 @@ impl Splitter {
                 _ => {}
             }
             match b {
-                b'\n' | b'\r' => self.end_line(b, &mut pass, &mut out),
+                b'\n' | b'\r' => self.end_line(b, &mut pass, out),
                 _ => {
                     self.line.push(b);
                     if self.line.len() + self.event.raw.len() > self.limit {
+                        if !pass.is_empty() {
+                            out.push(Piece::Pass(pass));
+                        }
                         return Err(TooLong(self.limit));
                     }
                 }
@@ -112,7 +115,7 @@ impl Splitter {
         if !pass.is_empty() {
             out.push(Piece::Pass(pass));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn end_line(&mut self, end: u8, pass: &mut Vec<u8>, out: &mut Vec<Piece>) {
@@ -189,7 +192,7 @@ mod tests {
         let mut s = Splitter::new(1 << 16);
         let mut out = Vec::new();
         for part in stream.chunks(chunk) {
-            out.extend(s.push(part).unwrap());
+            s.push(part, &mut out).unwrap();
         }
         out
     }
@@ -244,29 +247,36 @@ mod tests {
     #[test]
     fn comments_pass_at_once_and_an_unfinished_event_is_held() {
         let mut s = Splitter::new(100);
-        assert_eq!(
-            s.push(b":keep-alive\n").unwrap(),
-            vec![Piece::Pass(b":keep-alive\n".to_vec())]
-        );
-        assert_eq!(s.push(b"data: half").unwrap(), vec![]);
-        assert!(s.held() > 0);
-        assert_eq!(s.push(b"\n").unwrap(), vec![]);
-        let pieces = s.push(b"\n").unwrap();
-        assert!(
-            matches!(&pieces[..], [Piece::Event(e)] if e.data.as_deref() == Some(&b"half"[..]))
-        );
+        let mut out = Vec::new();
+        s.push(b":keep-alive\n", &mut out).unwrap();
+        assert_eq!(out, vec![Piece::Pass(b":keep-alive\n".to_vec())]);
+        out.clear();
+        s.push(b"data: half", &mut out).unwrap();
+        assert!(out.is_empty() && s.held() > 0);
+        s.push(b"\n", &mut out).unwrap();
+        assert!(out.is_empty());
+        s.push(b"\n", &mut out).unwrap();
+        assert!(matches!(&out[..], [Piece::Event(e)] if e.data.as_deref() == Some(&b"half"[..])));
         assert_eq!(s.held(), 0);
     }
 
     #[test]
-    fn an_event_over_the_limit_is_an_error() {
+    fn an_event_over_the_limit_is_an_error_after_what_came_before_it() {
         let mut s = Splitter::new(16);
-        assert_eq!(s.push(b"data: 0123456789\n"), Ok(vec![]));
-        assert_eq!(s.push(b"data: 0123456789\n"), Err(TooLong(16)));
+        let mut out = Vec::new();
+        assert_eq!(s.push(b"data: 0123456789\n", &mut out), Ok(()));
+        assert_eq!(s.push(b"data: 0123456789\n", &mut out), Err(TooLong(16)));
+        let mut s = Splitter::new(16);
+        let mut out = Vec::new();
+        let long = b"data: 1\n\n: c\ndata: 0123456789abcdef\n";
+        assert_eq!(s.push(long, &mut out), Err(TooLong(16)));
+        assert_eq!(out.len(), 2, "{out:?}");
         // Comments and whole events never add up.
         let mut s = Splitter::new(16);
         for _ in 0..100 {
-            assert!(s.push(b"data: 01234\n\n: comment\n").is_ok());
+            assert!(s
+                .push(b"data: 01234\n\n: comment\n", &mut Vec::new())
+                .is_ok());
         }
     }
 }

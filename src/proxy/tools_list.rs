@@ -479,11 +479,8 @@ impl Stream {
                     continue;
                 }
             };
-            let pieces = self
-                .splitter
-                .push(&chunk)
-                .map_err(|_| "an event is longer than --inspect-body-limit")?;
-            self.hold()?;
+            let mut pieces = Vec::new();
+            let split = self.splitter.push(&chunk, &mut pieces);
             for piece in pieces {
                 let bytes = match piece {
                     Piece::Pass(bytes) => bytes,
@@ -510,6 +507,7 @@ impl Stream {
                     return Ok(());
                 }
             }
+            split.map_err(|_| "an event is longer than --inspect-body-limit")?;
             self.hold()?;
         }
     }
