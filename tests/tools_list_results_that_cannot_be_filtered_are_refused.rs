@@ -136,7 +136,7 @@ async fn an_event_too_long_to_filter_ends_the_stream_with_an_error_event() {
         let hello = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/message",
             "params": {"level": "info", "data": "listing"}});
         let mut text = String::from_utf8(scripted::event(&hello).to_vec()).unwrap();
-        text.push_str(&String::from_utf8(scripted::event(&long_result()).to_vec()).unwrap());
+        text.push_str(std::str::from_utf8(&scripted::event(&long_result())).unwrap());
         text.push_str("event: message\ndata: {\"jsonrpc\": \"2.0\", \"method\": \"after\"}\n\n");
         scripted::answer("text/event-stream", text)
     })
