@@ -64,12 +64,7 @@ struct Instance {
     bytes: usize,
 }
 
-async fn instance(
-    name: &'static str,
-    setup: &Setup,
-    upstream: &str,
-    extra: &[&str],
-) -> Instance {
+async fn instance(name: &'static str, setup: &Setup, upstream: &str, extra: &[&str]) -> Instance {
     let mut args = vec!["--query", "data.examples.mcp_tools.allow"];
     args.extend_from_slice(extra);
     let regate = setup.start(upstream, &args).await;
@@ -91,7 +86,11 @@ async fn list_tools(client: &mut Http1) -> usize {
         .header(http::header::HOST, "localhost")
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("mcp-method", "tools/list")
-        .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|e| match e {}).boxed())
+        .body(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
         .unwrap();
     client.ready().await.unwrap();
     let resp = client.send_request(req).await.unwrap();
@@ -110,8 +109,10 @@ async fn main() {
     let (rounds, per_round, limit) = (5, 1_000 / div, Duration::from_secs(20) / div as u32);
     let json = Bytes::from(result().to_string());
     let sse = Bytes::from(format!("event: message\ndata: {}\n\n", result()));
-    let upstream_json = Scripted::start(move |_, _| scripted::answer("application/json", json.clone())).await;
-    let upstream_sse = Scripted::start(move |_, _| scripted::answer("text/event-stream", sse.clone())).await;
+    let upstream_json =
+        Scripted::start(move |_, _| scripted::answer("application/json", json.clone())).await;
+    let upstream_sse =
+        Scripted::start(move |_, _| scripted::answer("text/event-stream", sse.clone())).await;
     let setup = Setup::new(&[
         (
             "examples/mcp_tools/policy.rego",
@@ -119,11 +120,20 @@ async fn main() {
         ),
         ("examples/mcp_tools/data.json", &data()),
     ]);
-    let filter = ["--mcp-tools-list-query", "data.examples.mcp_tools.tool_visible"];
+    let filter = [
+        "--mcp-tools-list-query",
+        "data.examples.mcp_tools.tool_visible",
+    ];
     let no_cache = ["--decision-cache-entries", "0"];
     let mut instances = vec![
         instance("JSON, not filtered", &setup, &upstream_json.url(), &[]).await,
-        instance("JSON, filtered, cache on", &setup, &upstream_json.url(), &filter).await,
+        instance(
+            "JSON, filtered, cache on",
+            &setup,
+            &upstream_json.url(),
+            &filter,
+        )
+        .await,
         instance(
             "JSON, filtered, cache off",
             &setup,
@@ -131,8 +141,20 @@ async fn main() {
             &[filter[0], filter[1], no_cache[0], no_cache[1]],
         )
         .await,
-        instance("event stream, not filtered", &setup, &upstream_sse.url(), &[]).await,
-        instance("event stream, filtered, cache on", &setup, &upstream_sse.url(), &filter).await,
+        instance(
+            "event stream, not filtered",
+            &setup,
+            &upstream_sse.url(),
+            &[],
+        )
+        .await,
+        instance(
+            "event stream, filtered, cache on",
+            &setup,
+            &upstream_sse.url(),
+            &filter,
+        )
+        .await,
     ];
     // Warm every connection and cache.
     for i in &mut instances {
