@@ -342,6 +342,7 @@ impl App {
                 timeout: config.inspect_body_timeout,
             },
             replace_request_id: config.replace_request_id,
+            origins: config.mcp.allowed_origins.clone(),
         };
         let decider = proxy::Decider {
             policies: self.policies.clone(),

@@ -11,12 +11,14 @@
 //!     0 resource    proxy::resource: the OAuth protected resource metadata, answered here
 //!     1 admission   proxy::admission: the head (request), trust in the caller
 //!                   (proxy::trust: the kill switch, certificate, trust domain), the
-//!                   delegation token (delegation), the JSON body (request::body); the
+//!                   delegation token (delegation), the JSON body (request::body), MCP's
+//!                   headers held to it and the Origin allowlist (request::mcp); the
 //!                   client's bearer token stripped (proxy::resource)
 //!     2 decision    proxy::decision: one evaluation per JSON-RPC call (policy: input,
 //!                   evaluator, cache); the shadow set asked beside (proxy::shadow)
 //!     3 effects     proxy::effects: audit mode, the policy's rewrites, a late revocation
-//!     4 forward     proxy::forward: to the upstream; a 101 becomes a tunnel (proxy::tunnel)
+//!     4 forward     proxy::forward: to the upstream; a 101 becomes a tunnel (proxy::tunnel);
+//!                   a tools/list result filtered for the caller (proxy::tools_list, sse)
 //!     5 record      proxy::record: the decision record once the response head is ready
 //!                   (audit: the writer thread, the hash chain, the shadow's outcome joined)
 //! ```

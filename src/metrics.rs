@@ -56,6 +56,9 @@ const OWN_REASONS: &[&str] = &[
     "issuer_unavailable",
     "insufficient_scope",
     "resource_metadata",
+    "mcp_header_mismatch",
+    "origin_not_allowed",
+    "tools_list_unfiltered",
 ];
 
 /// Why handshakes fail, as `regate_tls_handshake_failures_total{reason}` names it.
@@ -141,6 +144,7 @@ pub struct Metrics {
     policy_reasons: RwLock<HashSet<String>>,
     shadow: ShadowMetrics,
     jwks: JwksMetrics,
+    mcp: McpMetrics,
 }
 
 /// Requests by decision, their timings, and the upstream's failures.
@@ -362,6 +366,35 @@ impl EvaluationMetrics {
     }
 }
 
+/// MCP `tools/list` results filtered with the tool-visibility query.
+struct McpMetrics {
+    hidden: Counter,
+    lists: Family<ResultLabels, Counter>,
+}
+
+impl McpMetrics {
+    fn register(registry: &mut Registry) -> McpMetrics {
+        let hidden = Counter::default();
+        registry.register(
+            "regate_mcp_tools_hidden",
+            "Tools removed from MCP tools/list results because the caller may not see them \
+             (--mcp-tools-list-query)",
+            hidden.clone(),
+        );
+        let lists = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_mcp_tools_lists",
+            "MCP tools/list results regate filtered, by result (filtered; refused: it could \
+             not read one within --inspect-body-limit and answered an error instead)",
+            lists.clone(),
+        );
+        for result in ["filtered", "refused"] {
+            let _ = lists.get_or_create(&ResultLabels { result });
+        }
+        McpMetrics { hidden, lists }
+    }
+}
+
 /// The kill switch: revocations in force, their changes, connections it closed.
 struct RevocationMetrics {
     in_force: Gauge,
@@ -561,6 +594,7 @@ impl Metrics {
             identities: IdentityMetrics::register(&mut registry),
             shadow: ShadowMetrics::register(&mut registry),
             jwks: JwksMetrics::register(&mut registry),
+            mcp: McpMetrics::register(&mut registry),
             policy_reasons: RwLock::default(),
             registry,
         }
@@ -707,6 +741,13 @@ impl Metrics {
             .decision_cache
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// A `tools/list` result filtered, hiding `hidden` tools; or refused, not passed on.
+    pub fn tools_list(&self, filtered: bool, hidden: u64) {
+        let result = if filtered { "filtered" } else { "refused" };
+        self.mcp.lists.get_or_create(&ResultLabels { result }).inc();
+        self.mcp.hidden.inc_by(hidden);
     }
 
     /// The identity inventory's size gauge and eviction counter, for the inventory to keep.

@@ -43,23 +43,30 @@ impl Later {
     }
 }
 
-/// Whether the field is in yet.
+/// Whether the fields are in yet.
 pub(super) enum Polled {
-    /// The record, with the field when one was published.
+    /// The record, with each field that was published.
     Ready(Vec<u8>),
-    /// Not yet: the record and its wait, given back.
-    Waiting(Vec<u8>, Later),
+    /// Not yet: the record with the fields in so far, and the waits left, given back.
+    Waiting(Vec<u8>, Vec<Later>),
 }
 
-impl Later {
-    /// `record` (one JSON object, no newline) with the field, if it is in.
-    pub(super) fn poll(mut self, record: Vec<u8>) -> Polled {
-        match self.value.try_recv() {
-            Ok(value) => Polled::Ready(with_field(record, self.name, value)),
-            Err(oneshot::error::TryRecvError::Empty) => Polled::Waiting(record, self),
+/// `record` (one JSON object, no newline) with each of `fields` that is in; the others still
+/// waited for. A record may wait for several producers (the shadow set, a response's
+/// filtering), each publishing its own field.
+pub(super) fn poll(fields: Vec<Later>, mut record: Vec<u8>) -> Polled {
+    let mut waiting = Vec::new();
+    for mut field in fields {
+        match field.value.try_recv() {
+            Ok(value) => record = with_field(record, field.name, value),
+            Err(oneshot::error::TryRecvError::Empty) => waiting.push(field),
             // The producer went away without a word: the record goes without the field.
-            Err(oneshot::error::TryRecvError::Closed) => Polled::Ready(record),
+            Err(oneshot::error::TryRecvError::Closed) => {}
         }
+    }
+    match waiting.is_empty() {
+        true => Polled::Ready(record),
+        false => Polled::Waiting(record, waiting),
     }
 }
 
@@ -97,27 +104,47 @@ mod tests {
     #[test]
     fn a_published_field_joins_its_record_and_none_leaves_it_out() {
         let (later, field) = later("shadow");
-        let Polled::Waiting(record, later) = later.poll(br#"{"a":1}"#.to_vec()) else {
+        let Polled::Waiting(record, later) = poll(vec![later], br#"{"a":1}"#.to_vec()) else {
             panic!("ready before anything was published");
         };
         field.publish(Some(serde_json::json!({"allowed": false})));
-        let Polled::Ready(joined) = later.poll(record) else {
+        let Polled::Ready(joined) = poll(later, record) else {
             panic!("not ready once published");
         };
         assert_eq!(joined, br#"{"a":1,"shadow":{"allowed":false}}"#);
 
         let (later, field) = self::later("shadow");
         field.publish(None::<()>);
-        let Polled::Ready(plain) = later.poll(br#"{"a":1}"#.to_vec()) else {
+        let Polled::Ready(plain) = poll(vec![later], br#"{"a":1}"#.to_vec()) else {
             panic!("not ready");
         };
         assert_eq!(plain, br#"{"a":1}"#);
 
         let (later, field) = self::later("shadow");
         drop(field);
-        let Polled::Ready(gone) = later.poll(br#"{"a":1}"#.to_vec()) else {
+        let Polled::Ready(gone) = poll(vec![later], br#"{"a":1}"#.to_vec()) else {
             panic!("a producer that went away holds its record");
         };
         assert_eq!(gone, br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_record_waits_for_each_of_its_fields() {
+        let (shadow, shadow_field) = later("shadow");
+        let (tools, tools_field) = later("tools_list");
+        tools_field.publish(Some(serde_json::json!({"hidden": 1})));
+        let Polled::Waiting(record, left) = poll(vec![shadow, tools], br#"{"a":1}"#.to_vec())
+        else {
+            panic!("ready with the shadow field still out");
+        };
+        assert_eq!(left.len(), 1);
+        shadow_field.publish(Some(false));
+        let Polled::Ready(joined) = poll(left, record) else {
+            panic!("not ready once both are in");
+        };
+        assert_eq!(
+            joined,
+            br#"{"a":1,"tools_list":{"hidden":1},"shadow":false}"#
+        );
     }
 }

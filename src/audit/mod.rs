@@ -89,6 +89,11 @@ pub struct DecisionRecord<'a> {
     /// `--mode audit`: the policy denied (for `reason`) and the request was forwarded anyway.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub would_deny: bool,
+    /// An MCP `tools/list` result filtered with `--mcp-tools-list-query`: `listed`, `hidden`,
+    /// and `refused` (why) when it could not be filtered and was not passed on. For a result
+    /// streamed as events, joined later by the writer ([`later`]) under the same name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_list: Option<&'a serde_json::Value>,
     // `shadow`, the shadow policy set's decision when it differs from the main policy's,
     // is published by the shadow set itself and joined to the record by the writer
     // ([`later`]).
@@ -157,7 +162,7 @@ pub const ANCHOR_INTERVAL: Duration = Duration::from_secs(60);
 struct Shared {
     buffer: Mutex<Vec<u8>>,
     /// Records waiting for a field another producer publishes later ([`later`]).
-    waiting: Mutex<Vec<(Vec<u8>, later::Later)>>,
+    waiting: Mutex<Vec<(Vec<u8>, Vec<later::Later>)>>,
     /// How long records may still wait for their field once the log is closing.
     grace: Mutex<Duration>,
     wake: Condvar,
@@ -261,13 +266,13 @@ impl Audit {
         self.append(bytes);
     }
 
-    /// Queue one record that the writer writes once `later`'s field is in, with it. The
+    /// Queue one record that the writer writes once each of `fields` is in, with them. The
     /// caller does not wait; a field already in is joined at once.
-    pub fn log_with(&self, record: &impl Serialize, later: later::Later) {
+    pub fn log_with(&self, record: &impl Serialize, fields: Vec<later::Later>) {
         let Some(bytes) = serialize(record) else {
             return;
         };
-        match later.poll(bytes) {
+        match later::poll(fields, bytes) {
             later::Polled::Ready(bytes) => self.append(bytes),
             later::Polled::Waiting(bytes, later) => lock(&self.shared.waiting).push((bytes, later)),
         }
@@ -321,7 +326,7 @@ fn joined(shared: &Shared, all: bool) -> Vec<u8> {
     let mut ready = Vec::new();
     let mut still = Vec::with_capacity(waiting.len());
     for (record, later) in waiting.drain(..) {
-        match later.poll(record) {
+        match later::poll(later, record) {
             later::Polled::Ready(bytes) | later::Polled::Waiting(bytes, _) if all => {
                 ready.extend_from_slice(&bytes);
                 ready.push(b'\n');
@@ -351,7 +356,8 @@ fn joined_at_exit(shared: &Shared) -> Vec<u8> {
         if std::time::Instant::now() >= deadline {
             tracing::warn!(
                 records = left,
-                "decision records still waiting for the shadow set at exit; written without it"
+                "decision records still waiting at exit for a field published later (the shadow \
+                 set's decision, a streamed tools/list's filtering); written without it"
             );
             ready.extend(joined(shared, true));
             return ready;
@@ -561,6 +567,7 @@ mod tests {
             duration_ns: 0,
             input: None,
             would_deny: false,
+            tools_list: None,
         }
     }
 

@@ -38,6 +38,15 @@ pub(super) struct OauthResourceFile {
     pub(super) forward_token: bool,
 }
 
+/// The `mcp:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct McpFile {
+    #[serde(default)]
+    pub(super) allowed_origins: Vec<String>,
+    pub(super) tools_list_query: Option<String>,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +112,7 @@ pub(super) struct FileSettings {
     pub(super) mode: Option<String>,
     #[serde(default)]
     pub(super) replace_request_id: bool,
+    pub(super) mcp: Option<McpFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.

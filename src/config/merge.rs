@@ -1,6 +1,6 @@
 //! The steps of [`Config::check`]: the flags merged over the file one concern at a time
 //! (listeners, upstream, credentials, policy, decision log, body inspection, connections,
-//! revocations, delegation, request rules, shadow and mode), every bad value added to one
+//! revocations, delegation, request rules, shadow and mode, MCP), every bad value added to one
 //! list, so an operator fixes a broken deployment in one round.
 //!
 //! Each step takes its settings out of the flags and the file, so none is read twice, and
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::file::{DelegationFile, FileSettings, OauthResourceFile};
 use super::{
-    Checked, Config, LogFormat, Mode, RunArgs, Shadow, Upstream, UpstreamProtocol, DEFAULT_ADMIN,
-    DEFAULT_LISTEN, DEFAULT_QUERY,
+    Checked, Config, LogFormat, Mcp, Mode, RunArgs, Shadow, Upstream, UpstreamProtocol,
+    DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_QUERY,
 };
 use crate::audit::DecisionLog;
 use crate::units::{parse_duration, parse_size};
@@ -48,6 +48,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         request_rules: m.request_rules(),
         shadow: m.shadow(&policy),
         mode: m.mode(),
+        mcp: m.mcp(),
         log_format: m.log_format(),
         listeners,
         upstream,
@@ -160,6 +161,7 @@ struct Sections {
     request_rules: crate::request::Rules,
     shadow: Option<Shadow>,
     mode: Mode,
+    mcp: Mcp,
     log_format: LogFormat,
 }
 
@@ -180,6 +182,7 @@ impl Sections {
             request_rules,
             shadow,
             mode,
+            mcp,
             log_format,
         } = self;
         Config {
@@ -231,6 +234,7 @@ impl Sections {
             shadow,
             mode,
             replace_request_id: upstream.replace_request_id,
+            mcp,
         }
     }
 }
@@ -696,6 +700,35 @@ impl Merge {
                     .push(format!("mode: {other:?} is not enforce or audit"));
                 Mode::Enforce
             }
+        }
+    }
+
+    /// MCP's Streamable HTTP: `--mcp-allowed-origin` (the flags' list replaces the file's)
+    /// and `--mcp-tools-list-query`.
+    fn mcp(&mut self) -> Mcp {
+        let file = self.file.mcp.take().unwrap_or_default();
+        let origins = match self.args.mcp_allowed_origins.is_empty() {
+            true => file.allowed_origins,
+            false => std::mem::take(&mut self.args.mcp_allowed_origins),
+        };
+        let allowed_origins = crate::request::mcp::Origins::new(&origins).unwrap_or_else(|es| {
+            self.errors
+                .extend(es.into_iter().map(|e| format!("mcp-allowed-origin: {e}")));
+            Default::default()
+        });
+        let query = self
+            .args
+            .mcp_tools_list_query
+            .take()
+            .or(file.tools_list_query);
+        if let Some(q) = query.as_deref().filter(|q| !valid_query(q)) {
+            self.errors.push(format!(
+                "mcp-tools-list-query: {q:?} is not a rule path like data.package.rule"
+            ));
+        }
+        Mcp {
+            allowed_origins,
+            tools_list_query: query,
         }
     }
 

@@ -245,6 +245,16 @@ pub struct RunArgs {
     /// one (by default the client's is forwarded unchanged).
     #[arg(long)]
     pub replace_request_id: bool,
+    /// A browser origin (`https://app.example.org`) that may call; a request with any other
+    /// `Origin` is refused (403), against DNS rebinding; one without `Origin` is not
+    /// (repeatable; replaces the `mcp:` section's list) [default: no check].
+    #[arg(long = "mcp-allowed-origin", value_name = "ORIGIN")]
+    pub mcp_allowed_origins: Vec<String>,
+    /// The rule asked once per tool of an MCP `tools/list` result, with `input.mcp.tool` set
+    /// to the tool's name; tools for which it is not `true` are removed
+    /// (`data.mcp.authz.tool_visible`) [default: results are not filtered].
+    #[arg(long, value_name = "QUERY")]
+    pub mcp_tools_list_query: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -322,6 +332,17 @@ pub struct Config {
     pub mode: Mode,
     /// The upstream always gets regate's own `x-request-id`.
     pub replace_request_id: bool,
+    /// MCP's Streamable HTTP: browser origins allowed, and the tool-visibility query.
+    pub mcp: Mcp,
+}
+
+/// The `mcp:` section: `--mcp-allowed-origin` and `--mcp-tools-list-query`.
+#[derive(Debug, Clone, Default)]
+pub struct Mcp {
+    /// Empty: `Origin` is not checked.
+    pub allowed_origins: crate::request::mcp::Origins,
+    /// None: `tools/list` results are not filtered.
+    pub tools_list_query: Option<String>,
 }
 
 /// `--shadow-policies` and `--shadow-query`.
@@ -382,11 +403,14 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 impl Config {
     /// How the policy set is loaded and asked.
     pub fn policy_options(&self) -> crate::policy::Options {
-        crate::policy::Options::from_flags(
-            &self.query,
-            self.policy_timeout,
-            self.strict_builtin_errors,
-        )
+        crate::policy::Options {
+            tools_list_query: self.mcp.tools_list_query.clone(),
+            ..crate::policy::Options::from_flags(
+                &self.query,
+                self.policy_timeout,
+                self.strict_builtin_errors,
+            )
+        }
     }
 
     /// How the shadow policy set is loaded and asked: as the main set, with its own query.
@@ -394,6 +418,8 @@ impl Config {
         self.shadow.as_ref().map(|shadow| {
             let mut options = self.policy_options();
             options.query = shadow.query.clone();
+            // The shadow set only decides, beside; results are filtered by the main set.
+            options.tools_list_query = None;
             (shadow.policies.clone(), options)
         })
     }

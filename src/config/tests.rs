@@ -465,3 +465,57 @@ fn the_oauth_resource_is_every_tokens_audience_and_relies_on_the_issuers() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn the_mcp_section_comes_from_the_file_and_the_flags_list_replaces_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\nshadow_policies: policies/../policies\n\
+         mcp:\n  allowed_origins: [https://app.example.org]\n  \
+         tools_list_query: data.mcp.authz.tool_visible\n",
+    )
+    .unwrap();
+    let checked = Config::check(args(&["--config", file.to_str().unwrap()]));
+    let cfg = checked.config;
+    let query = cfg.policy_options().tools_list_query;
+    assert_eq!(query.as_deref(), Some("data.mcp.authz.tool_visible"));
+    let origin = |o: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::ORIGIN, o.parse().unwrap());
+        cfg.mcp.allowed_origins.check(&h).is_ok()
+    };
+    assert!(origin("https://app.example.org") && !origin("https://other.example"));
+    // The shadow set only decides: it is never asked the tool-visibility query.
+    let (_, shadow) = cfg.shadow_policy_options().unwrap();
+    assert_eq!(shadow.tools_list_query, None);
+
+    let cfg = Config::check(args(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--mcp-allowed-origin",
+        "https://other.example",
+    ]))
+    .config;
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::ORIGIN, "https://app.example.org".parse().unwrap());
+    assert!(cfg.mcp.allowed_origins.check(&h).is_err());
+
+    let err = Config::from_args(args(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--mcp-allowed-origin",
+        "*",
+        "--mcp-tools-list-query",
+        "tool_visible",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mcp-allowed-origin:") && err.contains("mcp-tools-list-query:"), "{err}");
+}

@@ -35,7 +35,7 @@ use regorus::Value;
 use tokio::sync::Semaphore;
 
 use super::input::{walk, InputView};
-use super::{Decision, PolicySet};
+use super::{Decision, PolicySet, Question};
 
 /// An evaluation using more CPU than this sends every later one of its policy set to the
 /// evaluation threads. Typical evaluations use microseconds; this is far past any of them,
@@ -95,7 +95,7 @@ impl Evaluator {
     /// evaluation threads instead. Waiting yields the worker. A busy proxy keeps inline turns
     /// coming, and the request keeps waiting for one (it would gain nothing elsewhere); no turn
     /// for a whole [`INLINE_WAIT`] means slow evaluations hold them all.
-    async fn inline(&self, set: &PolicySet, input: &Value) -> Option<Decision> {
+    async fn inline(&self, set: &PolicySet, question: Question, input: &Value) -> Option<Decision> {
         let mut done = self.inline_done.load(Ordering::Relaxed);
         loop {
             match tokio::time::timeout(INLINE_WAIT, self.inline.acquire()).await {
@@ -109,7 +109,7 @@ impl Evaluator {
                     // evaluation, or a slow one strands it (a client's handshake timed out
                     // behind a slow evaluation in the black-box tests).
                     tokio::task::yield_now().await;
-                    let decision = set.decide(input.clone());
+                    let decision = set.answer(question, input.clone());
                     self.inline_done.fetch_add(1, Ordering::Relaxed);
                     return Some(decision);
                 }
@@ -150,8 +150,27 @@ impl Evaluator {
             }
         }
         let input = view.into_value();
-        let decision = self.evaluate_and_keep(set, key, input.clone()).await;
+        let decision = self
+            .evaluate_and_keep(set, Question::Decide, key, input.clone())
+            .await;
         (decision, Some(input))
+    }
+
+    /// Whether one tool of an MCP `tools/list` result may be shown, for `input` (the request's,
+    /// with `input.mcp.tool` naming the tool): `set`'s tool-visibility query, from its own
+    /// decision cache where it can answer. Never fails: a failure hides the tool.
+    pub async fn tool_visible(&self, set: Arc<PolicySet>, input: Value) -> Decision {
+        let start = Instant::now();
+        let cache = set.cache_of(Question::ToolVisible);
+        let key = cache.map(|c| c.key(|p| walk(&input, p)));
+        if let (Some(cache), Some(key)) = (cache, &key) {
+            if let Some(mut decision) = cache.get(key) {
+                decision.eval_ns = start.elapsed().as_nanos() as u64;
+                return decision;
+            }
+        }
+        self.evaluate_and_keep(set, Question::ToolVisible, key, input)
+            .await
     }
 
     /// As [`Evaluator::decide`], with the cache key already computed (`None`: no cache).
@@ -168,28 +187,30 @@ impl Evaluator {
                 return decision;
             }
         }
-        self.evaluate_and_keep(set, key, input).await
+        self.evaluate_and_keep(set, Question::Decide, key, input)
+            .await
     }
 
-    /// Evaluate, and keep the answer under `key` when the set has a cache.
+    /// Evaluate, and keep the answer under `key` when the set has a cache for `question`.
     async fn evaluate_and_keep(
         &self,
         set: Arc<PolicySet>,
+        question: Question,
         key: Option<Box<[u8]>>,
         input: Value,
     ) -> Decision {
         let kept = set.clone();
-        let decision = self.evaluate(set, input).await;
-        if let (Some(cache), Some(key)) = (kept.cache(), key) {
+        let decision = self.evaluate(set, question, input).await;
+        if let (Some(cache), Some(key)) = (kept.cache_of(question), key) {
             cache.put(key, &decision);
         }
         decision
     }
 
-    /// Evaluate `input` with `set`, inline or on the evaluation threads.
-    async fn evaluate(&self, set: Arc<PolicySet>, input: Value) -> Decision {
+    /// Ask `set` `question` about `input`, inline or on the evaluation threads.
+    async fn evaluate(&self, set: Arc<PolicySet>, question: Question, input: Value) -> Decision {
         if self.inline_allowed && !set.slow_seen() {
-            if let Some(decision) = self.inline(&set, &input).await {
+            if let Some(decision) = self.inline(&set, question, &input).await {
                 return decision;
             }
         }
@@ -210,7 +231,7 @@ impl Evaluator {
         let gauge = self.running.clone();
         let running = tokio::task::spawn_blocking(move || {
             gauge.inc();
-            let decision = set.decide(input);
+            let decision = set.answer(question, input);
             gauge.dec();
             drop(permit);
             decision

@@ -68,6 +68,9 @@ pub struct Options {
     pub strict_builtin_errors: bool,
     /// Evaluate the query once on a made-up request at load, to warn early.
     pub sample: bool,
+    /// The rule asked once per tool of an MCP `tools/list` result, whether the caller may see
+    /// it (`--mcp-tools-list-query`); none: results are not filtered.
+    pub tools_list_query: Option<String>,
 }
 
 impl Options {
@@ -78,6 +81,7 @@ impl Options {
             timeout,
             strict_builtin_errors: false,
             sample: true,
+            tools_list_query: None,
         }
     }
 
@@ -117,6 +121,27 @@ pub struct PolicySet {
     pub sample_error: Option<String>,
     /// Whether a failing builtin fails the evaluation ([`Options::strict_builtin_errors`]).
     pub strict_builtin_errors: bool,
+    /// The second question the set answers, when `--mcp-tools-list-query` names one.
+    tools: Option<Visibility>,
+}
+
+/// The tool-visibility query ([`Options::tools_list_query`]): compiled with the set, with its
+/// own analysis and decision cache, since it reads `input` otherwise than the main query.
+struct Visibility {
+    query: Arc<str>,
+    /// The rule regorus evaluates (as [`PolicySet::entry`] is for the main query).
+    entry: String,
+    reads: analysis::Reads,
+    cache: Option<cache::DecisionCache>,
+}
+
+/// Which of its questions a set is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// The query that decides a request (`--query`).
+    Decide,
+    /// Whether one listed tool may be shown (`--mcp-tools-list-query`): only `true` shows it.
+    ToolVisible,
 }
 
 /// What the policy decided for one request, already checked for shape.
@@ -198,6 +223,16 @@ impl PolicySet {
             })
         };
         let direct = resolve_query(&mut engine, query).map_err(query_error)?;
+        // Resolved before anything is compiled: an added rule must be in the engine first.
+        let tools = match &options.tools_list_query {
+            Some(q) => Some(tools_entry(&mut engine, q).map_err(|message| {
+                fail(PolicyError::Query {
+                    query: q.clone(),
+                    message,
+                })
+            })?),
+            None => None,
+        };
         // A runaway evaluation is an error (a deny), not a stuck thread. Set on the engine,
         // so each clone carries it and sets with different limits can live side by side.
         engine.set_execution_timer_config(execution_limit(options.timeout));
@@ -219,7 +254,27 @@ impl PolicySet {
                 .map_err(|e| query_error(summary(&e.to_string())))?;
             QUERY_RULE.to_string()
         };
+        if let Some(tools_rule) = &tools {
+            engine
+                .compile_with_entrypoint(&tools_rule.as_str().into())
+                .map_err(|e| {
+                    fail(PolicyError::Query {
+                        query: options.tools_list_query.clone().unwrap_or_default(),
+                        message: summary(&e.to_string()),
+                    })
+                })?;
+        }
         let reads = analysis::reads(engine.get_modules(), &entry);
+        let tools = tools.map(|tools_rule| Visibility {
+            query: options
+                .tools_list_query
+                .as_deref()
+                .unwrap_or_default()
+                .into(),
+            reads: analysis::reads(engine.get_modules(), &tools_rule),
+            entry: tools_rule,
+            cache: None,
+        });
         let mut set = PolicySet {
             engine,
             revision,
@@ -231,6 +286,7 @@ impl PolicySet {
             entry,
             sample_error: None,
             strict_builtin_errors: options.strict_builtin_errors,
+            tools,
         };
         // The static checks cannot see everything: evaluate once now, and say so if that
         // fails, rather than first on a request.
@@ -248,9 +304,13 @@ impl PolicySet {
     }
 
     fn eval(&self, input: Value) -> anyhow::Result<Value> {
+        self.eval_entry(&self.entry, input)
+    }
+
+    fn eval_entry(&self, entry: &str, input: Value) -> anyhow::Result<Value> {
         let mut engine = self.engine.clone();
         engine.set_input(input);
-        engine.eval_rule(self.entry.clone())
+        engine.eval_rule(entry.to_string())
     }
 
     /// The query's value for one input, as OPA would print it; for `regate policy eval --raw`.
@@ -258,10 +318,16 @@ impl PolicySet {
         self.eval(input)
     }
 
-    /// Keep up to `entries` of this set's answers (0: none), when its analysis allows.
+    /// Keep up to `entries` of this set's answers (0: none), when its analysis allows; as
+    /// many again for the tool-visibility query, apart.
     pub fn with_decision_cache(mut self, entries: usize) -> PolicySet {
         if let analysis::Reads::Paths(paths) = &self.reads {
             self.cache = cache::DecisionCache::new(paths, entries);
+        }
+        if let Some(tools) = &mut self.tools {
+            if let analysis::Reads::Paths(paths) = &tools.reads {
+                tools.cache = cache::DecisionCache::new(paths, entries);
+            }
         }
         self
     }
@@ -271,6 +337,19 @@ impl PolicySet {
         self.cache.as_ref()
     }
 
+    /// The decision cache of `question`'s answers, when the set has one.
+    pub fn cache_of(&self, question: Question) -> Option<&cache::DecisionCache> {
+        match question {
+            Question::Decide => self.cache.as_ref(),
+            Question::ToolVisible => self.tools.as_ref().and_then(|t| t.cache.as_ref()),
+        }
+    }
+
+    /// The tool-visibility query, when the set was compiled with one.
+    pub fn tools_list_query(&self) -> Option<&Arc<str>> {
+        self.tools.as_ref().map(|t| &t.query)
+    }
+
     /// Whether an evaluation of this set has ever been slow (see [`Evaluator`]).
     pub fn slow_seen(&self) -> bool {
         self.slow_seen.load(std::sync::atomic::Ordering::Relaxed)
@@ -278,9 +357,20 @@ impl PolicySet {
 
     /// Evaluate the query for one request. Never fails: every failure is a deny.
     pub fn decide(&self, input: Value) -> Decision {
+        self.answer(Question::Decide, input)
+    }
+
+    /// Ask `question` about one input. Never fails: every failure is a deny (for
+    /// [`Question::ToolVisible`], a hidden tool), and so is a set without the question.
+    pub fn answer(&self, question: Question, input: Value) -> Decision {
+        let (entry, read): (&str, fn(&Value) -> Decision) = match (question, &self.tools) {
+            (Question::Decide, _) => (&self.entry, interpret),
+            (Question::ToolVisible, Some(tools)) => (&tools.entry, interpret_visibility),
+            (Question::ToolVisible, None) => return Decision::deny("policy_undefined"),
+        };
         let start = Instant::now();
         let cpu_start = thread_cpu_ns();
-        let result = self.eval(input);
+        let result = self.eval_entry(entry, input);
         let eval_ns = start.elapsed().as_nanos() as u64;
         // CPU time, not wall time: a thread the scheduler set aside mid-evaluation on a busy
         // machine has not evaluated slowly.
@@ -289,7 +379,7 @@ impl PolicySet {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let mut decision = match result {
-            Ok(value) => interpret(&value),
+            Ok(value) => read(&value),
             Err(e) => {
                 let message = summary(&e.to_string());
                 // regorus' own wording for its execution timer.
@@ -397,6 +487,8 @@ pub(crate) fn build_engine(
 /// The rule regate adds when regorus cannot evaluate the query as it stands, and its package.
 const QUERY_RULE: &str = "data.regate_query__.value";
 const QUERY_PACKAGE: &str = "regate_query__";
+/// The rule regate adds for a tool-visibility query regorus cannot evaluate as it stands.
+const TOOLS_RULE: &str = "data.regate_query__.tool_visible";
 
 /// Whether a Rego file's `package` line names `package` or a package inside it.
 fn declares_package(text: &str, package: &str) -> bool {
@@ -414,14 +506,30 @@ fn declares_package(text: &str, package: &str) -> bool {
 }
 
 fn add_query_rule(engine: &mut Engine, query: &str) -> Result<(), String> {
+    add_rule(engine, "(--query)", "value", query)
+}
+
+/// A rule `name := query` in regate's own package, for a query regorus cannot evaluate as it
+/// stands.
+fn add_rule(engine: &mut Engine, file: &str, name: &str, query: &str) -> Result<(), String> {
     engine.set_rego_v0(false);
     engine
         .add_policy(
-            "(--query)".into(),
-            format!("package {QUERY_PACKAGE}\n\nvalue := {query}\n"),
+            file.into(),
+            format!("package {QUERY_PACKAGE}\n\n{name} := {query}\n"),
         )
         .map(|_| ())
         .map_err(|e| summary(&e.to_string()))
+}
+
+/// The rule regorus evaluates for the tool-visibility query: the query itself when it names a
+/// rule regorus can evaluate directly, else one regate adds, as for `--query`.
+fn tools_entry(engine: &mut Engine, query: &str) -> Result<String, String> {
+    if resolve_query(engine, query)? {
+        return Ok(query.to_string());
+    }
+    add_rule(engine, "(--mcp-tools-list-query)", "tool_visible", query)?;
+    Ok(TOOLS_RULE.to_string())
 }
 
 /// `data.envoy.authz.result` as `["envoy", "authz", "result"]`; also `data.x["a-b"]`.
@@ -719,6 +827,26 @@ fn interpret(value: &Value) -> Decision {
         other => Decision {
             error: Some(format!(
                 "the result is {}, not a boolean or a decision object",
+                other.to_json_str().unwrap_or_default()
+            )),
+            ..Decision::deny("policy_invalid_result")
+        },
+    }
+}
+
+/// Whether a listed tool is shown: only when the tool-visibility query is `true`. Anything
+/// else, a decision object included, hides it.
+fn interpret_visibility(value: &Value) -> Decision {
+    match value {
+        Value::Bool(true) => Decision {
+            allowed: true,
+            ..Decision::deny("tool_visible")
+        },
+        Value::Bool(false) => Decision::deny("tool_hidden"),
+        Value::Undefined => Decision::deny("policy_undefined"),
+        other => Decision {
+            error: Some(format!(
+                "the tool-visibility result is {}, not a boolean",
                 other.to_json_str().unwrap_or_default()
             )),
             ..Decision::deny("policy_invalid_result")

@@ -2,13 +2,16 @@
 //!
 //! In order: the request's head (`crate::request::prepare`: CONNECT, ambiguous targets, bad
 //! hosts, transfer codings, upgrades, headers spelt to collide; then the headers cleaned into
-//! what the upstream receives); trust in the caller ([`super::trust`]: the kill switch, its
+//! what the upstream receives); a browser's `Origin`, when `--mcp-allowed-origin` lists the
+//! ones allowed (`crate::request::mcp`); trust in the caller ([`super::trust`]: the kill switch, its
 //! certificate, its trust domain) and its delegation token (`crate::delegation`); the body's
-//! framing; and a JSON body read for the policy (`crate::request::body`), within the
+//! framing; a JSON body read for the policy (`crate::request::body`), within the
 //! inspection budget and deadline, refused when a server could read it otherwise than the
-//! policy.
+//! policy; and MCP's `Mcp-Method`, `Mcp-Name` and `MCP-Protocol-Version` held to that body
+//! (`crate::request::mcp`), shown to the policy in `input.mcp` once they match.
 //!
-//! A refusal of the request itself is an error (400, 401, 408, 503: `super::error` maps it).
+//! A refusal of the request itself is an error (400, 401, 403, 408, 503: `super::error` maps
+//! it).
 //! A caller regate no longer trusts is not an error: the request goes on to be denied with
 //! that reason ([`Admitted::refused`]), recorded like a policy's deny. Nothing here evaluates
 //! a policy or forwards anything.
@@ -23,7 +26,7 @@ use super::trust::Trust;
 use crate::delegation::Verifier;
 use crate::limits::BodyBudget;
 use crate::request::body::{self, Inspected, Replay};
-use crate::request::{self, Forwarded, Prepared};
+use crate::request::{self, mcp, Forwarded, Prepared};
 
 /// The operator's settings for admission.
 pub struct Admission {
@@ -38,6 +41,8 @@ pub struct Admission {
     pub inspection: Inspection,
     /// `--replace-request-id`: the upstream always gets regate's own `x-request-id`.
     pub replace_request_id: bool,
+    /// `--mcp-allowed-origin`: the browser origins that may call (none listed: no check).
+    pub origins: crate::request::mcp::Origins,
 }
 
 /// `--inspect-body-limit`, `--inspect-body-budget[-per-identity]`, `--inspect-body-timeout`.
@@ -80,6 +85,9 @@ impl Admission {
         noted: &mut Noted,
     ) -> Result<Admitted, ProxyError> {
         let prepared = self.prepare(conn, &mut parts, seen)?;
+        self.origins
+            .check(&parts.headers)
+            .map_err(ProxyError::OriginNotAllowed)?;
         let now = SystemTime::now();
         // A token is verified whoever presents it; whether the caller is trusted at all is
         // answered first, and a token that does not verify is refused (401) only then.
@@ -106,10 +114,13 @@ impl Admission {
             Ok(delegation) => noted.delegation = delegation,
         }
         check_framing(&parts, &prepared, body)?;
-        let inspected = match refused {
+        let mut inspected = match refused {
             None => self.inspect(conn, &parts, body).await?,
             Some(_) => None,
         };
+        if refused.is_none() {
+            mcp_headers(&parts.headers, &mut inspected, self.inspection.limit > 0)?;
+        }
         let calls = inspected.as_ref().and_then(|i| i.calls.as_ref());
         if refused.is_none() && calls.is_some_and(|c| c.len() > body::MAX_BATCH) {
             refused = Some("batch_too_large");
@@ -191,6 +202,24 @@ impl Admission {
         }
         Ok(Some(inspected))
     }
+}
+
+/// MCP's headers held to the body; once they match, each call's `input.mcp` shows them.
+fn mcp_headers(
+    headers: &http::HeaderMap,
+    inspected: &mut Option<Inspected>,
+    body_read: bool,
+) -> Result<(), ProxyError> {
+    let sent = mcp::check(headers, inspected.as_ref(), body_read)
+        .map_err(ProxyError::McpHeaderMismatch)?;
+    if sent == mcp::Sent::default() {
+        return Ok(());
+    }
+    let calls = inspected.as_mut().and_then(|i| i.calls.as_mut());
+    for call in calls.into_iter().flatten() {
+        sent.annotate(call);
+    }
+    Ok(())
 }
 
 /// Two content types leave the upstream to pick one; an upgrade carries no body (a body

@@ -19,6 +19,7 @@ use super::admission::Admitted;
 use super::connection::Connection;
 use super::record::{Noted, Recorder, Seen};
 use super::shadow::Shadow;
+use super::tools_list::Listing;
 use crate::metrics::Metrics;
 use crate::policy::input::{BodyInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
@@ -62,6 +63,9 @@ pub struct Decided {
     pub by_policy: bool,
     /// The input that was allowed, for an upgrade: a tunnel is judged again with it.
     pub upgrade_input: Option<Value>,
+    /// For a request that lists MCP tools, with a tool-visibility query: what its result is
+    /// filtered with (`super::tools_list`).
+    pub listing: Option<Listing>,
 }
 
 impl Decider {
@@ -80,6 +84,7 @@ impl Decider {
                 decision: Decision::deny(reason),
                 by_policy: false,
                 upgrade_input: None,
+                listing: None,
             };
         }
         let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
@@ -91,6 +96,7 @@ impl Decider {
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
         let mut upgrade_input = None;
+        let mut listing = None;
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
         for (index, call) in asked.calls() {
@@ -115,6 +121,12 @@ impl Decider {
             if let (true, Some(input)) = (recorded, &whole) {
                 noted.input = Some(recorder.redaction.record(input.clone()));
             }
+            if listing.is_none() {
+                listing = Listing::of(policies, call, || match &whole {
+                    Some(input) => input.clone(),
+                    None => conn.input.build(&request),
+                });
+            }
             if upgrade {
                 upgrade_input = whole;
             }
@@ -131,6 +143,7 @@ impl Decider {
             decision,
             by_policy: true,
             upgrade_input,
+            listing,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Allowed {
     /// The input that was allowed, for a tunnel to be judged again with.
     pub input: Option<Value>,
     pub revision: Arc<str>,
+    /// A request that lists MCP tools: how its result is filtered.
+    pub listing: Option<super::tools_list::Listing>,
 }
 
 /// What the step needs besides the request.
@@ -58,6 +60,7 @@ pub fn apply(
         mut decision,
         by_policy,
         upgrade_input,
+        listing,
     } = decided;
     if let Some(error) = &decision.error {
         cx.recorder
@@ -96,6 +99,7 @@ pub fn apply(
         upgrade: admitted.prepared.upgrade,
         input: upgrade_input,
         revision: cx.revision.clone(),
+        listing,
     })
 }
 

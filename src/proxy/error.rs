@@ -1,7 +1,10 @@
 //! The one place where an outcome other than a forwarded response becomes an HTTP response.
 //!
 //! Errors are `application/problem+json` (RFC 9457) with `type, title, status, detail,
-//! request_id`, unless the policy supplied its own deny body.
+//! request_id`, unless the policy supplied its own deny body. What MCP's Streamable HTTP
+//! transport refuses (a head that disagrees with its body, an `Origin` not allowed, a
+//! `tools/list` result that could not be filtered) is answered as MCP clients read errors: a
+//! JSON-RPC error response, with the request's `id` when there is one.
 
 use std::borrow::Cow;
 
@@ -54,7 +57,28 @@ pub enum ProxyError {
     /// The upstream answered in a way regate will not pass on (a `101` nobody asked for).
     #[error("upstream answered wrongly: {0}")]
     UpstreamProtocol(&'static str),
+    /// MCP's `Mcp-Method`, `Mcp-Name` or `MCP-Protocol-Version` disagree with the body
+    /// (`crate::request::mcp`): the spec's `HeaderMismatch`.
+    #[error("header mismatch: {0}")]
+    McpHeaderMismatch(crate::request::mcp::Mismatch),
+    /// A browser's `Origin` that `--mcp-allowed-origin` does not list: MCP's DNS-rebinding
+    /// defence.
+    #[error(transparent)]
+    OriginNotAllowed(crate::request::mcp::OriginRefused),
+    /// An MCP `tools/list` result that could not be filtered (`super::tools_list`): not
+    /// passed on, since unfiltered it would show tools the caller may not call.
+    #[error("the tools/list result could not be filtered: {reason}")]
+    ToolsListUnfiltered {
+        reason: String,
+        id: Option<serde_json::Value>,
+    },
 }
+
+/// The JSON-RPC error code of a request that is not a valid one (here: refused for its
+/// `Origin`).
+const INVALID_REQUEST: i64 = -32600;
+/// The JSON-RPC error code of a server's own failure (here: a result regate could not filter).
+const INTERNAL_ERROR: i64 = -32603;
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -72,6 +96,9 @@ impl ProxyError {
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::McpHeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            ProxyError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ProxyError::ToolsListUnfiltered { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -90,6 +117,28 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::Upstream(_) | ProxyError::UpstreamProtocol(_) => "upstream_error",
+            ProxyError::McpHeaderMismatch(_) => "mcp_header_mismatch",
+            ProxyError::OriginNotAllowed(_) => "origin_not_allowed",
+            ProxyError::ToolsListUnfiltered { .. } => "tools_list_unfiltered",
+        })
+    }
+
+    /// MCP's answer to what the transport refuses: the JSON-RPC error code, the message, and
+    /// the id of the request it answers (none for a refusal that reads no body).
+    fn json_rpc(&self) -> Option<(i64, String, Option<&serde_json::Value>)> {
+        Some(match self {
+            ProxyError::McpHeaderMismatch(m) => (
+                crate::request::mcp::HEADER_MISMATCH,
+                format!("Header mismatch: {}", m.message),
+                m.id.as_ref(),
+            ),
+            ProxyError::OriginNotAllowed(refused) => (INVALID_REQUEST, refused.to_string(), None),
+            ProxyError::ToolsListUnfiltered { reason, id } => (
+                INTERNAL_ERROR,
+                format!("the tools/list result could not be filtered for this caller: {reason}"),
+                id.as_ref(),
+            ),
+            _ => return None,
         })
     }
 
@@ -121,6 +170,13 @@ impl ProxyError {
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
+                r
+            }
+            _ if self.json_rpc().is_some() => {
+                let mut r =
+                    Response::new(Body::own(Bytes::from(json_rpc_message(&self, request_id))));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
             _ => problem(&self, status, request_id),
@@ -166,6 +222,27 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// The JSON-RPC error response `err` is answered with (empty for an error that is not one of
+/// MCP's transport): `id` left out when the request's is not known, as MCP's transport says of
+/// refusals that read no body; regate's request id and reason in `data`.
+pub fn json_rpc_message(err: &ProxyError, request_id: &str) -> Vec<u8> {
+    let Some((code, message, id)) = err.json_rpc() else {
+        return Vec::new();
+    };
+    let mut doc = serde_json::json!({
+        "jsonrpc": "2.0",
+        "error": {
+            "code": code,
+            "message": message,
+            "data": {"request_id": request_id, "reason": err.reason()},
+        },
+    });
+    if let Some(id) = id {
+        doc["id"] = id.clone();
+    }
+    serde_json::to_vec(&doc).unwrap_or_default()
 }
 
 #[derive(Serialize)]

@@ -3,7 +3,9 @@
 //! for the upgrade the client asked for; the tunnel then runs on its own (`super::tunnel`).
 //!
 //! Bodies are never buffered: the client's body streams to the upstream, and the upstream's
-//! body and trailers stream back.
+//! body and trailers stream back. The one exception is an MCP `tools/list` result, filtered
+//! for the caller (`super::tools_list`): a JSON one is read whole within the inspection
+//! limit; an event stream still streams, each event held only until it is whole.
 
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use regorus::Value;
 use super::connection::Connection;
 use super::effects::Allowed;
 use super::error::ProxyError;
-use super::record::Seen;
+use super::record::{Noted, Seen};
 use super::response::{Body, Slots};
 use super::{tunnel, Proxy};
 use crate::request::headers::strip_hop_by_hop;
@@ -48,6 +50,7 @@ pub(super) async fn forward(
     conn: &Arc<Connection>,
     allowed: Allowed,
     seen: &Seen,
+    noted: &mut Noted,
 ) -> Result<(Response<Body>, Option<Slots>), ProxyError> {
     let Allowed {
         mut req,
@@ -55,7 +58,11 @@ pub(super) async fn forward(
         upgrade,
         input,
         revision,
+        listing,
     } = allowed;
+    if listing.is_some() {
+        super::tools_list::Listing::prepare(&mut req);
+    }
     // An HTTP/2 client can have many streams in flight on one connection; they queue for the
     // connection's share rather than fan out into as many upstream connections.
     let per_connection = match conn.upstream_slots.clone().try_acquire_owned() {
@@ -111,11 +118,16 @@ pub(super) async fn forward(
             _total: total,
         })
     };
-    let (mut head, body) = resp.into_parts();
+    let mut resp = match listing {
+        Some(listing) => {
+            super::tools_list::filter(proxy, conn, listing, resp, &seen.request_id, noted).await?
+        }
+        None => resp.map(Body::upstream),
+    };
     for (name, value) in &decision.response_headers {
-        head.headers.append(name.clone(), value.clone());
+        resp.headers_mut().append(name.clone(), value.clone());
     }
-    Ok((Response::from_parts(head, Body::upstream(body)), slots))
+    Ok((resp, slots))
 }
 
 /// Idle connections to the application kept open for reuse.

@@ -9,7 +9,9 @@
 //!    cache where it can; the shadow set ([`shadow`]) is asked the same calls, beside;
 //! 3. [`effects`]: what the decision does to the request: audit mode, the policy's rewrites,
 //!    a revocation that landed meanwhile;
-//! 4. [`forward`]: to the upstream, within its limits; a `101` becomes a [`tunnel`];
+//! 4. [`forward`]: to the upstream, within its limits; a `101` becomes a [`tunnel`]; an MCP
+//!    `tools/list` result is filtered on its way back ([`tools_list`], events split by
+//!    [`sse`]);
 //! 5. [`record`]: one decision record, once the response head is ready (or the client went
 //!    away).
 //!
@@ -33,6 +35,8 @@ pub mod record;
 pub mod resource;
 pub mod response;
 pub mod shadow;
+pub mod sse;
+pub mod tools_list;
 pub mod trust;
 pub mod tunnel;
 
@@ -199,7 +203,7 @@ impl Proxy {
         record: &mut Pending<'_>,
     ) -> (Response<Body>, Held) {
         let sent = Instant::now();
-        match forward::forward(self, conn, allowed, seen).await {
+        match forward::forward(self, conn, allowed, seen, &mut record.noted).await {
             Ok((response, slots)) => {
                 let upstream_time = sent.elapsed();
                 self.recorder.metrics.upstream(upstream_time);
@@ -212,15 +216,25 @@ impl Proxy {
                 (response, held)
             }
             Err(err) => {
-                self.recorder.metrics.upstream_error(match &err {
-                    ProxyError::UpstreamUnreachable(_) => "unreachable",
-                    ProxyError::UpstreamTimeout => "timeout",
-                    ProxyError::UpstreamOverloaded => "overloaded",
-                    _ => "error",
-                });
+                if let ProxyError::ToolsListUnfiltered { .. } = &err {
+                    // The upstream answered; regate would not pass the answer on. The metric
+                    // of tools/list results counts it.
+                    tracing::warn!(request.id = %seen.request_id, error = %err, "tools/list result refused");
+                } else {
+                    self.recorder.metrics.upstream_error(match &err {
+                        ProxyError::UpstreamUnreachable(_) => "unreachable",
+                        ProxyError::UpstreamTimeout => "timeout",
+                        ProxyError::UpstreamOverloaded => "overloaded",
+                        _ => "error",
+                    });
+                }
                 // Overload is the clients' doing, one line per request would flood the log;
                 // the metric and the records count it.
-                if !matches!(err, ProxyError::UpstreamOverloaded) {
+                let quiet = matches!(
+                    err,
+                    ProxyError::UpstreamOverloaded | ProxyError::ToolsListUnfiltered { .. }
+                );
+                if !quiet {
                     tracing::warn!(request.id = %seen.request_id, error = %err, "upstream request failed");
                 }
                 record.reason = err.reason();

@@ -3,7 +3,7 @@
 //! [`Seen`] is what every record carries, taken from the request head before anything else;
 //! [`Noted`] is what the steps learn for it on the way (the delegation token's names, the
 //! denied call, the recorded input, audit mode's `would_deny`, the shadow set's outcome to
-//! come). [`Pending`] writes the record once: when the response head is ready, or as
+//! come, what filtering a `tools/list` result hid). [`Pending`] writes the record once: when the response head is ready, or as
 //! `client_cancelled` when the request is dropped first. The shadow set's outcome is joined
 //! to the record by the audit writer when it comes in (`crate::audit::later`); the record is
 //! handed over at once either way.
@@ -99,6 +99,11 @@ pub struct Noted {
     pub shadow: Option<Later>,
     /// Audit mode forwarded what the policy denied.
     pub would_deny: bool,
+    /// What filtering an MCP `tools/list` result did (`listed`, `hidden`, and `refused` when
+    /// it failed closed), when the result was read before the response head went out.
+    pub tools_list: Option<serde_json::Value>,
+    /// The same, for a result streamed as events: published when the stream ends.
+    pub tools_list_later: Option<Later>,
 }
 
 /// The decision record of one request, written once: by [`Pending::finish`], or, if the
@@ -212,10 +217,15 @@ impl<'a> Pending<'a> {
             duration_ns: duration.as_nanos() as u64,
             input: self.noted.input.as_ref(),
             would_deny: self.noted.would_deny,
+            tools_list: self.noted.tools_list.as_ref(),
         };
-        match self.noted.shadow.take() {
-            Some(shadow) => self.recorder.audit.log_with(&record, shadow),
-            None => self.recorder.audit.log(&record),
+        let later: Vec<Later> = [self.noted.shadow.take(), self.noted.tools_list_later.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        match later.is_empty() {
+            true => self.recorder.audit.log(&record),
+            false => self.recorder.audit.log_with(&record, later),
         }
     }
 }

@@ -7,11 +7,13 @@
 //! proxy and `regate policy eval` both call it, so the policy sees the same thing in both.
 //!
 //! It never reads a body and never talks to anyone; refusals become responses in
-//! `proxy::error`. Reading a JSON body for the policy is [`body`]'s job.
+//! `proxy::error`. Reading a JSON body for the policy is [`body`]'s job; holding MCP's
+//! headers to that body, and checking a browser's `Origin`, is [`mcp`]'s.
 
 pub mod body;
 pub mod headers;
 pub mod json;
+pub mod mcp;
 pub mod target;
 pub mod upgrade;
 

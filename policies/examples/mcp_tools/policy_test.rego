@@ -81,3 +81,41 @@ test_not_an_mcp_call if {
 	d := mcp_tools.allow with input as {"peer": {"spiffe_id": summarizer}}
 	d.reason == "not_an_mcp_call"
 }
+
+visible(id, tool, delegation) if {
+	mcp_tools.tool_visible with input as object.union(
+		{
+			"peer": {"spiffe_id": id},
+			"mcp": {"method": "tools/list", "params": null, "id": 1, "tool": tool},
+		},
+		delegation,
+	)
+}
+
+test_the_summarizer_is_shown_only_the_tools_it_may_call if {
+	visible(summarizer, "search", {})
+	visible(summarizer, "read_doc", {})
+	not visible(summarizer, "send_email", {})
+}
+
+test_the_executor_is_shown_send_email if visible(executor, "send_email", {})
+
+test_a_tool_outside_the_persons_scope_is_not_shown if {
+	not visible(executor, "send_email", {"delegation": {"subject": "alice", "scope": ["docs:read"]}})
+	visible(executor, "search", {"delegation": {"subject": "alice", "scope": ["docs:read"]}})
+}
+
+test_unknown_agents_are_shown_nothing if not visible("spiffe://example.org/ns/agents/sa/stranger", "search", {})
+
+test_what_is_shown_is_what_may_be_called if {
+	every tool in ["search", "read_doc", "send_email"] {
+		shown(summarizer, tool) == tool_call(summarizer, tool, {}).allowed
+	}
+}
+
+shown(id, tool) := true if visible(id, tool, {}) else := false
+
+test_2026_clients_discover if {
+	d := mcp_tools.allow with input as {"peer": {"spiffe_id": summarizer}, "mcp": {"method": "server/discover", "params": {}, "id": 1}}
+	d.allowed
+}
