@@ -64,6 +64,7 @@ fn record<'a>(input: Option<&'a regorus::Value>) -> DecisionRecord<'a> {
         duration_ns: 420_000,
         input,
         would_deny: false,
+        rate_limited: None,
     }
 }
 

@@ -326,6 +326,17 @@ impl App {
             mode: config.mode,
             metrics: metrics.clone(),
         };
+        let store = match &config.budgets.redis {
+            // Checked at config time; a URL that stopped parsing is as good as no store.
+            Some(url) => crate::budgets::redis::Store::new(url, config.budgets.timeout)
+                .map(crate::budgets::Store::Redis)
+                .unwrap_or_else(|_| crate::budgets::Store::Memory(Default::default())),
+            None => crate::budgets::Store::Memory(Default::default()),
+        };
+        let budgets = proxy::budget::Budgets {
+            store,
+            metrics: metrics.clone(),
+        };
         let recorder = proxy::record::Recorder {
             audit: self.audit.0.clone(),
             metrics: metrics.clone(),
@@ -340,6 +351,7 @@ impl App {
                 revocations: self.revocations.clone(),
             }),
             decider: Arc::new(decider),
+            budgets,
             upstream: proxy::forward::Upstream::new(
                 authority,
                 config.upstream_protocol,

@@ -56,6 +56,7 @@
 pub mod admin;
 mod app;
 pub mod audit;
+pub mod budgets;
 pub mod builtins;
 pub mod cli;
 pub mod config;

@@ -89,9 +89,19 @@ pub struct DecisionRecord<'a> {
     /// `--mode audit`: the policy denied (for `reason`) and the request was forwarded anyway.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub would_deny: bool,
+    /// The budget (`rate_limits`) that refused the request, or would have in audit mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<RateLimitedRecord<'a>>,
     // `shadow`, the shadow policy set's decision when it differs from the main policy's,
     // is published by the shadow set itself and joined to the record by the writer
     // ([`later`]).
+}
+
+/// A budget that refused a request: the policy's `name` for it and its `key`.
+#[derive(Debug, Serialize)]
+pub struct RateLimitedRecord<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
 }
 
 /// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
@@ -561,6 +571,7 @@ mod tests {
             duration_ns: 0,
             input: None,
             would_deny: false,
+            rate_limited: None,
         }
     }
 

@@ -22,6 +22,14 @@ pub(super) struct DelegationFile {
     pub(super) require_token: bool,
 }
 
+/// The `budgets:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BudgetsFile {
+    pub(super) store: Option<String>,
+    pub(super) timeout: Option<String>,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +94,7 @@ pub(super) struct FileSettings {
     pub(super) mode: Option<String>,
     #[serde(default)]
     pub(super) replace_request_id: bool,
+    pub(super) budgets: Option<BudgetsFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.

@@ -48,6 +48,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         request_rules: m.request_rules(),
         shadow: m.shadow(&policy),
         mode: m.mode(),
+        budgets: m.budgets(),
         log_format: m.log_format(),
         listeners,
         upstream,
@@ -158,6 +159,7 @@ struct Sections {
     request_rules: crate::request::Rules,
     shadow: Option<Shadow>,
     mode: Mode,
+    budgets: super::Budgets,
     log_format: LogFormat,
 }
 
@@ -177,6 +179,7 @@ impl Sections {
             request_rules,
             shadow,
             mode,
+            budgets,
             log_format,
         } = self;
         Config {
@@ -227,6 +230,7 @@ impl Sections {
             shadow,
             mode,
             replace_request_id: upstream.replace_request_id,
+            budgets,
         }
     }
 }
@@ -675,6 +679,37 @@ impl Merge {
                 Mode::Enforce
             }
         }
+    }
+
+    /// `--budget-store` and `--budget-timeout`.
+    fn budgets(&mut self) -> super::Budgets {
+        let file = self.file.budgets.take().unwrap_or_default();
+        let store = self.args.budget_store.take().or(file.store);
+        let redis = match store.as_deref() {
+            None | Some("memory") => None,
+            Some(url) => match crate::budgets::redis::Store::new(url, Duration::ZERO) {
+                Ok(_) => Some(url.to_string()),
+                Err(e) => {
+                    self.errors.push(format!(
+                        "budget-store: {e}; use memory or redis://host:port/db"
+                    ));
+                    None
+                }
+            },
+        };
+        let timeout = match self.args.budget_timeout.take().or(file.timeout) {
+            None => Duration::from_millis(50),
+            Some(text) => match parse_duration(&text) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    self.errors.push(format!(
+                        "budget-timeout: {text:?} is not a duration like 50ms"
+                    ));
+                    Duration::from_millis(50)
+                }
+            },
+        };
+        super::Budgets { redis, timeout }
     }
 
     /// `--log-format`: text or json.

@@ -232,6 +232,14 @@ pub struct RunArgs {
     /// one (by default the client's is forwarded unchanged).
     #[arg(long)]
     pub replace_request_id: bool,
+    /// Where the budgets policies attach (`rate_limits`) are kept: `memory` (this replica)
+    /// or `redis://[user:password@]host:port[/db]` (shared by the fleet) [default: memory].
+    #[arg(long, value_name = "memory|URL")]
+    pub budget_store: Option<String>,
+    /// How long a charge may wait for the budget store before the request is refused
+    /// (`budget_unavailable`) [default: 50ms].
+    #[arg(long, value_name = "DURATION")]
+    pub budget_timeout: Option<String>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -306,6 +314,16 @@ pub struct Config {
     pub mode: Mode,
     /// The upstream always gets regate's own `x-request-id`.
     pub replace_request_id: bool,
+    /// Where budgets are kept, and how long a charge may wait.
+    pub budgets: Budgets,
+}
+
+/// `--budget-store` and `--budget-timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budgets {
+    /// `None`: in memory; else a `redis://` URL.
+    pub redis: Option<String>,
+    pub timeout: Duration,
 }
 
 /// `--shadow-policies` and `--shadow-query`.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use regorus::Value;
 
 use super::admission::Admitted;
+use super::budget::Attached;
 use super::connection::Connection;
 use super::record::{Noted, Recorder, Seen};
 use super::shadow::Shadow;
@@ -62,6 +63,8 @@ pub struct Decided {
     pub by_policy: bool,
     /// The input that was allowed, for an upgrade: a tunnel is judged again with it.
     pub upgrade_input: Option<Value>,
+    /// The budgets every allowed call attached, each with its call.
+    pub rate_limits: Vec<Attached>,
 }
 
 impl Decider {
@@ -80,6 +83,7 @@ impl Decider {
                 decision: Decision::deny(reason),
                 by_policy: false,
                 upgrade_input: None,
+                rate_limits: Vec::new(),
             };
         }
         let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
@@ -91,13 +95,14 @@ impl Decider {
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
         let mut upgrade_input = None;
+        let mut rate_limits = Vec::new();
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
         for (index, call) in asked.calls() {
             let request = asked.request(call);
             // The whole input is built only if the decision cache does not answer.
             let view = InputView::new(&conn.input, &request);
-            let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+            let (mut decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
             if let Some(ask) = &mut shadow_ask {
                 ask.call(&conn.input, &request, built.as_ref());
             }
@@ -118,6 +123,14 @@ impl Decider {
             if upgrade {
                 upgrade_input = whole;
             }
+            // Every allowed call is charged to its own budgets, the batch's first call too.
+            let call_index = call.map(|_| index);
+            rate_limits.extend(std::mem::take(&mut decision.rate_limits).into_iter().map(
+                |limit| Attached {
+                    call: call_index,
+                    limit,
+                },
+            ));
             if let Some(settled) = batch.add(decision) {
                 settle(&mut batch, settled, index, call, noted);
                 break;
@@ -131,6 +144,7 @@ impl Decider {
             decision,
             by_policy: true,
             upgrade_input,
+            rate_limits,
         }
     }
 

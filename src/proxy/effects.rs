@@ -30,6 +30,8 @@ pub struct Allowed {
     /// The input that was allowed, for a tunnel to be judged again with.
     pub input: Option<Value>,
     pub revision: Arc<str>,
+    /// The budgets to charge before forwarding (`super::budget`).
+    pub rate_limits: Vec<super::budget::Attached>,
 }
 
 /// What the step needs besides the request.
@@ -54,6 +56,7 @@ pub fn apply(
         mut decision,
         by_policy,
         upgrade_input,
+        rate_limits,
     } = decided;
     if let Some(error) = &decision.error {
         cx.recorder
@@ -83,12 +86,18 @@ pub fn apply(
     let body = body
         .take()
         .ok_or(ProxyError::BadRequest("the request body was already taken"))?;
+    // A policy deny forwarded in audit mode has no budgets to charge.
+    let rate_limits = match decision.allowed {
+        true => rate_limits,
+        false => Vec::new(),
+    };
     Ok(Allowed {
         req: http::Request::from_parts(admitted.parts, body),
         decision,
         upgrade: admitted.prepared.upgrade,
         input: upgrade_input,
         revision: cx.revision.clone(),
+        rate_limits,
     })
 }
 

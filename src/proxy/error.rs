@@ -36,6 +36,12 @@ pub enum ProxyError {
     /// The body read for the policy did not arrive within `--inspect-body-timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// A budget the policy attached is spent.
+    #[error("rate limited: {}", .0.name)]
+    RateLimited(Box<super::budget::Limited>),
+    /// The budget store did not answer, and the limits do not say to go on without it.
+    #[error("the budget store is unavailable")]
+    BudgetUnavailable,
     /// The body could not be read, or not held within the inspection budget.
     #[error(transparent)]
     Inspect(#[from] crate::request::body::InspectError),
@@ -62,6 +68,8 @@ impl ProxyError {
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Inspect(InspectError::Read(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Inspect(InspectError::OverBudget) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::Upstream(_)
@@ -81,6 +89,8 @@ impl ProxyError {
             ProxyError::BodyTimeout => "body_timeout",
             ProxyError::Inspect(InspectError::Read(_)) => "body_unreadable",
             ProxyError::Inspect(InspectError::OverBudget) => "body_budget_exhausted",
+            ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::BudgetUnavailable => "budget_unavailable",
             ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -100,6 +110,7 @@ impl ProxyError {
             StatusCode::METHOD_NOT_ALLOWED => "urn:regate:problem:method-not-allowed",
             StatusCode::NOT_IMPLEMENTED => "urn:regate:problem:not-implemented",
             StatusCode::SERVICE_UNAVAILABLE => "urn:regate:problem:service-unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "urn:regate:problem:too-many-requests",
             StatusCode::BAD_GATEWAY => "urn:regate:problem:bad-gateway",
             StatusCode::GATEWAY_TIMEOUT => "urn:regate:problem:gateway-timeout",
             _ => "urn:regate:problem:error",
@@ -134,6 +145,21 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ProxyError::RateLimited(limited) = &self {
+            let retry = super::budget::ceil_secs(limited.retry_after).max(1);
+            let headers = response.headers_mut();
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry));
+            let limit = crate::policy::governance::RateLimit {
+                key: limited.key.clone(),
+                limit: limited.limit,
+                per: limited.per,
+                name: limited.name.clone(),
+                on_error_allow: false,
+            };
+            for (name, value) in super::budget::headers(&limit, 0, limited.retry_after) {
+                headers.insert(name, value);
+            }
         }
         if let ProxyError::Unauthenticated(e) = self {
             // RFC 6750 §3: the token is what failed, not the client's certificate.

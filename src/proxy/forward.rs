@@ -55,6 +55,7 @@ pub(super) async fn forward(
         upgrade,
         input,
         revision,
+        ..
     } = allowed;
     // An HTTP/2 client can have many streams in flight on one connection; they queue for the
     // connection's share rather than fan out into as many upstream connections.

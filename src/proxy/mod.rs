@@ -8,7 +8,8 @@
 //! 2. [`decision`]: the policy's answer, one evaluation per JSON-RPC call, from the decision
 //!    cache where it can; the shadow set ([`shadow`]) is asked the same calls, beside;
 //! 3. [`effects`]: what the decision does to the request: audit mode, the policy's rewrites,
-//!    a revocation that landed meanwhile;
+//!    a revocation that landed meanwhile; then [`budget`]: the budgets the policy attached,
+//!    charged all or nothing;
 //! 4. [`forward`]: to the upstream, within its limits; a `101` becomes a [`tunnel`];
 //! 5. [`record`]: one decision record, once the response head is ready (or the client went
 //!    away).
@@ -19,6 +20,7 @@
 //! body is a [`response::Body`].
 
 pub mod admission;
+pub mod budget;
 pub mod connection;
 pub mod decision;
 pub mod effects;
@@ -56,6 +58,8 @@ pub struct Proxy {
     pub admission: Admission,
     pub trust: Arc<Trust>,
     pub decider: Arc<Decider>,
+    /// The budgets policies attach (`rate_limits`).
+    pub budgets: budget::Budgets,
     pub upstream: Upstream,
     pub limits: Limits,
     pub recorder: Recorder,
@@ -128,8 +132,8 @@ impl Proxy {
         response
     }
 
-    /// Steps 1 to 3: admission, decision, effects. On allow, the request as it will be
-    /// forwarded; `body` is taken when it is read or forwarded.
+    /// Steps 1 to 3: admission, decision, effects and budgets. On allow, the request as it
+    /// will be forwarded; `body` is taken when it is read or forwarded.
     async fn authorize(
         &self,
         conn: &Connection,
@@ -153,7 +157,12 @@ impl Proxy {
             recorder: &self.recorder,
             revision: &policies.revision,
         };
-        effects::apply(&cx, conn, admitted, decided, body, seen, noted)
+        let mut allowed = effects::apply(&cx, conn, admitted, decided, body, seen, noted)?;
+        let limits = std::mem::take(&mut allowed.rate_limits);
+        self.budgets
+            .charge(&mut allowed, &limits, self.decider.enforces(), noted)
+            .await?;
+        Ok(allowed)
     }
 
     /// Step 4, with what the record says of it: the upstream's status and time, or why it

@@ -20,7 +20,7 @@ use super::connection::Connection;
 use super::error::ProxyError;
 use crate::audit::input::Recording;
 use crate::audit::later::Later;
-use crate::audit::{Audit, DecisionRecord};
+use crate::audit::{Audit, DecisionRecord, RateLimitedRecord};
 use crate::limits::RateLimited;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
@@ -99,6 +99,8 @@ pub struct Noted {
     pub shadow: Option<Later>,
     /// Audit mode forwarded what the policy denied.
     pub would_deny: bool,
+    /// The budget that refused the request (or would have, in audit mode).
+    pub rate_limited: Option<super::budget::Limited>,
 }
 
 /// The decision record of one request, written once: by [`Pending::finish`], or, if the
@@ -212,6 +214,10 @@ impl<'a> Pending<'a> {
             duration_ns: duration.as_nanos() as u64,
             input: self.noted.input.as_ref(),
             would_deny: self.noted.would_deny,
+            rate_limited: self.noted.rate_limited.as_ref().map(|l| RateLimitedRecord {
+                name: &l.name,
+                key: &l.key,
+            }),
         };
         match self.noted.shadow.take() {
             Some(shadow) => self.recorder.audit.log_with(&record, shadow),
