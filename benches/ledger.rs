@@ -65,6 +65,8 @@ fn record<'a>(input: Option<&'a regorus::Value>) -> DecisionRecord<'a> {
         input,
         would_deny: false,
         rate_limited: None,
+        approval: None,
+        approval_request: None,
     }
 }
 
@@ -122,6 +124,7 @@ fn main() {
         parsed_query: &query,
         upgrade: None,
         delegation: None,
+        approval: None,
         body: None,
         now: SystemTime::now(),
     };

@@ -45,6 +45,9 @@ pub struct App {
     health_listener: Option<TcpListener>,
     /// `--shadow-policies`, loaded; none without the flag.
     shadow: Option<PolicyStore>,
+    /// Approval issuers, the local key and pending approval requests; none without
+    /// `approvals:`.
+    approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -111,6 +114,7 @@ impl App {
             .map(|r| r.with_max(config.max_revocations))
             .map_err(|e| errors.push(error::chain(&e)))
             .ok();
+        let approvals = load_approvals(&config, &mut errors);
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
@@ -179,6 +183,7 @@ impl App {
                     audit,
                     revocations,
                     delegation,
+                    approvals,
                     health_listener: None,
                     shadow,
                 })
@@ -316,6 +321,12 @@ impl App {
                 timeout: config.inspect_body_timeout,
             },
             replace_request_id: config.replace_request_id,
+            approvals: self.approvals.clone().map(|approvals| {
+                Arc::new(proxy::approval::ApprovalStep {
+                    approvals,
+                    audit: self.audit.0.clone(),
+                })
+            }),
         };
         let decider = proxy::Decider {
             policies: self.policies.clone(),
@@ -421,6 +432,7 @@ impl App {
             shadow: self.shadow.clone(),
             mode: self.config.mode,
             hosts: admin::AdminHosts::new(self.config.admin_hosts.clone()),
+            approvals: self.approvals.clone(),
         });
         let admin_task = match admin {
             Some(admin) => {
@@ -441,6 +453,34 @@ impl App {
             serving: [admin_task, health_task].into_iter().flatten().collect(),
         })
     }
+}
+
+/// Approvals as the config names them: each issuer's JWKS and the local key read, problems
+/// added to `errors`; `None` without approvals.
+fn load_approvals(
+    config: &Config,
+    errors: &mut Vec<String>,
+) -> Option<Arc<crate::approvals::Approvals>> {
+    use crate::approvals::token::{LocalSigner, Verifier};
+    let settings = config.approvals.as_ref()?;
+    let local = match &settings.local_key {
+        Some(path) if path.is_file() => match audit::signing::SigningKey::load(path) {
+            Ok(key) => Some(LocalSigner::new(key)),
+            Err(e) => {
+                errors.push(format!("approvals: local_key: {}", error::chain(&e)));
+                None
+            }
+        },
+        _ => None,
+    };
+    let verifier = Verifier::load(&settings.issuers, local.as_ref(), config.delegation.leeway)
+        .map_err(|es| errors.extend(es))
+        .ok()?;
+    Some(Arc::new(crate::approvals::Approvals {
+        verifier,
+        local,
+        pending: Default::default(),
+    }))
 }
 
 /// What runs beside the request path while regate serves.

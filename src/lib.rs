@@ -55,6 +55,7 @@
 
 pub mod admin;
 mod app;
+pub mod approvals;
 pub mod audit;
 pub mod budgets;
 pub mod builtins;

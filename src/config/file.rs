@@ -22,6 +22,16 @@ pub(super) struct DelegationFile {
     pub(super) require_token: bool,
 }
 
+/// The `approvals:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApprovalsFile {
+    #[serde(default)]
+    pub(super) issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub(super) local_key: Option<PathBuf>,
+    pub(super) webhook: Option<String>,
+}
+
 /// The `budgets:` section of the YAML file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +105,7 @@ pub(super) struct FileSettings {
     #[serde(default)]
     pub(super) replace_request_id: bool,
     pub(super) budgets: Option<BudgetsFile>,
+    pub(super) approvals: Option<ApprovalsFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.

@@ -49,6 +49,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         shadow: m.shadow(&policy),
         mode: m.mode(),
         budgets: m.budgets(),
+        approvals: m.approvals(),
         log_format: m.log_format(),
         listeners,
         upstream,
@@ -160,6 +161,7 @@ struct Sections {
     shadow: Option<Shadow>,
     mode: Mode,
     budgets: super::Budgets,
+    approvals: Option<super::Approvals>,
     log_format: LogFormat,
 }
 
@@ -180,6 +182,7 @@ impl Sections {
             shadow,
             mode,
             budgets,
+            approvals,
             log_format,
         } = self;
         Config {
@@ -231,6 +234,7 @@ impl Sections {
             mode,
             replace_request_id: upstream.replace_request_id,
             budgets,
+            approvals,
         }
     }
 }
@@ -710,6 +714,46 @@ impl Merge {
             },
         };
         super::Budgets { redis, timeout }
+    }
+
+    /// The `approvals:` section and `--approval-local-key`, files relative to the file.
+    fn approvals(&mut self) -> Option<super::Approvals> {
+        let file = self.file.approvals.take();
+        let flag_key = self.args.approval_local_key.take();
+        if file.is_none() && flag_key.is_none() {
+            return None;
+        }
+        let file = file.unwrap_or_default();
+        let base = self.base.clone();
+        let local_key = flag_key.or_else(|| file.local_key.map(|p| base.join(p)));
+        let issuers: Vec<_> = file
+            .issuers
+            .into_iter()
+            .map(|mut i| {
+                i.jwks_file = base.join(&i.jwks_file);
+                i
+            })
+            .collect();
+        for path in issuers
+            .iter()
+            .map(|i| &i.jwks_file)
+            .chain(local_key.as_ref())
+        {
+            if !path.is_file() {
+                self.errors
+                    .push(format!("approvals: {} does not exist", path.display()));
+            }
+        }
+        if issuers.is_empty() && local_key.is_none() {
+            self.errors.push(
+                "approvals: no issuer and no local_key: no approval could ever be granted".into(),
+            );
+        }
+        Some(super::Approvals {
+            issuers,
+            local_key,
+            webhook: file.webhook,
+        })
     }
 
     /// `--log-format`: text or json.

@@ -240,6 +240,11 @@ pub struct RunArgs {
     /// (`budget_unavailable`) [default: 50ms].
     #[arg(long, value_name = "DURATION")]
     pub budget_timeout: Option<String>,
+    /// An Ed25519 private key (PKCS#8 PEM) that `regate approve` and the admin API sign
+    /// approval tokens with; regate trusts the tokens it signs (issuer `regate:local`). The
+    /// `approvals:` section of --config also takes issuers.
+    #[arg(long, value_name = "FILE")]
+    pub approval_local_key: Option<PathBuf>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -316,6 +321,16 @@ pub struct Config {
     pub replace_request_id: bool,
     /// Where budgets are kept, and how long a charge may wait.
     pub budgets: Budgets,
+    /// Approval issuers and the local key; none: policies cannot ask for approvals.
+    pub approvals: Option<Approvals>,
+}
+
+/// The `approvals:` section and `--approval-local-key`.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    pub issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub local_key: Option<PathBuf>,
+    pub webhook: Option<String>,
 }
 
 /// `--budget-store` and `--budget-timeout`.

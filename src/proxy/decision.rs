@@ -87,10 +87,12 @@ impl Decider {
             };
         }
         let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
+        let approval = noted.approval.as_ref().map(|a| (a.input.clone(), a.call));
         let asked = Asked {
             admitted,
             seen,
             delegation: delegation.as_ref(),
+            approval: approval.as_ref().map(|(input, call)| (input, *call)),
         };
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
@@ -167,6 +169,8 @@ struct Asked<'a> {
     admitted: &'a Admitted,
     seen: &'a Seen,
     delegation: Option<&'a Value>,
+    /// `input.approval`, and the call it approves (`None`: a request without calls).
+    approval: Option<(&'a Value, Option<usize>)>,
 }
 
 impl<'a> Asked<'a> {
@@ -186,6 +190,18 @@ impl<'a> Asked<'a> {
     /// will receive them.
     fn request(&self, call: Option<&'a Call>) -> RequestInput<'a> {
         let (admitted, seen) = (self.admitted, self.seen);
+        // The approval is this call's only if it approves this very call.
+        let index = call.and_then(|c| {
+            admitted
+                .inspected
+                .as_ref()
+                .and_then(|i| i.calls.as_deref())
+                .and_then(|calls| calls.iter().position(|other| std::ptr::eq(other, c)))
+        });
+        let approval = self
+            .approval
+            .filter(|(_, approved)| *approved == index)
+            .map(|(input, _)| input);
         RequestInput {
             id: &seen.request_id,
             method: seen.method.as_str(),
@@ -197,6 +213,7 @@ impl<'a> Asked<'a> {
             parsed_query: &admitted.prepared.target.query,
             upgrade: admitted.prepared.upgrade.as_deref(),
             delegation: self.delegation,
+            approval,
             body: admitted
                 .inspected
                 .as_ref()

@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub trust: &'a Trust,
     pub recorder: &'a Recorder,
     pub revision: &'a Arc<str>,
+    /// Approvals, when configured: a deny that asks for one becomes an approval request.
+    pub approvals: Option<&'a super::approval::ApprovalStep>,
 }
 
 /// Apply `decided` to the admitted request; `body` is what will be forwarded.
@@ -63,6 +65,9 @@ pub fn apply(
             .policy_failed(seen, &admitted.parts.headers, &decision, error, cx.revision);
     }
     if !decision.allowed {
+        if by_policy {
+            ask_approval(cx, conn, &admitted, &decision, seen, noted)?;
+        }
         // regate's own refusals always refuse; the policy's only when enforced.
         if !by_policy || cx.decider.enforces() {
             return Err(ProxyError::Denied(Box::new(decision)));
@@ -99,6 +104,64 @@ pub fn apply(
         revision: cx.revision.clone(),
         rate_limits,
     })
+}
+
+/// A policy deny that asks for approval (`approval` in its answer) becomes an approval
+/// request: refused with it when enforced; recorded only in audit mode. Without approvals
+/// configured, it stays a plain deny, with a warning in the log.
+fn ask_approval(
+    cx: &Context<'_>,
+    conn: &Connection,
+    admitted: &Admitted,
+    decision: &Decision,
+    seen: &Seen,
+    noted: &mut Noted,
+) -> Result<(), ProxyError> {
+    let Some(ask) = &decision.approval else {
+        return Ok(());
+    };
+    let Some(step) = cx.approvals else {
+        tracing::warn!(request.id = %seen.request_id, "the policy asked for an approval, but no approvals are configured; denying");
+        return Ok(());
+    };
+    let calls = admitted
+        .inspected
+        .as_ref()
+        .and_then(|i| i.calls.as_deref())
+        .unwrap_or_default();
+    let index = noted
+        .denied_call
+        .as_ref()
+        .and_then(|c| c["index"].as_u64())
+        .map(|i| i as usize);
+    let call = index.and_then(|i| calls.get(i));
+    let enforce = cx.decider.enforces();
+    let request = step.ask(
+        ask,
+        &decision.reason,
+        admitted,
+        seen,
+        conn.spiffe_id(),
+        call,
+        noted,
+        enforce,
+    );
+    noted.approval_request = Some(request.clone());
+    if !enforce {
+        return Ok(());
+    }
+    // A JSON-RPC request is answered as JSON-RPC: its id, or null for a batch.
+    let jsonrpc = call.map(|c| match calls.len() {
+        1 => crate::approvals::digest::json_of(&c.jsonrpc["id"]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    });
+    Err(ProxyError::ApprovalRequired(Box::new(
+        super::error::ApprovalRequired {
+            request,
+            index,
+            jsonrpc,
+        },
+    )))
 }
 
 /// The policy's rewrites of an allowed request: headers removed, the query rewritten,

@@ -36,6 +36,13 @@ pub enum ProxyError {
     /// The body read for the policy did not arrive within `--inspect-body-timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The policy asked for a person's approval: the approval request the client is answered
+    /// with.
+    #[error("approval required")]
+    ApprovalRequired(Box<ApprovalRequired>),
+    /// An approval token that does not approve this request.
+    #[error("approval refused: {}", .0.reason())]
+    Approval(crate::approvals::token::ApprovalError),
     /// A budget the policy attached is spent.
     #[error("rate limited: {}", .0.name)]
     RateLimited(Box<super::budget::Limited>),
@@ -69,6 +76,7 @@ impl ProxyError {
             ProxyError::Inspect(InspectError::Read(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Inspect(InspectError::OverBudget) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::ApprovalRequired(_) | ProxyError::Approval(_) => StatusCode::FORBIDDEN,
             ProxyError::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_)
@@ -90,6 +98,8 @@ impl ProxyError {
             ProxyError::Inspect(InspectError::Read(_)) => "body_unreadable",
             ProxyError::Inspect(InspectError::OverBudget) => "body_budget_exhausted",
             ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::ApprovalRequired(_) => "approval_required",
+            ProxyError::Approval(e) => e.reason(),
             ProxyError::BudgetUnavailable => "budget_unavailable",
             ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
@@ -119,6 +129,9 @@ impl ProxyError {
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
+        if let ProxyError::ApprovalRequired(asked) = &self {
+            return approval_required(asked, request_id);
+        }
         let mut response = match &self {
             // The policy's own body and headers replace the problem document.
             ProxyError::Denied(d) if d.body.is_some() => {
@@ -182,6 +195,20 @@ impl ProxyError {
     }
 }
 
+/// An approval request, and how the request that asked is answered.
+#[derive(Debug)]
+pub struct ApprovalRequired {
+    pub request: crate::approvals::Request,
+    /// The call of a JSON-RPC batch that needs it.
+    pub index: Option<usize>,
+    /// For a JSON-RPC request, the id its error carries (null for a batch); `None` answers
+    /// with problem+json.
+    pub jsonrpc: Option<serde_json::Value>,
+}
+
+/// The JSON-RPC error code of an approval required (a server error of regate's own).
+pub const APPROVAL_REQUIRED_CODE: i64 = -32042;
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -191,6 +218,48 @@ struct Problem<'a> {
     detail: String,
     request_id: &'a str,
     reason: &'a str,
+}
+
+/// 403 with the approval request: in problem+json, or as a JSON-RPC error carrying it in
+/// `data`.
+fn approval_required(asked: &ApprovalRequired, request_id: &str) -> Response<Body> {
+    let body = match &asked.jsonrpc {
+        Some(id) => serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": APPROVAL_REQUIRED_CODE,
+                "message": "approval required",
+                "data": {
+                    "reason": "approval_required",
+                    "request_id": request_id,
+                    "call": asked.index,
+                    "approval_request": asked.request,
+                },
+            },
+        }),
+        None => serde_json::json!({
+            "type": "urn:regate:problem:approval-required",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "the action needs a person's approval",
+            "request_id": request_id,
+            "reason": "approval_required",
+            "call": asked.index,
+            "approval_request": asked.request,
+        }),
+    };
+    let content_type = match asked.jsonrpc {
+        Some(_) => "application/json",
+        None => "application/problem+json",
+    };
+    let mut r = Response::new(Body::own(Bytes::from(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<Body> {

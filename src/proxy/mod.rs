@@ -20,6 +20,7 @@
 //! body is a [`response::Body`].
 
 pub mod admission;
+pub mod approval;
 pub mod budget;
 pub mod connection;
 pub mod decision;
@@ -156,8 +157,21 @@ impl Proxy {
             trust: &self.trust,
             recorder: &self.recorder,
             revision: &policies.revision,
+            approvals: self.admission.approvals.as_deref(),
         };
         let mut allowed = effects::apply(&cx, conn, admitted, decided, body, seen, noted)?;
+        if let (Some(step), Some(verified)) = (&self.admission.approvals, &noted.approval) {
+            let spent = step
+                .spend(verified, &self.budgets.store, seen, conn.spiffe_id())
+                .await;
+            if let Err(e) = spent {
+                if self.decider.enforces() {
+                    return Err(e);
+                }
+                noted.would_deny = true;
+                allowed.decision.reason = e.reason();
+            }
+        }
         let limits = std::mem::take(&mut allowed.rate_limits);
         self.budgets
             .charge(&mut allowed, &limits, self.decider.enforces(), noted)

@@ -145,7 +145,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
 /// What the proxy does before it asks the policy: either an input, or its own deny.
 enum Prepared {
     Input(Value),
-    Refused(Decision),
+    Refused(Box<Decision>),
 }
 
 /// The text to print, and the decision that sets the exit code.
@@ -168,7 +168,7 @@ fn eval(args: &EvalArgs) -> Result<(String, Decision), Vec<String>> {
     }
     if args.raw {
         return Ok(match prepared {
-            Prepared::Refused(decision) => (String::new(), decision),
+            Prepared::Refused(decision) => (String::new(), *decision),
             Prepared::Input(input) => {
                 let decision = set.decide(input.clone());
                 let text = match set.value(input) {
@@ -180,7 +180,7 @@ fn eval(args: &EvalArgs) -> Result<(String, Decision), Vec<String>> {
         });
     }
     let (decision, input, timings) = match prepared {
-        Prepared::Refused(decision) => (decision, None, Vec::new()),
+        Prepared::Refused(decision) => (*decision, None, Vec::new()),
         Prepared::Input(input) => {
             let decision = set.decide(input.clone());
             let mut timings = vec![decision.eval_ns];
@@ -288,21 +288,25 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         match request::prepare(&head, &mut headers, &forwarded, &request::Rules::default()) {
             Ok(p) => p,
             Err(e) => {
-                return Ok(Prepared::Refused(Decision {
+                return Ok(Prepared::Refused(Box::new(Decision {
                     status: e.status(),
                     error: Some(e.to_string()),
                     ..Decision::deny(e.reason())
-                }))
+                })))
             }
         };
 
     // The proxy's checks before the policy, in its order.
     let now_unix = unix(now);
     if peer.expired_at(now_unix) {
-        return Ok(Prepared::Refused(Decision::deny("certificate_expired")));
+        return Ok(Prepared::Refused(Box::new(Decision::deny(
+            "certificate_expired",
+        ))));
     }
     if !peer.in_trust_domains(&req.trust_domains) {
-        return Ok(Prepared::Refused(Decision::deny("untrusted_trust_domain")));
+        return Ok(Prepared::Refused(Box::new(Decision::deny(
+            "untrusted_trust_domain",
+        ))));
     }
 
     let mut labels = BTreeMap::new();
@@ -335,6 +339,7 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         parsed_query: &prepared.target.query,
         upgrade: prepared.upgrade.as_deref(),
         delegation: None,
+        approval: None,
         body: None,
         now,
     })))
