@@ -65,6 +65,9 @@ fn record<'a>(input: Option<&'a regorus::Value>) -> DecisionRecord<'a> {
         input,
         would_deny: false,
         tools_list: None,
+        rate_limited: None,
+        approval: None,
+        approval_request: None,
     }
 }
 
@@ -122,6 +125,7 @@ fn main() {
         parsed_query: &query,
         upgrade: None,
         delegation: None,
+        approval: None,
         body: None,
         now: SystemTime::now(),
     };

@@ -349,6 +349,7 @@ fn policy_eval(
         parsed_query: &target.query,
         upgrade: None,
         delegation: None,
+        approval: None,
         body: None,
         now,
     };

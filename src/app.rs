@@ -49,6 +49,9 @@ pub struct App {
     health_listener: Option<TcpListener>,
     /// `--shadow-policies`, loaded; none without the flag.
     shadow: Option<PolicyStore>,
+    /// Approval issuers, the local key and pending approval requests; none without
+    /// `approvals:`.
+    approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -116,6 +119,7 @@ impl App {
             .map_err(|e| errors.push(error::chain(&e)))
             .ok();
         let metrics = Arc::new(metrics::Metrics::new());
+        let approvals = load_approvals(&config, &mut errors);
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
@@ -199,6 +203,7 @@ impl App {
                     delegation,
                     fetchers,
                     resource,
+                    approvals,
                     health_listener: None,
                     shadow,
                 })
@@ -343,6 +348,12 @@ impl App {
             },
             replace_request_id: config.replace_request_id,
             origins: config.mcp.allowed_origins.clone(),
+            approvals: self.approvals.clone().map(|approvals| {
+                Arc::new(proxy::approval::ApprovalStep {
+                    approvals,
+                    audit: self.audit.0.clone(),
+                })
+            }),
         };
         let decider = proxy::Decider {
             policies: self.policies.clone(),
@@ -351,6 +362,17 @@ impl App {
                 proxy::shadow::Shadow::new(store, config.policy_timeout, metrics.clone())
             }),
             mode: config.mode,
+            metrics: metrics.clone(),
+        };
+        let store = match &config.budgets.redis {
+            // Checked at config time; a URL that stopped parsing is as good as no store.
+            Some(url) => crate::budgets::redis::Store::new(url, config.budgets.timeout)
+                .map(crate::budgets::Store::Redis)
+                .unwrap_or_else(|_| crate::budgets::Store::Memory(Default::default())),
+            None => crate::budgets::Store::Memory(Default::default()),
+        };
+        let budgets = proxy::budget::Budgets {
+            store,
             metrics: metrics.clone(),
         };
         let recorder = proxy::record::Recorder {
@@ -367,6 +389,7 @@ impl App {
                 revocations: self.revocations.clone(),
             }),
             decider: Arc::new(decider),
+            budgets,
             upstream: proxy::forward::Upstream::new(
                 authority,
                 config.upstream_protocol,
@@ -442,6 +465,7 @@ impl App {
             mode: self.config.mode,
             hosts: admin::AdminHosts::new(self.config.admin_hosts.clone()),
             delegation: self.delegation.clone(),
+            approvals: self.approvals.clone(),
         });
         let admin_task = match admin {
             Some(admin) => {
@@ -466,6 +490,34 @@ impl App {
             serving: [admin_task, health_task].into_iter().flatten().collect(),
         })
     }
+}
+
+/// Approvals as the config names them: each issuer's JWKS and the local key read, problems
+/// added to `errors`; `None` without approvals.
+fn load_approvals(
+    config: &Config,
+    errors: &mut Vec<String>,
+) -> Option<Arc<crate::approvals::Approvals>> {
+    use crate::approvals::token::{LocalSigner, Verifier};
+    let settings = config.approvals.as_ref()?;
+    let local = match &settings.local_key {
+        Some(path) if path.is_file() => match audit::signing::SigningKey::load(path) {
+            Ok(key) => Some(LocalSigner::new(key)),
+            Err(e) => {
+                errors.push(format!("approvals: local_key: {}", error::chain(&e)));
+                None
+            }
+        },
+        _ => None,
+    };
+    let verifier = Verifier::load(&settings.issuers, local.as_ref(), config.delegation.leeway)
+        .map_err(|es| errors.extend(es))
+        .ok()?;
+    Some(Arc::new(crate::approvals::Approvals {
+        verifier,
+        local,
+        pending: Default::default(),
+    }))
 }
 
 /// What runs beside the request path while regate serves.

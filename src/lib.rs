@@ -61,7 +61,9 @@
 
 pub mod admin;
 mod app;
+pub mod approvals;
 pub mod audit;
+pub mod budgets;
 pub mod builtins;
 pub mod cli;
 pub mod config;

@@ -36,6 +36,9 @@ enum Command {
     /// Check the decision log's hash chain.
     #[command(subcommand)]
     Audit(regate::cli::audit::AuditCommand),
+    /// Sign an approval token for one action digest with a local key (a single host or a
+    /// demo; regate trusts the key as approvals.local_key).
+    Approve(regate::cli::approve::ApproveArgs),
     /// Write a DEV ONLY CA, server certificate, client SVIDs and decision log signing key
     /// into a directory.
     DevCerts {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Approve(args) => regate::cli::approve::run(args),
         Command::Policy(command) => regate::cli::policy::run(command),
         Command::Audit(command) => regate::cli::audit::run(command),
     }

@@ -43,6 +43,9 @@ const OWN_REASONS: &[&str] = &[
     "upstream_unreachable",
     "upstream_timeout",
     "upstream_error",
+    "revoked",
+    "batch_too_large",
+    "batch_decisions_differ",
     "token_invalid",
     "token_expired",
     "token_not_yet_valid",
@@ -59,6 +62,17 @@ const OWN_REASONS: &[&str] = &[
     "mcp_header_mismatch",
     "origin_not_allowed",
     "tools_list_unfiltered",
+    "ambiguous_body",
+    "body_timeout",
+    "body_unreadable",
+    "body_budget_exhausted",
+    "rate_limited",
+    "budget_unavailable",
+    "approval_required",
+    "approval_invalid",
+    "approval_expired",
+    "approval_mismatch",
+    "approval_used",
 ];
 
 /// Why handshakes fail, as `regate_tls_handshake_failures_total{reason}` names it.
@@ -141,6 +155,7 @@ pub struct Metrics {
     evaluation: EvaluationMetrics,
     revocations: RevocationMetrics,
     identities: IdentityMetrics,
+    budgets: BudgetMetrics,
     policy_reasons: RwLock<HashSet<String>>,
     shadow: ShadowMetrics,
     jwks: JwksMetrics,
@@ -458,6 +473,55 @@ impl IdentityMetrics {
     }
 }
 
+/// Budgets a policy attaches (`rate_limits`), by the policy's `name` for each.
+struct BudgetMetrics {
+    charges: Family<BudgetLabels, Counter>,
+    /// The names seen, at most [`MAX_BUDGET_NAMES`]; past it, `other`.
+    names: RwLock<HashSet<String>>,
+}
+
+/// Most distinct budget names a metric carries.
+const MAX_BUDGET_NAMES: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    name: String,
+    /// `allowed`, `limited`, or `unavailable` (the store did not answer).
+    result: &'static str,
+}
+
+impl BudgetMetrics {
+    fn register(registry: &mut Registry) -> BudgetMetrics {
+        let charges = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "regate_budget_charges",
+            "Charges of the budgets policies attach (rate_limits), by the policy's name for the \
+             limit and the result (allowed, limited, unavailable)",
+            charges.clone(),
+        );
+        BudgetMetrics {
+            charges,
+            names: RwLock::default(),
+        }
+    }
+
+    /// `name` as a label: as it is among the first [`MAX_BUDGET_NAMES`], else `other`.
+    fn label(&self, name: &str) -> String {
+        if self.names.read().is_ok_and(|s| s.contains(name)) {
+            return name.to_string();
+        }
+        let Ok(mut names) = self.names.write() else {
+            return "other".into();
+        };
+        if names.contains(name) || names.len() < MAX_BUDGET_NAMES {
+            names.insert(name.to_string());
+            name.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
 /// The shadow policy set and audit mode (docs/metrics.md).
 struct ShadowMetrics {
     disagreements: Family<DisagreementLabels, Counter>,
@@ -592,6 +656,7 @@ impl Metrics {
             evaluation: EvaluationMetrics::register(&mut registry),
             revocations: RevocationMetrics::register(&mut registry),
             identities: IdentityMetrics::register(&mut registry),
+            budgets: BudgetMetrics::register(&mut registry),
             shadow: ShadowMetrics::register(&mut registry),
             jwks: JwksMetrics::register(&mut registry),
             mcp: McpMetrics::register(&mut registry),
@@ -841,6 +906,15 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+
+    /// One budget charged: `result` is `allowed`, `limited` or `unavailable`.
+    pub fn budget(&self, name: &str, result: &'static str) {
+        let name = self.budgets.label(name);
+        self.budgets
+            .charges
+            .get_or_create(&BudgetLabels { name, result })
+            .inc();
     }
 
     /// A bounded label for `reason`: regate's own reasons as they are; a policy's reasons

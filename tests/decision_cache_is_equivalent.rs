@@ -190,6 +190,7 @@ impl Request {
             parsed_query: &self.query,
             upgrade: self.upgrade,
             delegation: None,
+            approval: None,
             body: None,
             now: self.now,
         }

@@ -9,6 +9,7 @@
 //! Nothing here is on the request path. The admin listener answers only requests that
 //! name it in `Host` (`admin/host.rs`); the health listener answers any.
 
+mod approvals;
 mod host;
 
 use std::convert::Infallible;
@@ -89,6 +90,8 @@ pub struct AdminState {
     pub hosts: AdminHosts,
     /// The delegation issuers and their keys: not ready until every issuer has keys.
     pub delegation: Arc<crate::delegation::Verifier>,
+    /// Approval requests waiting for a person, and the local key that approves them.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 impl AdminState {
@@ -182,6 +185,11 @@ async fn accept(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoi
                             )
                         }
                         (Endpoints::All, "/revocations") => revocations(&state, req, client).await,
+                        (Endpoints::All, path)
+                            if path == "/approvals" || path.starts_with("/approvals/") =>
+                        {
+                            approvals::handle(&state, req).await
+                        }
                         (Endpoints::All, path) if path.starts_with("/revocations/") => {
                             revocations(&state, req, client).await
                         }
@@ -396,7 +404,10 @@ fn limit(query: Option<&str>) -> Result<Option<usize>, &'static str> {
     Ok(limit)
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(super) fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+) -> Response<Full<Bytes>> {
     let mut r = text(status, format!("{value}\n"));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -405,7 +416,7 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
     r
 }
 
-fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+pub(super) fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
     let body = json!({
         "status": status.as_u16(),
         "title": status.canonical_reason().unwrap_or_default(),

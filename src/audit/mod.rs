@@ -94,9 +94,40 @@ pub struct DecisionRecord<'a> {
     /// streamed as events, joined later by the writer ([`later`]) under the same name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools_list: Option<&'a serde_json::Value>,
+    /// The budget (`rate_limits`) that refused the request, or would have in audit mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<RateLimitedRecord<'a>>,
+    /// The approval the request carried (`x-regate-approval`), verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSeen<'a>>,
+    /// The approval request the policy's deny asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_request: Option<ApprovalAskedRecord<'a>>,
     // `shadow`, the shadow policy set's decision when it differs from the main policy's,
     // is published by the shadow set itself and joined to the record by the writer
     // ([`later`]).
+}
+
+/// An approval a request carried: who approved, by which issuer, for which digest.
+#[derive(Debug, Serialize)]
+pub struct ApprovalSeen<'a> {
+    pub approver: Option<&'a str>,
+    pub issuer: &'a str,
+    pub digest: &'a str,
+}
+
+/// An approval request a deny asked for: its id and digest.
+#[derive(Debug, Serialize)]
+pub struct ApprovalAskedRecord<'a> {
+    pub id: &'a str,
+    pub digest: &'a str,
+}
+
+/// A budget that refused a request: the policy's `name` for it and its `key`.
+#[derive(Debug, Serialize)]
+pub struct RateLimitedRecord<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
 }
 
 /// The end of an upgraded connection (a WebSocket, say): after its `101`, the request's own
@@ -568,6 +599,9 @@ mod tests {
             input: None,
             would_deny: false,
             tools_list: None,
+            rate_limited: None,
+            approval: None,
+            approval_request: None,
         }
     }
 

@@ -91,6 +91,12 @@ impl SigningKey {
         crate::tls::identity::hex(signature.as_ref())
     }
 
+    /// An Ed25519 signature over `data` (for tokens signed with the same kind of key, such
+    /// as approvals).
+    pub fn sign_bytes(&self, data: &[u8]) -> Vec<u8> {
+        self.pair.sign(data).as_ref().to_vec()
+    }
+
     /// The public half, for checking what this key signed.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
@@ -124,6 +130,11 @@ impl PublicKey {
                 reason: "another algorithm".into(),
             }),
         }
+    }
+
+    /// The 32 bytes of the key.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Whether `signature` (hex) is this key's over the checkpoint at `seq` that links to

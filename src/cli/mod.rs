@@ -4,6 +4,7 @@
 //! These read the runtime's rooms (policy, request, audit) to do what the proxy would do,
 //! offline; the runtime never reads this room.
 
+pub mod approve;
 pub mod audit;
 pub mod devcerts;
 mod out;

@@ -47,6 +47,24 @@ pub(super) struct McpFile {
     pub(super) tools_list_query: Option<String>,
 }
 
+/// The `approvals:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApprovalsFile {
+    #[serde(default)]
+    pub(super) issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub(super) local_key: Option<PathBuf>,
+    pub(super) webhook: Option<String>,
+}
+
+/// The `budgets:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BudgetsFile {
+    pub(super) store: Option<String>,
+    pub(super) timeout: Option<String>,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +131,8 @@ pub(super) struct FileSettings {
     #[serde(default)]
     pub(super) replace_request_id: bool,
     pub(super) mcp: Option<McpFile>,
+    pub(super) budgets: Option<BudgetsFile>,
+    pub(super) approvals: Option<ApprovalsFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.

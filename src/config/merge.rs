@@ -49,6 +49,8 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         shadow: m.shadow(&policy),
         mode: m.mode(),
         mcp: m.mcp(),
+        budgets: m.budgets(),
+        approvals: m.approvals(),
         log_format: m.log_format(),
         listeners,
         upstream,
@@ -162,6 +164,8 @@ struct Sections {
     shadow: Option<Shadow>,
     mode: Mode,
     mcp: Mcp,
+    budgets: super::Budgets,
+    approvals: Option<super::Approvals>,
     log_format: LogFormat,
 }
 
@@ -183,6 +187,8 @@ impl Sections {
             shadow,
             mode,
             mcp,
+            budgets,
+            approvals,
             log_format,
         } = self;
         Config {
@@ -235,6 +241,8 @@ impl Sections {
             mode,
             replace_request_id: upstream.replace_request_id,
             mcp,
+            budgets,
+            approvals,
         }
     }
 }
@@ -730,6 +738,77 @@ impl Merge {
             allowed_origins,
             tools_list_query: query,
         }
+    }
+
+    /// `--budget-store` and `--budget-timeout`.
+    fn budgets(&mut self) -> super::Budgets {
+        let file = self.file.budgets.take().unwrap_or_default();
+        let store = self.args.budget_store.take().or(file.store);
+        let redis = match store.as_deref() {
+            None | Some("memory") => None,
+            Some(url) => match crate::budgets::redis::Store::new(url, Duration::ZERO) {
+                Ok(_) => Some(url.to_string()),
+                Err(e) => {
+                    self.errors.push(format!(
+                        "budget-store: {e}; use memory or redis://host:port/db"
+                    ));
+                    None
+                }
+            },
+        };
+        let timeout = match self.args.budget_timeout.take().or(file.timeout) {
+            None => Duration::from_millis(50),
+            Some(text) => match parse_duration(&text) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    self.errors.push(format!(
+                        "budget-timeout: {text:?} is not a duration like 50ms"
+                    ));
+                    Duration::from_millis(50)
+                }
+            },
+        };
+        super::Budgets { redis, timeout }
+    }
+
+    /// The `approvals:` section and `--approval-local-key`, files relative to the file.
+    fn approvals(&mut self) -> Option<super::Approvals> {
+        let file = self.file.approvals.take();
+        let flag_key = self.args.approval_local_key.take();
+        if file.is_none() && flag_key.is_none() {
+            return None;
+        }
+        let file = file.unwrap_or_default();
+        let base = self.base.clone();
+        let local_key = flag_key.or_else(|| file.local_key.map(|p| base.join(p)));
+        let issuers: Vec<_> = file
+            .issuers
+            .into_iter()
+            .map(|mut i| {
+                i.jwks_file = base.join(&i.jwks_file);
+                i
+            })
+            .collect();
+        for path in issuers
+            .iter()
+            .map(|i| &i.jwks_file)
+            .chain(local_key.as_ref())
+        {
+            if !path.is_file() {
+                self.errors
+                    .push(format!("approvals: {} does not exist", path.display()));
+            }
+        }
+        if issuers.is_empty() && local_key.is_none() {
+            self.errors.push(
+                "approvals: no issuer and no local_key: no approval could ever be granted".into(),
+            );
+        }
+        Some(super::Approvals {
+            issuers,
+            local_key,
+            webhook: file.webhook,
+        })
     }
 
     /// `--log-format`: text or json.

@@ -255,6 +255,19 @@ pub struct RunArgs {
     /// (`data.mcp.authz.tool_visible`) [default: results are not filtered].
     #[arg(long, value_name = "QUERY")]
     pub mcp_tools_list_query: Option<String>,
+    /// Where the budgets policies attach (`rate_limits`) are kept: `memory` (this replica)
+    /// or `redis://[user:password@]host:port[/db]` (shared by the fleet) [default: memory].
+    #[arg(long, value_name = "memory|URL")]
+    pub budget_store: Option<String>,
+    /// How long a charge may wait for the budget store before the request is refused
+    /// (`budget_unavailable`) [default: 50ms].
+    #[arg(long, value_name = "DURATION")]
+    pub budget_timeout: Option<String>,
+    /// An Ed25519 private key (PKCS#8 PEM) that `regate approve` and the admin API sign
+    /// approval tokens with; regate trusts the tokens it signs (issuer `regate:local`). The
+    /// `approvals:` section of --config also takes issuers.
+    #[arg(long, value_name = "FILE")]
+    pub approval_local_key: Option<PathBuf>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -334,6 +347,10 @@ pub struct Config {
     pub replace_request_id: bool,
     /// MCP's Streamable HTTP: browser origins allowed, and the tool-visibility query.
     pub mcp: Mcp,
+    /// Where budgets are kept, and how long a charge may wait.
+    pub budgets: Budgets,
+    /// Approval issuers and the local key; none: policies cannot ask for approvals.
+    pub approvals: Option<Approvals>,
 }
 
 /// The `mcp:` section: `--mcp-allowed-origin` and `--mcp-tools-list-query`.
@@ -343,6 +360,22 @@ pub struct Mcp {
     pub allowed_origins: crate::request::mcp::Origins,
     /// None: `tools/list` results are not filtered.
     pub tools_list_query: Option<String>,
+}
+
+/// The `approvals:` section and `--approval-local-key`.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    pub issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub local_key: Option<PathBuf>,
+    pub webhook: Option<String>,
+}
+
+/// `--budget-store` and `--budget-timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budgets {
+    /// `None`: in memory; else a `redis://` URL.
+    pub redis: Option<String>,
+    pub timeout: Duration,
 }
 
 /// `--shadow-policies` and `--shadow-query`.

@@ -504,7 +504,10 @@ fn the_mcp_section_comes_from_the_file_and_the_flags_list_replaces_the_files() {
     ]))
     .config;
     let mut h = http::HeaderMap::new();
-    h.insert(http::header::ORIGIN, "https://app.example.org".parse().unwrap());
+    h.insert(
+        http::header::ORIGIN,
+        "https://app.example.org".parse().unwrap(),
+    );
     assert!(cfg.mcp.allowed_origins.check(&h).is_err());
 
     let err = Config::from_args(args(&[
@@ -517,5 +520,8 @@ fn the_mcp_section_comes_from_the_file_and_the_flags_list_replaces_the_files() {
     ]))
     .unwrap_err()
     .to_string();
-    assert!(err.contains("mcp-allowed-origin:") && err.contains("mcp-tools-list-query:"), "{err}");
+    assert!(
+        err.contains("mcp-allowed-origin:") && err.contains("mcp-tools-list-query:"),
+        "{err}"
+    );
 }

@@ -29,6 +29,7 @@ use regorus::Value;
 use serde::Deserialize;
 
 pub use verify::{is_bearer, Issuer, Verifier};
+pub(crate) use verify::split;
 
 /// One trusted issuer, as configured.
 #[derive(Debug, Clone, Deserialize)]

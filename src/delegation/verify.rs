@@ -487,7 +487,7 @@ fn binding(
 type Parts = (serde_json::Value, serde_json::Value, String, Vec<u8>);
 
 /// A compact JWS: header and claims decoded, the signing input, the signature.
-fn split(token: &str) -> Result<Parts, TokenError> {
+pub(crate) fn split(token: &str) -> Result<Parts, TokenError> {
     use crate::builtins::crypto::b64url_decode_opa;
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) =

@@ -43,6 +43,8 @@ pub struct RequestInput<'a> {
     pub upgrade: Option<&'a str>,
     /// The verified delegation token, `input.delegation` ([`crate::delegation`]).
     pub delegation: Option<&'a Value>,
+    /// A verified approval for this very action, `input.approval` ([`crate::approvals`]).
+    pub approval: Option<&'a Value>,
     /// What was read of a JSON body, and the JSON-RPC call being decided
     /// ([`crate::request::body`]).
     pub body: Option<BodyInput<'a>>,
@@ -226,6 +228,9 @@ fn regate_fields(input: &mut Value, req: &RequestInput<'_>) {
     if let Some(delegation) = req.delegation {
         map.insert(Value::from("delegation"), delegation.clone());
     }
+    if let Some(approval) = req.approval {
+        map.insert(Value::from("approval"), approval.clone());
+    }
     let Some(body) = req.body else {
         return;
     };
@@ -365,6 +370,7 @@ impl<'a> InputView<'a> {
             }
             (Some("upgrade"), ..) => walk(&Value::from(req.upgrade?), &path[1..]),
             (Some("delegation"), ..) => walk(req.delegation?, &path[1..]),
+            (Some("approval"), ..) => walk(req.approval?, &path[1..]),
             (Some("parsed_body"), ..) => walk(req.body?.inspected.parsed.as_ref()?, &path[1..]),
             (Some("body_truncated"), ..) => req
                 .body
@@ -438,6 +444,7 @@ pub fn sample() -> Value {
         parsed_query: &BTreeMap::new(),
         upgrade: None,
         delegation: None,
+        approval: None,
         body: None,
         now: SystemTime::now(),
     })
@@ -490,6 +497,7 @@ mod tests {
             parsed_query: &BTreeMap::new(),
             upgrade: None,
             delegation: Some(&delegation),
+            approval: None,
             body: Some(BodyInput {
                 inspected: &inspected,
                 call: found.first(),

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod cache;
 pub mod evaluator;
 pub mod git;
+pub mod governance;
 pub mod input;
 
 pub use evaluator::Evaluator;
@@ -173,6 +174,10 @@ pub struct Decision {
     pub eval_ns: u64,
     /// Answered from the decision cache rather than by an evaluation.
     pub cached: bool,
+    /// On a deny, `approval`: the action may go ahead once a person approves it.
+    pub approval: Option<governance::ApprovalAsk>,
+    /// On an allow, `rate_limits`: the budgets the request is charged to.
+    pub rate_limits: Vec<governance::RateLimit>,
 }
 
 impl Decision {
@@ -192,6 +197,8 @@ impl Decision {
             error: None,
             eval_ns: 0,
             cached: false,
+            approval: None,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -892,6 +899,17 @@ fn interpret_object(value: &Value) -> Result<Decision, String> {
         error: None,
         eval_ns: 0,
         cached: false,
+        // An approval is asked on a deny: on an allow it would let through what the author
+        // meant to hold, so it is a malformed answer (a deny). Budgets are charged on an
+        // allow; on a deny there is nothing to charge.
+        approval: match (allowed, governance::approval(field("approval"))?) {
+            (true, Some(_)) => return Err("`approval` on an allow".into()),
+            (_, ask) => ask,
+        },
+        rate_limits: match allowed {
+            true => governance::rate_limits(field("rate_limits"))?,
+            false => Vec::new(),
+        },
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Admission {
     pub replace_request_id: bool,
     /// `--mcp-allowed-origin`: the browser origins that may call (none listed: no check).
     pub origins: crate::request::mcp::Origins,
+    /// Approval tokens, verified before any policy; none without `approvals:`.
+    pub approvals: Option<Arc<super::approval::ApprovalStep>>,
 }
 
 /// `--inspect-body-limit`, `--inspect-body-budget[-per-identity]`, `--inspect-body-timeout`.
@@ -84,6 +86,8 @@ impl Admission {
         seen: &Seen,
         noted: &mut Noted,
     ) -> Result<Admitted, ProxyError> {
+        // Read before the headers are cleaned, which strips every client `x-regate-*` header.
+        let approval = super::approval::token(&parts.headers);
         let prepared = self.prepare(conn, &mut parts, seen)?;
         self.origins
             .check(&parts.headers)
@@ -125,13 +129,17 @@ impl Admission {
         if refused.is_none() && calls.is_some_and(|c| c.len() > body::MAX_BATCH) {
             refused = Some("batch_too_large");
         }
-        Ok(Admitted {
+        let admitted = Admitted {
             parts,
             prepared,
             now,
             refused,
             inspected,
-        })
+        };
+        if let (Some(step), None) = (&self.approvals, admitted.refused) {
+            noted.approval = step.verify(approval, &admitted, seen, conn.spiffe_id(), noted)?;
+        }
+        Ok(admitted)
     }
 
     /// Check the head and clean its headers into what the upstream receives.

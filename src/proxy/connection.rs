@@ -44,6 +44,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The caller's SPIFFE ID, when its certificate has one.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.peer.spiffe_id.as_ref().map(|s| s.id.as_str())
+    }
+
     pub fn new(
         proxy: &Proxy,
         chain: Vec<CertificateDer<'static>>,

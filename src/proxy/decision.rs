@@ -16,6 +16,7 @@ use std::sync::Arc;
 use regorus::Value;
 
 use super::admission::Admitted;
+use super::budget::Attached;
 use super::connection::Connection;
 use super::record::{Noted, Recorder, Seen};
 use super::shadow::Shadow;
@@ -66,6 +67,8 @@ pub struct Decided {
     /// For a request that lists MCP tools, with a tool-visibility query: what its result is
     /// filtered with (`super::tools_list`).
     pub listing: Option<Listing>,
+    /// The budgets every allowed call attached, each with its call.
+    pub rate_limits: Vec<Attached>,
 }
 
 impl Decider {
@@ -85,25 +88,29 @@ impl Decider {
                 by_policy: false,
                 upgrade_input: None,
                 listing: None,
+                rate_limits: Vec::new(),
             };
         }
         let delegation = noted.delegation.as_ref().map(|d| d.input.clone());
+        let approval = noted.approval.as_ref().map(|a| (a.input.clone(), a.call));
         let asked = Asked {
             admitted,
             seen,
             delegation: delegation.as_ref(),
+            approval: approval.as_ref().map(|(input, call)| (input, *call)),
         };
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
         let mut upgrade_input = None;
         let mut listing = None;
+        let mut rate_limits = Vec::new();
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
         for (index, call) in asked.calls() {
             let request = asked.request(call);
             // The whole input is built only if the decision cache does not answer.
             let view = InputView::new(&conn.input, &request);
-            let (decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
+            let (mut decision, built) = self.evaluator.decide_view(policies.clone(), view).await;
             if let Some(ask) = &mut shadow_ask {
                 ask.call(&conn.input, &request, built.as_ref());
             }
@@ -130,6 +137,14 @@ impl Decider {
             if upgrade {
                 upgrade_input = whole;
             }
+            // Every allowed call is charged to its own budgets, the batch's first call too.
+            let call_index = call.map(|_| index);
+            rate_limits.extend(std::mem::take(&mut decision.rate_limits).into_iter().map(
+                |limit| Attached {
+                    call: call_index,
+                    limit,
+                },
+            ));
             if let Some(settled) = batch.add(decision) {
                 settle(&mut batch, settled, index, call, noted);
                 break;
@@ -144,6 +159,7 @@ impl Decider {
             by_policy: true,
             upgrade_input,
             listing,
+            rate_limits,
         }
     }
 
@@ -166,6 +182,8 @@ struct Asked<'a> {
     admitted: &'a Admitted,
     seen: &'a Seen,
     delegation: Option<&'a Value>,
+    /// `input.approval`, and the call it approves (`None`: a request without calls).
+    approval: Option<(&'a Value, Option<usize>)>,
 }
 
 impl<'a> Asked<'a> {
@@ -185,6 +203,18 @@ impl<'a> Asked<'a> {
     /// will receive them.
     fn request(&self, call: Option<&'a Call>) -> RequestInput<'a> {
         let (admitted, seen) = (self.admitted, self.seen);
+        // The approval is this call's only if it approves this very call.
+        let index = call.and_then(|c| {
+            admitted
+                .inspected
+                .as_ref()
+                .and_then(|i| i.calls.as_deref())
+                .and_then(|calls| calls.iter().position(|other| std::ptr::eq(other, c)))
+        });
+        let approval = self
+            .approval
+            .filter(|(_, approved)| *approved == index)
+            .map(|(input, _)| input);
         RequestInput {
             id: &seen.request_id,
             method: seen.method.as_str(),
@@ -196,6 +226,7 @@ impl<'a> Asked<'a> {
             parsed_query: &admitted.prepared.target.query,
             upgrade: admitted.prepared.upgrade.as_deref(),
             delegation: self.delegation,
+            approval,
             body: admitted
                 .inspected
                 .as_ref()

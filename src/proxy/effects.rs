@@ -34,6 +34,8 @@ pub struct Allowed {
     pub revision: Arc<str>,
     /// A request that lists MCP tools: how its result is filtered.
     pub listing: Option<super::tools_list::Listing>,
+    /// The budgets to charge before forwarding (`super::budget`).
+    pub rate_limits: Vec<super::budget::Attached>,
 }
 
 /// What the step needs besides the request.
@@ -44,6 +46,8 @@ pub struct Context<'a> {
     pub revision: &'a Arc<str>,
     /// regate as an OAuth protected resource, whose metadata a step-up challenge names.
     pub resource: Option<&'a super::resource::ProtectedResource>,
+    /// Approvals, when configured: a deny that asks for one becomes an approval request.
+    pub approvals: Option<&'a super::approval::ApprovalStep>,
 }
 
 /// Apply `decided` to the admitted request; `body` is what will be forwarded.
@@ -61,12 +65,16 @@ pub fn apply(
         by_policy,
         upgrade_input,
         listing,
+        rate_limits,
     } = decided;
     if let Some(error) = &decision.error {
         cx.recorder
             .policy_failed(seen, &admitted.parts.headers, &decision, error, cx.revision);
     }
     if !decision.allowed {
+        if by_policy {
+            ask_approval(cx, conn, &admitted, &decision, seen, noted)?;
+        }
         // regate's own refusals always refuse; the policy's only when enforced.
         if !by_policy || cx.decider.enforces() {
             return Err(match decision.required_scope.is_empty() {
@@ -93,6 +101,11 @@ pub fn apply(
     let body = body
         .take()
         .ok_or(ProxyError::BadRequest("the request body was already taken"))?;
+    // A policy deny forwarded in audit mode has no budgets to charge.
+    let rate_limits = match decision.allowed {
+        true => rate_limits,
+        false => Vec::new(),
+    };
     Ok(Allowed {
         req: http::Request::from_parts(admitted.parts, body),
         decision,
@@ -100,7 +113,66 @@ pub fn apply(
         input: upgrade_input,
         revision: cx.revision.clone(),
         listing,
+        rate_limits,
     })
+}
+
+/// A policy deny that asks for approval (`approval` in its answer) becomes an approval
+/// request: refused with it when enforced; recorded only in audit mode. Without approvals
+/// configured, it stays a plain deny, with a warning in the log.
+fn ask_approval(
+    cx: &Context<'_>,
+    conn: &Connection,
+    admitted: &Admitted,
+    decision: &Decision,
+    seen: &Seen,
+    noted: &mut Noted,
+) -> Result<(), ProxyError> {
+    let Some(ask) = &decision.approval else {
+        return Ok(());
+    };
+    let Some(step) = cx.approvals else {
+        tracing::warn!(request.id = %seen.request_id, "the policy asked for an approval, but no approvals are configured; denying");
+        return Ok(());
+    };
+    let calls = admitted
+        .inspected
+        .as_ref()
+        .and_then(|i| i.calls.as_deref())
+        .unwrap_or_default();
+    let index = noted
+        .denied_call
+        .as_ref()
+        .and_then(|c| c["index"].as_u64())
+        .map(|i| i as usize);
+    let call = index.and_then(|i| calls.get(i));
+    let enforce = cx.decider.enforces();
+    let request = step.ask(
+        ask,
+        &decision.reason,
+        admitted,
+        seen,
+        conn.spiffe_id(),
+        call,
+        noted,
+        enforce,
+    );
+    noted.approval_request = Some(request.clone());
+    if !enforce {
+        return Ok(());
+    }
+    // A JSON-RPC request is answered as JSON-RPC: its id, or null for a batch.
+    let jsonrpc = call.map(|c| match calls.len() {
+        1 => crate::approvals::digest::json_of(&c.jsonrpc["id"]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    });
+    Err(ProxyError::ApprovalRequired(Box::new(
+        super::error::ApprovalRequired {
+            request,
+            index,
+            jsonrpc,
+        },
+    )))
 }
 
 /// The policy's rewrites of an allowed request: headers removed, the query rewritten,

@@ -43,6 +43,19 @@ pub enum ProxyError {
     /// The body read for the policy did not arrive within `--inspect-body-timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The policy asked for a person's approval: the approval request the client is answered
+    /// with.
+    #[error("approval required")]
+    ApprovalRequired(Box<ApprovalRequired>),
+    /// An approval token that does not approve this request.
+    #[error("approval refused: {}", .0.reason())]
+    Approval(crate::approvals::token::ApprovalError),
+    /// A budget the policy attached is spent.
+    #[error("rate limited: {}", .0.name)]
+    RateLimited(Box<super::budget::Limited>),
+    /// The budget store did not answer, and the limits do not say to go on without it.
+    #[error("the budget store is unavailable")]
+    BudgetUnavailable,
     /// The body could not be read, or not held within the inspection budget.
     #[error(transparent)]
     Inspect(#[from] crate::request::body::InspectError),
@@ -91,6 +104,9 @@ impl ProxyError {
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Inspect(InspectError::Read(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Inspect(InspectError::OverBudget) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::ApprovalRequired(_) | ProxyError::Approval(_) => StatusCode::FORBIDDEN,
+            ProxyError::BudgetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::Upstream(_)
@@ -113,6 +129,10 @@ impl ProxyError {
             ProxyError::BodyTimeout => "body_timeout",
             ProxyError::Inspect(InspectError::Read(_)) => "body_unreadable",
             ProxyError::Inspect(InspectError::OverBudget) => "body_budget_exhausted",
+            ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::ApprovalRequired(_) => "approval_required",
+            ProxyError::Approval(e) => e.reason(),
+            ProxyError::BudgetUnavailable => "budget_unavailable",
             ProxyError::UpstreamOverloaded => "upstream_overloaded",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -154,6 +174,7 @@ impl ProxyError {
             StatusCode::METHOD_NOT_ALLOWED => "urn:regate:problem:method-not-allowed",
             StatusCode::NOT_IMPLEMENTED => "urn:regate:problem:not-implemented",
             StatusCode::SERVICE_UNAVAILABLE => "urn:regate:problem:service-unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "urn:regate:problem:too-many-requests",
             StatusCode::BAD_GATEWAY => "urn:regate:problem:bad-gateway",
             StatusCode::GATEWAY_TIMEOUT => "urn:regate:problem:gateway-timeout",
             _ => "urn:regate:problem:error",
@@ -162,6 +183,9 @@ impl ProxyError {
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
+        if let ProxyError::ApprovalRequired(asked) = &self {
+            return approval_required(asked, request_id);
+        }
         let mut response = match &self {
             // The policy's own body and headers replace the problem document.
             ProxyError::Denied(d) if d.body.is_some() => {
@@ -195,6 +219,21 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ProxyError::RateLimited(limited) = &self {
+            let retry = super::budget::ceil_secs(limited.retry_after).max(1);
+            let headers = response.headers_mut();
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry));
+            let limit = crate::policy::governance::RateLimit {
+                key: limited.key.clone(),
+                limit: limited.limit,
+                per: limited.per,
+                name: limited.name.clone(),
+                on_error_allow: false,
+            };
+            for (name, value) in super::budget::headers(&limit, 0, limited.retry_after) {
+                headers.insert(name, value);
+            }
         }
         if let ProxyError::Unauthenticated(e, challenge) = &self {
             // RFC 6750 §3: the token is what failed, not the client's certificate.
@@ -245,6 +284,20 @@ pub fn json_rpc_message(err: &ProxyError, request_id: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
+/// An approval request, and how the request that asked is answered.
+#[derive(Debug)]
+pub struct ApprovalRequired {
+    pub request: crate::approvals::Request,
+    /// The call of a JSON-RPC batch that needs it.
+    pub index: Option<usize>,
+    /// For a JSON-RPC request, the id its error carries (null for a batch); `None` answers
+    /// with problem+json.
+    pub jsonrpc: Option<serde_json::Value>,
+}
+
+/// The JSON-RPC error code of an approval required (a server error of regate's own).
+pub const APPROVAL_REQUIRED_CODE: i64 = -32042;
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -254,6 +307,48 @@ struct Problem<'a> {
     detail: String,
     request_id: &'a str,
     reason: &'a str,
+}
+
+/// 403 with the approval request: in problem+json, or as a JSON-RPC error carrying it in
+/// `data`.
+fn approval_required(asked: &ApprovalRequired, request_id: &str) -> Response<Body> {
+    let body = match &asked.jsonrpc {
+        Some(id) => serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": APPROVAL_REQUIRED_CODE,
+                "message": "approval required",
+                "data": {
+                    "reason": "approval_required",
+                    "request_id": request_id,
+                    "call": asked.index,
+                    "approval_request": asked.request,
+                },
+            },
+        }),
+        None => serde_json::json!({
+            "type": "urn:regate:problem:approval-required",
+            "title": "Forbidden",
+            "status": 403,
+            "detail": "the action needs a person's approval",
+            "request_id": request_id,
+            "reason": "approval_required",
+            "call": asked.index,
+            "approval_request": asked.request,
+        }),
+    };
+    let content_type = match asked.jsonrpc {
+        Some(_) => "application/json",
+        None => "application/problem+json",
+    };
+    let mut r = Response::new(Body::own(Bytes::from(
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 fn problem(err: &ProxyError, status: StatusCode, request_id: &str) -> Response<Body> {

@@ -59,6 +59,7 @@ pub(super) async fn forward(
         input,
         revision,
         listing,
+        ..
     } = allowed;
     if listing.is_some() {
         super::tools_list::Listing::prepare(&mut req);

@@ -8,7 +8,8 @@
 //! 2. [`decision`]: the policy's answer, one evaluation per JSON-RPC call, from the decision
 //!    cache where it can; the shadow set ([`shadow`]) is asked the same calls, beside;
 //! 3. [`effects`]: what the decision does to the request: audit mode, the policy's rewrites,
-//!    a revocation that landed meanwhile;
+//!    a revocation that landed meanwhile; then [`budget`]: the budgets the policy attached,
+//!    charged all or nothing;
 //! 4. [`forward`]: to the upstream, within its limits; a `101` becomes a [`tunnel`]; an MCP
 //!    `tools/list` result is filtered on its way back ([`tools_list`], events split by
 //!    [`sse`]);
@@ -26,6 +27,8 @@
 //! body is a [`response::Body`].
 
 pub mod admission;
+pub mod approval;
+pub mod budget;
 pub mod connection;
 pub mod decision;
 pub mod effects;
@@ -67,6 +70,8 @@ pub struct Proxy {
     pub admission: Admission,
     pub trust: Arc<Trust>,
     pub decider: Arc<Decider>,
+    /// The budgets policies attach (`rate_limits`).
+    pub budgets: budget::Budgets,
     pub upstream: Upstream,
     pub limits: Limits,
     pub recorder: Recorder,
@@ -156,9 +161,9 @@ impl Proxy {
         response
     }
 
-    /// Steps 1 to 3: admission, decision, effects. On allow, the request as it will be
-    /// forwarded; `body` is taken when it is read or forwarded. The resource metadata is
-    /// answered before them.
+    /// Steps 1 to 3: admission, decision, effects and budgets. On allow, the request as it
+    /// will be forwarded; `body` is taken when it is read or forwarded. The resource metadata
+    /// is answered before them.
     async fn authorize(
         &self,
         conn: &Connection,
@@ -189,8 +194,26 @@ impl Proxy {
             recorder: &self.recorder,
             revision: &policies.revision,
             resource,
+            approvals: self.admission.approvals.as_deref(),
         };
-        effects::apply(&cx, conn, admitted, decided, body, seen, noted).map(Authorized::Forward)
+        let mut allowed = effects::apply(&cx, conn, admitted, decided, body, seen, noted)?;
+        if let (Some(step), Some(verified)) = (&self.admission.approvals, &noted.approval) {
+            let spent = step
+                .spend(verified, &self.budgets.store, seen, conn.spiffe_id())
+                .await;
+            if let Err(e) = spent {
+                if self.decider.enforces() {
+                    return Err(e);
+                }
+                noted.would_deny = true;
+                allowed.decision.reason = e.reason();
+            }
+        }
+        let limits = std::mem::take(&mut allowed.rate_limits);
+        self.budgets
+            .charge(&mut allowed, &limits, self.decider.enforces(), noted)
+            .await?;
+        Ok(Authorized::Forward(allowed))
     }
 
     /// Step 4, with what the record says of it: the upstream's status and time, or why it

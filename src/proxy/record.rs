@@ -20,7 +20,7 @@ use super::connection::Connection;
 use super::error::ProxyError;
 use crate::audit::input::Recording;
 use crate::audit::later::Later;
-use crate::audit::{Audit, DecisionRecord};
+use crate::audit::{ApprovalAskedRecord, ApprovalSeen, Audit, DecisionRecord, RateLimitedRecord};
 use crate::limits::RateLimited;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
@@ -104,6 +104,12 @@ pub struct Noted {
     pub tools_list: Option<serde_json::Value>,
     /// The same, for a result streamed as events: published when the stream ends.
     pub tools_list_later: Option<Later>,
+    /// The budget that refused the request (or would have, in audit mode).
+    pub rate_limited: Option<super::budget::Limited>,
+    /// The approval the request carried, verified.
+    pub approval: Option<super::approval::Verified>,
+    /// The approval request the policy's deny asked for (or would have, in audit mode).
+    pub approval_request: Option<crate::approvals::Request>,
 }
 
 /// The decision record of one request, written once: by [`Pending::finish`], or, if the
@@ -193,32 +199,48 @@ impl<'a> Pending<'a> {
         let seen = self.seen;
         let peer = &self.conn.peer;
         let delegation = self.noted.delegation.as_ref();
-        let record = DecisionRecord {
-            request_id: &seen.request_id,
-            client_request_id: seen.client_request_id.as_deref(),
-            trace_id: seen.trace_id.as_deref(),
-            spiffe_id: peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
-            serial: &peer.serial,
-            delegation_subject: delegation.and_then(|d| d.subject.as_deref()),
-            delegation_actor: delegation.and_then(|d| d.actor.as_deref()),
-            delegation_jti: delegation.and_then(|d| d.jti.as_deref()),
-            denied_call: self.noted.denied_call.as_ref(),
-            method: seen.method.as_str(),
-            path: &self.recorder.redaction.target(&seen.path),
-            host: &seen.host,
-            allowed: self.allowed,
-            http_status,
-            reason: &self.reason,
-            policy_revision: &self.revision,
-            eval_ns: self.eval_ns,
-            cached: self.cached,
-            upstream_status: self.upstream.map(|(status, _)| status),
-            upstream_ns: self.upstream.map(|(_, ns)| ns),
-            duration_ns: duration.as_nanos() as u64,
-            input: self.noted.input.as_ref(),
-            would_deny: self.noted.would_deny,
-            tools_list: self.noted.tools_list.as_ref(),
-        };
+        let record =
+            DecisionRecord {
+                request_id: &seen.request_id,
+                client_request_id: seen.client_request_id.as_deref(),
+                trace_id: seen.trace_id.as_deref(),
+                spiffe_id: peer.spiffe_id.as_ref().map(|s| s.id.as_str()),
+                serial: &peer.serial,
+                delegation_subject: delegation.and_then(|d| d.subject.as_deref()),
+                delegation_actor: delegation.and_then(|d| d.actor.as_deref()),
+                delegation_jti: delegation.and_then(|d| d.jti.as_deref()),
+                denied_call: self.noted.denied_call.as_ref(),
+                method: seen.method.as_str(),
+                path: &self.recorder.redaction.target(&seen.path),
+                host: &seen.host,
+                allowed: self.allowed,
+                http_status,
+                reason: &self.reason,
+                policy_revision: &self.revision,
+                eval_ns: self.eval_ns,
+                cached: self.cached,
+                upstream_status: self.upstream.map(|(status, _)| status),
+                upstream_ns: self.upstream.map(|(_, ns)| ns),
+                duration_ns: duration.as_nanos() as u64,
+                input: self.noted.input.as_ref(),
+                would_deny: self.noted.would_deny,
+                tools_list: self.noted.tools_list.as_ref(),
+                rate_limited: self.noted.rate_limited.as_ref().map(|l| RateLimitedRecord {
+                    name: &l.name,
+                    key: &l.key,
+                }),
+                approval: self.noted.approval.as_ref().map(|a| ApprovalSeen {
+                    approver: a.approved.approver.as_deref(),
+                    issuer: &a.approved.issuer,
+                    digest: &a.approved.digest,
+                }),
+                approval_request: self.noted.approval_request.as_ref().map(|r| {
+                    ApprovalAskedRecord {
+                        id: &r.id,
+                        digest: &r.digest,
+                    }
+                }),
+            };
         let later: Vec<Later> = [self.noted.shadow.take(), self.noted.tools_list_later.take()]
             .into_iter()
             .flatten()

@@ -339,6 +339,7 @@ fn describe(req: &RequestArgs) -> Result<Prepared, String> {
         parsed_query: &prepared.target.query,
         upgrade: prepared.upgrade.as_deref(),
         delegation: None,
+        approval: None,
         body: None,
         now,
     })))

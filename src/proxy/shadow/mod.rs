@@ -56,7 +56,7 @@ pub struct Ask {
 
 enum Call {
     /// From the shadow set's decision cache.
-    Answered(Decision),
+    Answered(Box<Decision>),
     /// To evaluate; with its cache key, computed already for the lookup that missed.
     Input(Option<Box<[u8]>>, Value),
 }
@@ -70,7 +70,7 @@ impl Ask {
         let key = self.set.cache().map(|cache| cache.key(|p| view.at(p)));
         if let (Some(cache), Some(key)) = (self.set.cache(), &key) {
             if let Some(decision) = cache.get(key) {
-                self.calls.push(Call::Answered(decision));
+                self.calls.push(Call::Answered(Box::new(decision)));
                 return;
             }
         }
@@ -200,7 +200,7 @@ impl Shadow {
         if calls.iter().all(|c| matches!(c, Call::Answered(_))) {
             let mut batch = Batch::default();
             let decided = calls.into_iter().find_map(|call| match call {
-                Call::Answered(d) => batch.add(d),
+                Call::Answered(d) => batch.add(*d),
                 Call::Input(..) => None,
             });
             self.metrics.shadow_evaluated(start.elapsed());
@@ -214,7 +214,7 @@ impl Shadow {
                 let mut decided = None;
                 for call in calls {
                     let decision = match call {
-                        Call::Answered(d) => d,
+                        Call::Answered(d) => *d,
                         Call::Input(key, input) => {
                             evaluator.decide_keyed(set.clone(), key, input).await
                         }
