@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, and real TLS clients. Included by each black-box test file (and the benches).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fleet;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
