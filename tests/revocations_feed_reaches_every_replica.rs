@@ -74,11 +74,23 @@ async fn one_published_revocation_denies_and_disconnects_the_victim_on_every_rep
     }
     for regate in &fleet {
         assert_eq!(answer(regate, &setup, &victim, "/docs/a").await, Some(403));
+        // Records are written behind the request path: wait for the event's line.
+        assert!(
+            eventually(WAIT, || async {
+                regate
+                    .decisions(1)
+                    .await
+                    .iter()
+                    .any(|r| r["event"] == "revocation_added")
+            })
+            .await,
+            "the feed's change is a decision-log event"
+        );
         let records = regate.decisions(1).await;
         let change = records
             .iter()
             .find(|r| r["event"] == "revocation_added")
-            .expect("the feed's change is a decision-log event");
+            .unwrap();
         assert_eq!(change["source"], "feed");
         assert_eq!(change["revocation"]["spiffe_id"], SUMMARIZER);
     }
