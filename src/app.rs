@@ -52,6 +52,8 @@ pub struct App {
     /// Approval issuers, the local key and pending approval requests; none without
     /// `approvals:`.
     approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// The ETags of the bundles loaded at start (main, shadow), to poll from.
+    etags: [Option<String>; 2],
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -91,7 +93,20 @@ impl App {
         } else {
             None
         };
-        let policies = if config.policies.is_dir() {
+        let mut etags = [None, None];
+        let policies = if let Some(bundle) = &config.bundle {
+            load_bundle(
+                bundle,
+                &config,
+                &config.policy_options(),
+                "bundle",
+                &mut errors,
+            )
+            .map(|(set, etag)| {
+                etags[0] = etag;
+                set
+            })
+        } else if config.policies.is_dir() {
             PolicySet::load(&config.policies, &config.policy_options())
                 .map(|set| set.with_decision_cache(config.decision_cache_entries))
                 .map_err(|es| errors.extend(es.iter().map(|e| error::chain(e))))
@@ -116,6 +131,10 @@ impl App {
         });
         let revocations = revocations::Revocations::load(config.revocations.as_deref())
             .map(|r| r.with_max(config.max_revocations))
+            .map(|r| match &config.revocations_feed {
+                Some(feed) => r.with_feed(feed.max_age),
+                None => r,
+            })
             .map_err(|e| errors.push(error::chain(&e)))
             .ok();
         let metrics = Arc::new(metrics::Metrics::new());
@@ -131,8 +150,17 @@ impl App {
         });
         // A broken shadow set is reported with everything else, as a broken main set is (a
         // missing directory is already among the config's errors).
-        let shadow = match config.shadow_policy_options() {
-            Some((dir, options)) if dir.is_dir() => PolicySet::load(&dir, &options)
+        let shadow_bundle = config.shadow.as_ref().and_then(|s| s.bundle.as_ref());
+        let shadow = match (config.shadow_policy_options(), shadow_bundle) {
+            (Some((_, options)), Some(bundle)) => {
+                load_bundle(bundle, &config, &options, "shadow_bundle", &mut errors).map(
+                    |(set, etag)| {
+                        etags[1] = etag;
+                        set
+                    },
+                )
+            }
+            (Some((dir, options)), None) if dir.is_dir() => PolicySet::load(&dir, &options)
                 .map(|set| set.with_decision_cache(config.decision_cache_entries))
                 .map_err(|es| {
                     errors.extend(
@@ -176,6 +204,7 @@ impl App {
                 let shadow_source = config.shadow_policy_options().zip(shadow.clone()).map(
                     |((dir, options), store)| reload::ShadowSource {
                         dir,
+                        from_bundle: shadow_bundle.is_some(),
                         options,
                         store,
                     },
@@ -206,6 +235,7 @@ impl App {
                     approvals,
                     health_listener: None,
                     shadow,
+                    etags,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -439,6 +469,32 @@ impl App {
         // Each remote issuer's keys, fetched now and kept current; until the first fetch
         // lands, /readyz says regate is not ready.
         let fetching = fetchers.into_iter().map(|f| tokio::spawn(f.run()));
+        let bundles = [
+            (self.config.bundle.clone(), reload::Set::Main),
+            (
+                self.config.shadow.as_ref().and_then(|s| s.bundle.clone()),
+                reload::Set::Shadow,
+            ),
+        ];
+        let polling: Vec<_> = bundles
+            .into_iter()
+            .filter_map(|(settings, set)| {
+                let etag = self.etags[set as usize].clone();
+                let reloader = self.reloader.clone();
+                settings.map(|s| tokio::spawn(crate::bundle::poll(s, set, reloader, etag)))
+            })
+            .collect();
+        let feed = self.config.revocations_feed.clone().map(|settings| {
+            let recorded = revocations::record::Recorded {
+                audit: proxy.recorder.audit.clone(),
+                metrics: self.metrics.clone(),
+            };
+            tokio::spawn(crate::bundle::feed::poll(
+                settings,
+                self.revocations.clone(),
+                recorded,
+            ))
+        });
         // The agent pushes rotations; they are published like a file reload.
         let following = self.config.spiffe_socket.clone().map(|endpoint| {
             let reloader = self.reloader.clone();
@@ -482,10 +538,11 @@ impl App {
             None => None,
         };
         Ok(SideChannels {
-            watching: [Some(reloading), following]
+            watching: [Some(reloading), following, feed]
                 .into_iter()
                 .flatten()
                 .chain(fetching)
+                .chain(polling)
                 .collect(),
             serving: [admin_task, health_task].into_iter().flatten().collect(),
         })
@@ -518,6 +575,35 @@ fn load_approvals(
         local,
         pending: Default::default(),
     }))
+}
+
+/// The policy set a bundle holds at start, compiled, and the ETag to poll from; every
+/// problem added to `errors` under `name`.
+fn load_bundle(
+    bundle: &crate::bundle::BundleSettings,
+    config: &Config,
+    options: &policy::Options,
+    name: &str,
+    errors: &mut Vec<String>,
+) -> Option<(PolicySet, Option<String>)> {
+    let start = crate::bundle::start(bundle)
+        .map_err(|e| errors.push(format!("{name}: {e}")))
+        .ok()?;
+    tracing::info!(
+        url = %bundle.url,
+        revision = %start.sources.revision,
+        from = start.from,
+        "policy bundle loaded"
+    );
+    PolicySet::compile(start.sources, options)
+        .map(|set| {
+            (
+                set.with_decision_cache(config.decision_cache_entries),
+                start.etag,
+            )
+        })
+        .map_err(|es| errors.extend(es.iter().map(|e| format!("{name}: {}", error::chain(e)))))
+        .ok()
 }
 
 /// What runs beside the request path while regate serves.

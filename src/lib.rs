@@ -44,7 +44,9 @@
 //!   error-to-response map.
 //! - Side channels, which publish or read and never call into the request path: [`reload`]
 //!   (files and the Workload API, keeping the last good), [`metrics`], [`admin`] (the admin
-//!   and health listeners), [`identities`] (the identity inventory).
+//!   and health listeners), [`identities`] (the identity inventory), [`bundle`] (what the
+//!   fleet publishes and each replica polls: OPA bundles, published through `reload`, and
+//!   the revocations feed, handed to `revocations`).
 //! - [`config`]: flags and YAML (`config::file`) merged, one step per concern
 //!   (`config::merge`), into one validated [`Config`]; `App` (`app.rs`)
 //!   loads what it names ([`App::load`], every problem at once) and serves it
@@ -65,6 +67,7 @@ pub mod approvals;
 pub mod audit;
 pub mod budgets;
 pub mod builtins;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod delegation;

@@ -415,6 +415,9 @@ struct RevocationMetrics {
     in_force: Gauge,
     changes: Family<ResultLabels, Counter>,
     connections_closed: Counter,
+    feed_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    feed_fetches: Family<ResultLabels, Counter>,
+    feed_in_force: Gauge,
 }
 
 impl RevocationMetrics {
@@ -438,13 +441,38 @@ impl RevocationMetrics {
             "Client connections closed because their identity was revoked",
             connections_closed.clone(),
         );
-        for result in ["added", "removed", "reloaded"] {
+        for result in ["added", "removed", "reloaded", "feed_stale", "feed_fresh"] {
             let _ = changes.get_or_create(&ResultLabels { result });
+        }
+        let feed_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "regate_revocations_feed_age_seconds",
+            "Seconds since the revocations feed last answered (a new list or unchanged); \
+             its last good list stays in force meanwhile",
+            feed_age.clone(),
+        );
+        let feed_fetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "regate_revocations_feed_fetches",
+            "Polls of the revocations feed, by result: updated, unchanged, failed",
+            feed_fetches.clone(),
+        );
+        let feed_in_force = Gauge::default();
+        registry.register(
+            "regate_revocations_feed",
+            "Revocations the feed holds now (in force besides the file's and the API's)",
+            feed_in_force.clone(),
+        );
+        for result in ["updated", "unchanged", "failed"] {
+            let _ = feed_fetches.get_or_create(&ResultLabels { result });
         }
         RevocationMetrics {
             in_force,
             changes,
             connections_closed,
+            feed_age,
+            feed_fetches,
+            feed_in_force,
         }
     }
 }
@@ -780,6 +808,17 @@ impl Metrics {
     /// The current count, without a change (at startup).
     pub fn revocations_in_force(&self, in_force: usize) {
         self.revocations.in_force.set(in_force as i64);
+    }
+
+    /// One poll of the revocations feed (`updated`, `unchanged`, `failed`), the feed's age
+    /// and how many revocations it holds.
+    pub fn revocations_feed(&self, result: &'static str, age: Duration, held: usize) {
+        self.revocations
+            .feed_fetches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.revocations.feed_age.set(age.as_secs_f64());
+        self.revocations.feed_in_force.set(held as i64);
     }
 
     pub fn revoked_connection_closed(&self) {

@@ -95,18 +95,27 @@ pub struct Reloader {
     revocation_changes: crate::revocations::record::Recorded,
     /// The shadow policy set, reloaded like the main one into a store of its own.
     shadow: Option<ShadowSource>,
+    /// The main set comes from a bundle (`crate::bundle`), published through
+    /// [`Reloader::publish_sources`]; there is no directory to read.
+    pub main_from_bundle: bool,
+    /// The last failure a bundle source reported, per set, so a server that stays down is
+    /// logged once, not at every poll.
+    source_errors: Mutex<[Option<String>; 2]>,
 }
 
 /// Where the shadow policy set is read from and published to.
 pub struct ShadowSource {
+    /// Empty when the shadow set comes from a bundle.
     pub dir: PathBuf,
+    /// The shadow set comes from a bundle, published through [`Reloader::publish_sources`].
+    pub from_bundle: bool,
     pub options: crate::policy::Options,
     pub store: PolicyStore,
 }
 
 /// Which policy set a reload is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Set {
+pub enum Set {
     Main,
     Shadow,
 }
@@ -174,6 +183,8 @@ impl Reloader {
             delegation,
             revocation_changes: crate::revocations::record::Recorded { audit, metrics },
             shadow: None,
+            main_from_bundle: config.bundle.is_some(),
+            source_errors: Mutex::default(),
         };
         reloader.publish_gauges();
         reloader
@@ -221,15 +232,65 @@ impl Reloader {
     }
 
     pub fn reload_policies(&self) -> Outcome {
+        if self.main_from_bundle {
+            return Outcome::Unchanged;
+        }
         self.reload_set(Set::Main, &self.policies_dir, &self.policy, &self.policies)
     }
 
     /// As [`Reloader::reload_policies`], for the shadow set.
     pub fn reload_shadow_policies(&self) -> Outcome {
-        let Some(shadow) = &self.shadow else {
+        let Some(shadow) = self.shadow.as_ref().filter(|s| !s.from_bundle) else {
             return Outcome::Unchanged;
         };
         self.reload_set(Set::Shadow, &shadow.dir, &shadow.options, &shadow.store)
+    }
+
+    /// Publish policy sources that did not come from a directory (a bundle), through the
+    /// same checks, status, metrics and last-good rule as a directory reload. With
+    /// `refuse_sample_error`, a set whose sample evaluation fails is refused too, keeping the
+    /// last good one: a fetched set replaces one that works, so a doubt is enough.
+    pub fn publish_sources(
+        &self,
+        set: Set,
+        sources: Sources,
+        refuse_sample_error: bool,
+    ) -> Outcome {
+        let (options, store) = match (set, &self.shadow) {
+            (Set::Main, _) => (&self.policy, &self.policies),
+            (Set::Shadow, Some(shadow)) => (&shadow.options, &shadow.store),
+            (Set::Shadow, None) => return Outcome::Unchanged,
+        };
+        self.source_errors()[set as usize] = None;
+        self.apply(set, sources, options, store, refuse_sample_error)
+    }
+
+    /// A bundle source that could not be fetched or read: recorded as a failed reload of
+    /// `set`, the last good set staying; logged when the failure is new.
+    pub fn source_failed(&self, set: Set, url: &str, message: String) {
+        let store = match (set, &self.shadow) {
+            (Set::Shadow, Some(shadow)) => &shadow.store,
+            _ => &self.policies,
+        };
+        let mut last = self.source_errors();
+        if last[set as usize].as_deref() != Some(message.as_str()) {
+            tracing::error!(
+                set = set.kind(),
+                url,
+                kept = %store.load().revision,
+                error = %message,
+                "bundle update failed; the last good set of its kind stays",
+            );
+            last[set as usize] = Some(message.clone());
+        }
+        drop(last);
+        self.record(set.kind(), Some(message));
+    }
+
+    fn source_errors(&self) -> std::sync::MutexGuard<'_, [Option<String>; 2]> {
+        self.source_errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Read one policy set, and compile and publish it if it changed. A set that fails keeps
@@ -246,6 +307,19 @@ impl Reloader {
             Ok(s) => s,
             Err(errors) => return self.set_failed(set, store, None, &errors),
         };
+        self.apply(set, sources, options, store, false)
+    }
+
+    /// Compile and publish `sources` as `set` unless they are what is loaded, or what was
+    /// refused last.
+    fn apply(
+        &self,
+        set: Set,
+        sources: Sources,
+        options: &crate::policy::Options,
+        store: &PolicyStore,
+        refuse_sample_error: bool,
+    ) -> Outcome {
         let loaded = store.load_full();
         // Files can change under one commit (a hand edit in a checkout), and a commit can
         // leave the files as they were: either is a new set.
@@ -258,7 +332,14 @@ impl Reloader {
         }
         let revision = sources.revision.clone();
         let content_hash = sources.content_hash.clone();
-        match PolicySet::compile(sources, options) {
+        let compiled = PolicySet::compile(sources, options).and_then(|c| match &c.sample_error {
+            Some(e) if refuse_sample_error => Err(vec![crate::policy::PolicyError::Query {
+                query: c.query.to_string(),
+                message: format!("the sample evaluation failed: {e}"),
+            }]),
+            _ => Ok(c),
+        });
+        match compiled {
             Ok(compiled) => {
                 // A new set starts with an empty cache: no answer outlives its policy.
                 store.store(Arc::new(
@@ -508,24 +589,30 @@ impl Reloader {
                 flat.insert(dir.to_path_buf());
             }
         }
-        if let Some(parent) = policies.parent() {
+        // A bundle has no directory to watch.
+        let policies = (!self.main_from_bundle).then_some(policies);
+        if let Some(parent) = policies.as_ref().and_then(|p| p.parent()) {
             flat.insert(parent.to_path_buf());
         }
         // A link further up (git-sync's `--link`, with the policies in a subdirectory of the
         // repository) is swapped in its own directory.
-        for link in symlinked_ancestors(&policies) {
+        for link in policies.iter().flat_map(|p| symlinked_ancestors(p)) {
             if let Some(parent) = link.parent() {
                 flat.insert(parent.to_path_buf());
             }
         }
-        let shadow_dir = self.shadow.as_ref().map(|s| absolute(&s.dir));
+        let shadow = self.shadow.as_ref().filter(|s| !s.from_bundle);
+        let shadow_dir = shadow.map(|s| absolute(&s.dir));
         for link in shadow_dir.iter().flat_map(|d| symlinked_ancestors(d)) {
             if let Some(parent) = link.parent() {
                 flat.insert(parent.to_path_buf());
             }
         }
-        let mut targets = vec![(policies, RecursiveMode::Recursive)];
-        if let Some(shadow) = &self.shadow {
+        let mut targets: Vec<_> = policies
+            .into_iter()
+            .map(|p| (p, RecursiveMode::Recursive))
+            .collect();
+        if let Some(shadow) = shadow {
             let dir = absolute(&shadow.dir);
             if let Some(parent) = dir.parent() {
                 flat.insert(parent.to_path_buf());
@@ -596,17 +683,20 @@ impl Reloader {
     }
 
     fn start_watcher(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        let policies_dir = (!self.main_from_bundle).then(|| absolute(&self.policies_dir));
+        let shadow = self.shadow.as_ref().filter(|s| !s.from_bundle);
         let relevant = Relevant {
-            policies_dir: absolute(&self.policies_dir),
-            links: symlinked_ancestors(&absolute(&self.policies_dir))
-                .into_iter()
+            links: policies_dir
+                .iter()
+                .flat_map(|p| symlinked_ancestors(p))
                 .chain(
-                    self.shadow
+                    shadow
                         .iter()
                         .flat_map(|s| symlinked_ancestors(&absolute(&s.dir))),
                 )
                 .collect(),
-            shadow_dir: self.shadow.as_ref().map(|s| absolute(&s.dir)),
+            policies_dir,
+            shadow_dir: shadow.map(|s| absolute(&s.dir)),
             files: self
                 .tls_files()
                 .into_iter()
@@ -695,7 +785,8 @@ impl Reloader {
 /// files too (the decision log may sit beside the policy directory); events for those are
 /// ignored, or a busy neighbour would keep the debounce from ever settling.
 struct Relevant {
-    policies_dir: PathBuf,
+    /// `None` when the main set comes from a bundle.
+    policies_dir: Option<PathBuf>,
     /// Symlinks above the policy directories: replacing one replaces the policies.
     links: Vec<PathBuf>,
     shadow_dir: Option<PathBuf>,
@@ -705,7 +796,12 @@ struct Relevant {
 
 impl Relevant {
     fn matches(&self, path: &Path) -> bool {
-        if path.starts_with(&self.policies_dir) || self.links.iter().any(|l| path == l) {
+        if self
+            .policies_dir
+            .as_ref()
+            .is_some_and(|d| path.starts_with(d))
+            || self.links.iter().any(|l| path == l)
+        {
             return true;
         }
         if self

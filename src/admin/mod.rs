@@ -603,6 +603,13 @@ fn status(state: &AdminState) -> serde_json::Value {
             "in_force": state.revocations.len(),
             "max": state.revocations.max(),
             "file": state.revocations.file().map(|p| p.display().to_string()),
+            // The feed's revocations apply besides these; its age is how long since it last
+            // answered (its last good list stays in force meanwhile).
+            "feed": state.revocations.feed_age().map(|age| json!({
+                "in_force": state.revocations.feed_list().len(),
+                "age_seconds": age.as_secs_f64(),
+                "stale": state.revocations.feed_stale(),
+            })),
         },
         "reloads": {
             "policy": kind(&state.reloads.policy),

@@ -333,6 +333,22 @@ impl JwksKeys {
     pub fn has_kid(&self, kid: &str) -> bool {
         self.0.iter().any(|k| k.kid == kid)
     }
+
+    /// A PEM public key (`PUBLIC KEY`) or certificate, as OPA's bundle verification reads
+    /// its `public_key`; the JWS algorithm is the signer's to name.
+    pub fn from_pem(text: &str) -> Result<JwksKeys, String> {
+        if !text.trim_start().starts_with("-----BEGIN") {
+            return Err("not a PEM public key or certificate".into());
+        }
+        let keys: Vec<VerificationKey> = keys_from_cert_or_jwk(text.trim())?
+            .into_iter()
+            .filter(|k| !matches!(k.key, PublicKey::Secret(_) | PublicKey::Other))
+            .collect();
+        if keys.is_empty() {
+            return Err("the PEM holds no usable public key".into());
+        }
+        Ok(JwksKeys(keys))
+    }
 }
 
 /// Whether `sig` over `input` verifies under one of `keys`: the key `kid` names when the

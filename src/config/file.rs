@@ -65,6 +65,60 @@ pub(super) struct BudgetsFile {
     pub(super) timeout: Option<String>,
 }
 
+/// A `bundle:` (or `shadow_bundle:`) section: where an OPA bundle is polled from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BundleFile {
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) polling: PollingFile,
+    #[serde(default)]
+    pub(super) credentials: CredentialsFile,
+    pub(super) verification: Option<VerificationFile>,
+    pub(super) persist_dir: Option<PathBuf>,
+}
+
+/// `polling:` of a bundle, as OPA names it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PollingFile {
+    pub(super) min_delay: Option<String>,
+    pub(super) max_delay: Option<String>,
+    pub(super) long_polling_timeout: Option<String>,
+}
+
+/// `credentials:` for a bundle server, registry or feed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialsFile {
+    pub(super) bearer_token_file: Option<PathBuf>,
+    pub(super) client_cert: Option<PathBuf>,
+    pub(super) client_key: Option<PathBuf>,
+    pub(super) ca_cert: Option<PathBuf>,
+}
+
+/// `verification:` of a bundle.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VerificationFile {
+    pub(super) public_key: Option<PathBuf>,
+    pub(super) key_id: Option<String>,
+    #[serde(default)]
+    pub(super) scope: String,
+}
+
+/// `revocations_feed:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FeedFile {
+    pub(super) url: Option<String>,
+    pub(super) polling: Option<String>,
+    pub(super) long_polling_timeout: Option<String>,
+    pub(super) max_age: Option<String>,
+    #[serde(default)]
+    pub(super) credentials: CredentialsFile,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +133,9 @@ pub(super) struct FileSettings {
     pub(super) spiffe_socket: Option<String>,
     pub(super) spiffe_startup_timeout: Option<String>,
     pub(super) policies: Option<PathBuf>,
+    pub(super) bundle: Option<BundleFile>,
+    pub(super) shadow_bundle: Option<BundleFile>,
+    pub(super) revocations_feed: Option<FeedFile>,
     pub(super) query: Option<String>,
     #[serde(default, alias = "trust_domain")]
     pub(super) trust_domains: Vec<String>,

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{DelegationFile, FileSettings, OauthResourceFile};
+use super::file::{
+    BundleFile, CredentialsFile, DelegationFile, FeedFile, FileSettings, OauthResourceFile,
+};
 use super::{
     Checked, Config, LogFormat, Mcp, Mode, RunArgs, Shadow, Upstream, UpstreamProtocol,
     DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_QUERY,
@@ -45,6 +47,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         body: m.body_inspection(),
         connections: m.connections(),
         revocations: m.revocations(),
+        revocations_feed: m.revocations_feed(),
         request_rules: m.request_rules(),
         shadow: m.shadow(&policy),
         mode: m.mode(),
@@ -113,6 +116,7 @@ struct Credentials {
 /// The policy set, how it is asked, and how it is kept current.
 struct PolicySettings {
     dir: Option<PathBuf>,
+    bundle: Option<crate::bundle::BundleSettings>,
     query: String,
     context: BTreeMap<String, String>,
     timeout: Duration,
@@ -158,6 +162,7 @@ struct Sections {
     connections: Connections,
     /// The revocation file and the most revocations in force.
     revocations: (Option<PathBuf>, usize),
+    revocations_feed: Option<crate::bundle::feed::FeedSettings>,
     delegation: crate::delegation::Settings,
     oauth_resource: Option<crate::proxy::resource::Settings>,
     request_rules: crate::request::Rules,
@@ -181,6 +186,7 @@ impl Sections {
             body,
             connections,
             revocations,
+            revocations_feed,
             delegation,
             oauth_resource,
             request_rules,
@@ -202,6 +208,8 @@ impl Sections {
             spiffe_socket: credentials.spiffe_socket,
             spiffe_startup_timeout: credentials.spiffe_startup_timeout,
             policies: policy.dir.unwrap_or_default(),
+            bundle: policy.bundle,
+            revocations_feed,
             query: policy.query,
             trust_domains: credentials.trust_domains,
             context: policy.context,
@@ -463,10 +471,28 @@ impl Merge {
     /// `--policies`, `--query`, `--context`, and how the set is evaluated and reloaded.
     fn policy(&mut self) -> PolicySettings {
         let dir = self.args.policies.take();
-        let dir = match dir.or(self.file_path(|f| f.policies.take())) {
+        let dir = dir.or(self.file_path(|f| f.policies.take()));
+        let bundle = match (self.args.bundle.take(), self.file.bundle.take()) {
+            (Some(url), file) => Some(BundleFile {
+                url: Some(url),
+                ..file.unwrap_or_default()
+            }),
+            (None, file) => file,
+        };
+        let bundle =
+            bundle.and_then(|b| bundle_settings(b, "bundle", &self.base, &mut self.errors));
+        let dir = match dir {
+            None if bundle.is_some() => None,
+            Some(_) if bundle.is_some() => {
+                self.errors.push(
+                    "policies: a policy set has one source; give --policies or a bundle, not both"
+                        .into(),
+                );
+                None
+            }
             None => {
                 self.errors
-                    .push("policies: required (--policies DIR)".into());
+                    .push("policies: required (--policies DIR, or a bundle)".into());
                 None
             }
             Some(p) if !p.is_dir() => {
@@ -497,6 +523,7 @@ impl Merge {
         let reload = take!(self, reload_interval);
         PolicySettings {
             dir,
+            bundle,
             query,
             context,
             timeout: self.duration("policy-timeout", timeout, Duration::from_millis(100)),
@@ -685,17 +712,85 @@ impl Merge {
         request_rules(upgrades, file_upgrades, underscores, keep, &mut self.errors)
     }
 
-    /// `--shadow-policies` and `--shadow-query`, checked against the main set.
+    /// `--shadow-policies` (or `shadow_bundle:`) and `--shadow-query`, checked against the
+    /// main set.
     fn shadow(&mut self, main: &PolicySettings) -> Option<Shadow> {
         let dir = self.args.shadow_policies.take();
         let dir = dir.or(self.file_path(|f| f.shadow_policies.take()));
         let query = take!(self, shadow_query);
-        shadow_settings(
-            dir,
+        let bundle = self.file.shadow_bundle.take();
+        let Some(bundle) = bundle else {
+            return shadow_settings(
+                dir,
+                query,
+                (main.dir.as_deref(), &main.query),
+                &mut self.errors,
+            );
+        };
+        if dir.is_some() {
+            self.errors.push(
+                "shadow-policies: the shadow set has one source; give --shadow-policies or \
+                 shadow_bundle, not both"
+                    .into(),
+            );
+        }
+        let bundle = bundle_settings(bundle, "shadow_bundle", &self.base, &mut self.errors)?;
+        let query = query.unwrap_or_else(|| main.query.clone());
+        if !valid_query(&query) {
+            self.errors.push(format!(
+                "shadow-query: {query:?} is not a rule path like data.package.rule"
+            ));
+        }
+        Some(Shadow {
+            policies: PathBuf::new(),
+            bundle: Some(bundle),
             query,
-            (main.dir.as_deref(), &main.query),
+        })
+    }
+
+    /// `--revocations-feed` and the `revocations_feed:` section.
+    fn revocations_feed(&mut self) -> Option<crate::bundle::feed::FeedSettings> {
+        let file = self.file.revocations_feed.take();
+        let feed = match (self.args.revocations_feed.take(), file) {
+            (Some(url), file) => FeedFile {
+                url: Some(url),
+                ..file.unwrap_or_default()
+            },
+            (None, Some(file)) => file,
+            (None, None) => return None,
+        };
+        let url = checked_url("revocations_feed", feed.url, &mut self.errors)?;
+        let polling = self.duration(
+            "revocations_feed.polling",
+            feed.polling,
+            Duration::from_secs(1),
+        );
+        if polling.is_zero() {
+            self.errors
+                .push("revocations_feed.polling: must be more than 0".into());
+        }
+        let long = feed.long_polling_timeout;
+        let long = long.map(|t| {
+            self.duration(
+                "revocations_feed.long_polling_timeout",
+                Some(t),
+                Duration::ZERO,
+            )
+        });
+        let max_age = self.duration("revocations_feed.max_age", feed.max_age, Duration::ZERO);
+        let credentials = credentials(
+            "revocations_feed",
+            feed.credentials,
+            &self.base,
             &mut self.errors,
-        )
+        );
+        Some(crate::bundle::feed::FeedSettings {
+            url,
+            polling,
+            long_polling_timeout: long.filter(|t| !t.is_zero()),
+            max_age,
+            credentials,
+        })
     }
 
     /// `--mode`: enforce or audit.
@@ -849,6 +944,130 @@ fn admin_hosts(names: Vec<String>, errors: &mut Vec<String>) -> Vec<String> {
     hosts
 }
 
+/// A `bundle:` section checked: its URL, polling, credentials, verification key and
+/// persistence directory, each file relative to the config file.
+fn bundle_settings(
+    file: BundleFile,
+    name: &str,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> Option<crate::bundle::BundleSettings> {
+    let url = checked_url(name, file.url, errors);
+    let mut duration = |key: &str, value: Option<String>, default: Duration| match value {
+        None => default,
+        Some(v) => parse_duration(&v).unwrap_or_else(|| {
+            errors.push(format!(
+                "{name}.polling.{key}: {v:?} is not a duration like 500ms, 10s or 1m"
+            ));
+            default
+        }),
+    };
+    let min_delay = duration("min_delay", file.polling.min_delay, Duration::from_secs(1));
+    let max_delay = duration("max_delay", file.polling.max_delay, Duration::from_secs(5));
+    let long = file
+        .polling
+        .long_polling_timeout
+        .map(|t| duration("long_polling_timeout", Some(t), Duration::ZERO));
+    if min_delay.is_zero() || max_delay < min_delay {
+        errors.push(format!(
+            "{name}.polling: min_delay must be more than 0 and at most max_delay"
+        ));
+    }
+    let credentials = credentials(name, file.credentials, base, errors);
+    let verification = file.verification.map(|v| {
+        let public_key = v.public_key.map(|p| base.join(p));
+        match &public_key {
+            None => errors.push(format!("{name}.verification.public_key: required")),
+            Some(p) if !p.is_file() => errors.push(format!(
+                "{name}.verification.public_key: {} does not exist",
+                p.display()
+            )),
+            Some(_) => {}
+        }
+        if v.key_id.as_deref().is_none_or(str::is_empty) {
+            errors.push(format!("{name}.verification.key_id: required"));
+        }
+        crate::bundle::VerificationSettings {
+            public_key: public_key.unwrap_or_default(),
+            key_id: v.key_id.unwrap_or_default(),
+            scope: v.scope,
+        }
+    });
+    let persist_dir = file.persist_dir.map(|p| base.join(p));
+    if let Some(parent) = persist_dir.as_deref().and_then(Path::parent) {
+        if !parent.as_os_str().is_empty() && !parent.is_dir() {
+            errors.push(format!(
+                "{name}.persist_dir: the directory above {} does not exist",
+                persist_dir.as_deref().unwrap_or(parent).display()
+            ));
+        }
+    }
+    Some(crate::bundle::BundleSettings {
+        url: url?,
+        min_delay,
+        max_delay,
+        long_polling_timeout: long.filter(|t| !t.is_zero()),
+        credentials,
+        verification,
+        persist_dir,
+    })
+}
+
+/// A fetcher's URL: `http://`, `https://` or `oci://`.
+fn checked_url(name: &str, url: Option<String>, errors: &mut Vec<String>) -> Option<String> {
+    match url {
+        None => {
+            errors.push(format!("{name}.url: required"));
+            None
+        }
+        Some(u)
+            if u.starts_with("oci://")
+                || u.parse::<http::Uri>().is_ok_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+                }) =>
+        {
+            Some(u)
+        }
+        Some(u) => {
+            errors.push(format!(
+                "{name}.url: {u:?} is not an http://, https:// or oci:// URL"
+            ));
+            None
+        }
+    }
+}
+
+/// `credentials:`, each file relative to the config file and required to exist.
+fn credentials(
+    name: &str,
+    file: CredentialsFile,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> crate::bundle::http::Credentials {
+    let mut path = |key: &str, p: Option<PathBuf>| {
+        let p = p.map(|p| base.join(p));
+        if let Some(missing) = p.as_ref().filter(|p| !p.is_file()) {
+            errors.push(format!(
+                "{name}.credentials.{key}: {} does not exist",
+                missing.display()
+            ));
+        }
+        p
+    };
+    let credentials = crate::bundle::http::Credentials {
+        bearer_token_file: path("bearer_token_file", file.bearer_token_file),
+        client_cert: path("client_cert", file.client_cert),
+        client_key: path("client_key", file.client_key),
+        ca_cert: path("ca_cert", file.ca_cert),
+    };
+    if credentials.client_cert.is_some() != credentials.client_key.is_some() {
+        errors.push(format!(
+            "{name}.credentials: client_cert and client_key go together"
+        ));
+    }
+    credentials
+}
+
 /// The shadow directory, checked like `--policies`, and its query (the main one unless given).
 fn shadow_settings(
     dir: Option<PathBuf>,
@@ -886,6 +1105,7 @@ fn shadow_settings(
     }
     Some(Shadow {
         policies: dir,
+        bundle: None,
         query,
     })
 }

@@ -57,6 +57,16 @@ pub struct RunArgs {
     /// Directory of .rego policies and .json/.yaml data files.
     #[arg(long, value_name = "DIR")]
     pub policies: Option<PathBuf>,
+    /// Take the policy set from an OPA bundle instead of --policies: a bundle server URL
+    /// (`https://…/bundle.tar.gz`) or an OCI reference (`oci://registry/name:tag`), polled
+    /// every 1 to 5 s; the `bundle:` section of --config sets the rest.
+    #[arg(long, value_name = "URL", conflicts_with = "policies")]
+    pub bundle: Option<String>,
+    /// Poll this revocations feed (regate's revocations format, on any HTTP server, object
+    /// store or OCI registry) every second; its revocations apply beside the file's and the
+    /// API's. The `revocations_feed:` section of --config sets the rest.
+    #[arg(long, value_name = "URL")]
+    pub revocations_feed: Option<String>,
     /// The rule that decides [default: data.regate.authz.allow].
     #[arg(long, value_name = "QUERY")]
     pub query: Option<String>,
@@ -283,7 +293,12 @@ pub struct Config {
     /// instead of the three files.
     pub spiffe_socket: Option<String>,
     pub spiffe_startup_timeout: Duration,
+    /// Empty when the policy set comes from a bundle.
     pub policies: PathBuf,
+    /// The policy set comes from this OPA bundle instead of a directory.
+    pub bundle: Option<crate::bundle::BundleSettings>,
+    /// Revocations also come from this feed.
+    pub revocations_feed: Option<crate::bundle::feed::FeedSettings>,
     pub query: String,
     pub trust_domains: Vec<String>,
     pub context: BTreeMap<String, String>,
@@ -378,10 +393,12 @@ pub struct Budgets {
     pub timeout: Duration,
 }
 
-/// `--shadow-policies` and `--shadow-query`.
+/// `--shadow-policies` (or `shadow_bundle:`) and `--shadow-query`.
 #[derive(Debug, Clone)]
 pub struct Shadow {
+    /// Empty when the shadow set comes from a bundle.
     pub policies: PathBuf,
+    pub bundle: Option<crate::bundle::BundleSettings>,
     pub query: String,
 }
 

@@ -28,8 +28,8 @@ use http::HeaderName;
 use regorus::Value;
 use serde::Deserialize;
 
-pub use verify::{is_bearer, Issuer, Verifier};
 pub(crate) use verify::split;
+pub use verify::{is_bearer, Issuer, Verifier};
 
 /// One trusted issuer, as configured.
 #[derive(Debug, Clone, Deserialize)]

@@ -664,18 +664,70 @@ impl Sources {
 
     fn read_once(dir: &Path) -> Result<Sources, Vec<PolicyError>> {
         let listed = collect_files(dir).map_err(|e| vec![e])?;
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut files = Vec::with_capacity(listed.len());
+        let mut read = Vec::with_capacity(listed.len());
         let mut errors = Vec::new();
         for file in listed {
-            let name = file.path.display().to_string();
-            let bytes = match std::fs::read(&file.path) {
-                Ok(b) => b,
-                Err(source) => {
-                    errors.push(PolicyError::Read { path: name, source });
-                    continue;
-                }
+            match std::fs::read(&file.path) {
+                Ok(bytes) => read.push((file, bytes)),
+                Err(source) => errors.push(PolicyError::Read {
+                    path: file.path.display().to_string(),
+                    source,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let commit = git::commit(dir).map(|commit| format!("git:{commit}"));
+        Sources::from_read(read, |_| commit)
+    }
+
+    /// Files that are not on disk (an OPA bundle's), each as its `/`-separated path in the
+    /// set and its bytes: `.rego` files are policies, `.json` and `.yaml` files data merged at
+    /// their directory. `revision` names the set from its content hash (a bundle's manifest
+    /// revision, say); `None` names it by the hash itself. A directory, a git checkout and a
+    /// bundle all come through here, so they load, hash and compile alike.
+    pub fn from_files(
+        files: Vec<(String, Vec<u8>)>,
+        revision: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Sources, Vec<PolicyError>> {
+        let mut listed = Vec::with_capacity(files.len());
+        for (rel, bytes) in files {
+            let rel = rel.trim_start_matches('/').to_string();
+            let kind = match rel.rsplit_once('.').map(|(_, ext)| ext) {
+                Some("rego") => FileKind::Rego,
+                Some("json") => FileKind::Json,
+                Some("yaml" | "yml") => FileKind::Yaml,
+                _ => continue,
             };
+            let mut data_path: Vec<String> = rel.split('/').map(str::to_string).collect();
+            data_path.pop();
+            let file = PolicyFile {
+                path: PathBuf::from(&rel),
+                rel,
+                kind,
+                data_path,
+            };
+            listed.push((file, bytes));
+        }
+        listed.sort_by(|a, b| a.0.rel.cmp(&b.0.rel));
+        if !listed.iter().any(|(f, _)| f.kind == FileKind::Rego) {
+            return Err(vec![PolicyError::Empty {
+                dir: "the bundle".into(),
+            }]);
+        }
+        Sources::from_read(listed, revision)
+    }
+
+    /// Hash and decode files already read; `revision` is given the content hash.
+    fn from_read(
+        read: Vec<(PolicyFile, Vec<u8>)>,
+        revision: impl FnOnce(&str) -> Option<String>,
+    ) -> Result<Sources, Vec<PolicyError>> {
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut files = Vec::with_capacity(read.len());
+        let mut errors = Vec::new();
+        for (file, bytes) in read {
             // Path and length delimit each file, so moving bytes between files changes the hash.
             hasher.update(file.rel.as_bytes());
             hasher.update(&[0]);
@@ -684,7 +736,7 @@ impl Sources {
             match String::from_utf8(bytes) {
                 Ok(text) => files.push((file, text)),
                 Err(_) => errors.push(PolicyError::Data {
-                    path: name,
+                    path: file.path.display().to_string(),
                     message: "not UTF-8".into(),
                 }),
             }
@@ -697,8 +749,8 @@ impl Sources {
             &crate::tls::identity::hex(hasher.finish().as_ref())[..16]
         )
         .into();
-        let revision = match git::commit(dir) {
-            Some(commit) => format!("git:{commit}").into(),
+        let revision = match revision(&content_hash) {
+            Some(revision) => revision.into(),
             None => content_hash.clone(),
         };
         Ok(Sources {

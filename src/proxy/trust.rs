@@ -25,7 +25,8 @@ pub struct Trust {
 
 impl Trust {
     /// Why the caller on `conn`, acting under the delegation token `jti` if any, may not be
-    /// served now: it or its token is revoked (`revoked`), its certificate is past its
+    /// served now: it or its token is revoked (`revoked`), the revocations feed has been
+    /// silent past its `max_age` (`revocations_feed_stale`), its certificate is past its
     /// `not_after` (`certificate_expired`), a CA bundle change no longer verifies its chain
     /// (`untrusted_issuer`, checked once per change), or its trust domain is not one
     /// configured (`untrusted_trust_domain`). `None`: it may.
@@ -35,8 +36,8 @@ impl Trust {
         jti: Option<&str>,
         now: SystemTime,
     ) -> Option<&'static str> {
-        if self.revoked(conn, jti) {
-            return Some("revoked");
+        if let Some(refusal) = self.revocations.refusal(&conn.peer, jti) {
+            return Some(refusal);
         }
         let now_unix = now
             .duration_since(std::time::UNIX_EPOCH)

@@ -17,9 +17,12 @@
 //! This module owns the set and the files. The admin listener calls it, the proxy asks it,
 //! the reloader tells it the file may have changed; it calls none of them.
 
+mod feed;
 pub mod record;
 mod set;
 mod store;
+
+pub use feed::FeedChange;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -122,6 +125,8 @@ pub struct Revocations {
     write: Mutex<Seen>,
     changed: watch::Sender<u64>,
     max: usize,
+    /// What the revocations feed holds, apart from the file's and the API's.
+    feed: RwLock<feed::Feed>,
 }
 
 /// The disk as regate last read or wrote it.
@@ -154,6 +159,7 @@ impl Revocations {
             write: Mutex::default(),
             changed: watch::Sender::new(0),
             max: DEFAULT_MAX_REVOCATIONS,
+            feed: RwLock::default(),
         };
         if let Some(store) = &revocations.store {
             let disk = store.read()?;
@@ -200,6 +206,84 @@ impl Revocations {
             );
         }
         self
+    }
+
+    /// Revocations also come from a feed; past `max_age` (zero: never) without an answer
+    /// from it, everyone is refused.
+    pub fn with_feed(self, max_age: std::time::Duration) -> Revocations {
+        {
+            let mut feed = self.feed_mut();
+            feed.configured = true;
+            feed.max_age = max_age;
+            feed.since = Some(std::time::Instant::now());
+        }
+        self
+    }
+
+    fn feed(&self) -> RwLockReadGuard<'_, feed::Feed> {
+        self.feed.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn feed_mut(&self) -> std::sync::RwLockWriteGuard<'_, feed::Feed> {
+        self.feed.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Put the feed's new list in force; what it added and removed. Open connections and
+    /// tunnels check themselves again when anything changed, or when the feed was stale.
+    pub fn apply_feed(&self, bytes: &[u8], name: &str) -> Result<FeedChange, RevocationError> {
+        let list = store::parse_list(bytes, name)?;
+        let now = std::time::Instant::now();
+        let (change, was_stale) = {
+            let mut feed = self.feed_mut();
+            let was_stale = feed.stale(now);
+            (feed.replace(list, now), was_stale)
+        };
+        if was_stale || !change.added.is_empty() || !change.removed.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        Ok(change)
+    }
+
+    /// The feed answered that its list is unchanged: it is fresh again. Whether it was stale.
+    pub fn feed_fresh(&self) -> bool {
+        let now = std::time::Instant::now();
+        let was_stale = {
+            let mut feed = self.feed_mut();
+            let was_stale = feed.stale(now);
+            feed.fresh_at = Some(now);
+            was_stale
+        };
+        if was_stale {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        was_stale
+    }
+
+    /// How long since the feed last answered; `None` without a feed.
+    pub fn feed_age(&self) -> Option<std::time::Duration> {
+        self.feed().age(std::time::Instant::now())
+    }
+
+    /// When the feed's list turns stale (`None`: never, or it already is).
+    pub fn feed_stale_at(&self) -> Option<std::time::Instant> {
+        let feed = self.feed();
+        let at = feed.fresh_at?;
+        (feed.configured && !feed.max_age.is_zero()).then(|| at + feed.max_age)
+    }
+
+    /// The feed's list is past `max_age`: every caller is refused.
+    pub fn feed_stale(&self) -> bool {
+        self.feed().stale(std::time::Instant::now())
+    }
+
+    /// Tell open connections and tunnels to check themselves again (the feed turned stale).
+    pub fn recheck(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// The revocations the feed holds.
+    pub fn feed_list(&self) -> Vec<Revocation> {
+        self.feed().set.list(now())
     }
 
     /// Moves on every change: open connections and tunnels check themselves again.
@@ -249,25 +333,44 @@ impl Revocations {
     /// one question the request path, tunnels and open connections ask. With nothing
     /// revoked, it is an uncontended read lock and a length.
     pub fn refuses(&self, peer: &PeerIdentity, jti: Option<&str>) -> bool {
-        let set = self.read();
-        if set.is_empty() {
-            return false;
+        self.refusal(peer, jti).is_some()
+    }
+
+    /// Why this caller (or the token it acts under) is refused: `revoked` (by the file, the
+    /// API or the feed), or `revocations_feed_stale` (the feed is past `max_age`).
+    pub fn refusal(&self, peer: &PeerIdentity, jti: Option<&str>) -> Option<&'static str> {
+        let revoked = |set: &Set| {
+            if set.is_empty() {
+                return false;
+            }
+            let now = now();
+            set.for_peer(peer, now).is_some()
+                || jti.is_some_and(|jti| set.has_jtis() && set.jti_revoked(jti, now))
+        };
+        if revoked(&self.read()) {
+            return Some("revoked");
         }
-        let now = now();
-        set.for_peer(peer, now).is_some()
-            || jti.is_some_and(|jti| set.has_jtis() && set.jti_revoked(jti, now))
+        let feed = self.feed();
+        if !feed.configured {
+            return None;
+        }
+        if feed.stale(std::time::Instant::now()) {
+            return Some("revocations_feed_stale");
+        }
+        revoked(&feed.set).then_some("revoked")
     }
 
     /// Whether this caller is revoked ([`Revocations::refuses`] without a token).
     pub fn revoked(&self, peer: &PeerIdentity) -> bool {
-        let set = self.read();
-        !set.is_empty() && set.for_peer(peer, now()).is_some()
+        self.refuses(peer, None)
     }
 
     /// Whether this delegation token id is revoked.
     pub fn jti_revoked(&self, jti: &str) -> bool {
         let set = self.read();
-        set.has_jtis() && set.jti_revoked(jti, now())
+        let feed = self.feed();
+        (set.has_jtis() && set.jti_revoked(jti, now()))
+            || (feed.set.has_jtis() && feed.set.jti_revoked(jti, now()))
     }
 
     /// Every revocation in force.

@@ -14,9 +14,10 @@ use crate::metrics::Metrics;
 /// A change to the revocations (the kill switch), as the decision log keeps it.
 #[derive(Debug, Serialize)]
 pub struct RevocationRecord<'a> {
-    /// `revocation_added`, `revocation_removed` or `revocations_reloaded`.
+    /// `revocation_added`, `revocation_removed`, `revocations_reloaded`,
+    /// `revocations_feed_stale` or `revocations_feed_fresh`.
     pub event: &'static str,
-    /// `api` or `file`.
+    /// `api`, `file` or `feed`.
     pub source: &'static str,
     /// The revocation added or removed; absent for a file reload.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +42,17 @@ pub enum Change<'a> {
     },
     /// The revocation file was read again and differs.
     Reloaded,
+    /// The revocations feed brought a revocation, or dropped one.
+    FeedAdded {
+        revocation: &'a Revocation,
+    },
+    FeedRemoved {
+        revocation: &'a Revocation,
+    },
+    /// The feed has not answered for longer than its `max_age`: everyone is refused.
+    FeedStale,
+    /// The feed answered again after it was stale.
+    FeedFresh,
 }
 
 /// Where changes are told: the decision log and the metrics.
@@ -69,6 +81,18 @@ impl Recorded {
                 Some(client),
             ),
             Change::Reloaded => ("revocations_reloaded", "reloaded", "file", None, None),
+            Change::FeedAdded { revocation } => {
+                ("revocation_added", "added", "feed", Some(revocation), None)
+            }
+            Change::FeedRemoved { revocation } => (
+                "revocation_removed",
+                "removed",
+                "feed",
+                Some(revocation),
+                None,
+            ),
+            Change::FeedStale => ("revocations_feed_stale", "feed_stale", "feed", None, None),
+            Change::FeedFresh => ("revocations_feed_fresh", "feed_fresh", "feed", None, None),
         };
         self.metrics.revocations(in_force, label);
         self.audit.log(&RevocationRecord {

@@ -344,6 +344,19 @@ impl Journal {
     }
 }
 
+/// A list in the file's shape (`{"revocations": [...]}`), as a feed publishes it; `name`
+/// names it in errors.
+pub(super) fn parse_list(bytes: &[u8], name: &str) -> Result<Vec<Revocation>, RevocationError> {
+    let file: File = serde_json::from_slice(bytes).map_err(|e| RevocationError::Parse {
+        path: name.to_string(),
+        message: e.to_string(),
+    })?;
+    file.revocations
+        .into_iter()
+        .map(|r| checked(r, name))
+        .collect()
+}
+
 /// A revocation as the file or the journal holds it, checked and compared as regate compares.
 fn checked(mut r: Revocation, path: &str) -> Result<Revocation, RevocationError> {
     if r.expires_at.as_deref().is_some_and(|at| unix(at).is_none()) {

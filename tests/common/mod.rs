@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, and real TLS clients. Included by each black-box test file (and the benches).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fleet;
 pub mod scripted;
 
 use std::convert::Infallible;

@@ -171,6 +171,15 @@ preStop:
 {{- $_ := set $cfg "client_ca" (printf "%s/ca.crt" $tls) -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.revocationsFeed -}}
+{{- if .url -}}
+{{- $feed := dict "url" .url "polling" (toString .polling) "max_age" (toString .maxAge) -}}
+{{- if .longPollingTimeout -}}
+{{- $_ := set $feed "long_polling_timeout" (toString .longPollingTimeout) -}}
+{{- end -}}
+{{- $_ := set $cfg "revocations_feed" $feed -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml (mergeOverwrite $cfg $v.extraConfig) -}}
 {{- end -}}
 
