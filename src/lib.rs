@@ -38,7 +38,9 @@
 //!   error-to-response map.
 //! - Side channels, which publish or read and never call into the request path: [`reload`]
 //!   (files and the Workload API, keeping the last good), [`metrics`], [`admin`] (the admin
-//!   and health listeners), [`identities`] (the identity inventory).
+//!   and health listeners), [`identities`] (the identity inventory), [`telemetry`] (a span
+//!   per request to an OpenTelemetry collector: the record step hands each finished request
+//!   to its queue, and its task exports them).
 //! - [`config`]: flags and YAML (`config::file`) merged, one step per concern
 //!   (`config::merge`), into one validated [`Config`]; `App` (`app.rs`)
 //!   loads what it names ([`App::load`], every problem at once) and serves it
@@ -71,6 +73,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod revocations;
+pub mod telemetry;
 pub mod tls;
 pub mod units;
 
