@@ -232,6 +232,18 @@ pub struct RunArgs {
     /// one (by default the client's is forwarded unchanged).
     #[arg(long)]
     pub replace_request_id: bool,
+    /// Export a span per request to this OpenTelemetry collector, over OTLP/HTTP
+    /// (`http://collector:4318`; spans are posted to its `/v1/traces`) [default: none,
+    /// tracing off].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// PEM roots an `https` --otlp-endpoint is verified against.
+    #[arg(long, value_name = "FILE")]
+    pub otlp_ca: Option<PathBuf>,
+    /// Of the traces regate starts (the client sent no `traceparent`), the share exported,
+    /// from 0 to 1; a client's own sampling decision is always followed [default: 1].
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -306,6 +318,8 @@ pub struct Config {
     pub mode: Mode,
     /// The upstream always gets regate's own `x-request-id`.
     pub replace_request_id: bool,
+    /// Where spans go, and which; none: tracing is off.
+    pub tracing: Option<crate::telemetry::Settings>,
 }
 
 /// `--shadow-policies` and `--shadow-query`.
