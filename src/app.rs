@@ -1,7 +1,8 @@
 //! [`App`]: everything `regate run` loads and checks ([`App::load`]), then serves
 //! ([`App::serve`]): the request path built from the config, the side channels beside it
-//! (reloads, the Workload API, the admin and health listeners), the accept loop, and the
-//! shutdown that drains connections and then the decision log.
+//! (reloads, the Workload API, the admin and health listeners, the trace exporter), the
+//! accept loop, and the shutdown that drains connections and then the decision log and the
+//! spans still queued.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,9 @@ use crate::error;
 use crate::policy::{self, PolicySet, PolicyStore};
 use crate::proxy::{self, Proxy};
 use crate::tls::{self, TlsState, TlsStore};
-use crate::{admin, audit, delegation, identities, limits, listener, metrics, reload, revocations};
+use crate::{
+    admin, audit, delegation, identities, limits, listener, metrics, reload, revocations, telemetry,
+};
 
 /// Worker threads for regate's runtime: one per core. Policy evaluations run inline on all of
 /// them but one, so one is always free to serve connections (see [`policy::evaluator`]); on a
@@ -54,6 +57,8 @@ pub struct App {
     approvals: Option<Arc<crate::approvals::Approvals>>,
     /// The ETags of the bundles loaded at start (main, shadow), to poll from.
     etags: [Option<String>; 2],
+    /// `--otlp-endpoint`'s exporter, built; none without the flag (tracing off).
+    tracing: Option<telemetry::Exporter>,
 }
 
 /// Every problem found at startup, each naming its setting or file.
@@ -148,6 +153,11 @@ impl App {
                 .map_err(|es| errors.extend(es))
                 .ok()
         });
+        let tracing = config.tracing.as_ref().and_then(|settings| {
+            telemetry::Exporter::build(settings)
+                .map_err(|e| errors.push(error::chain(&e)))
+                .ok()
+        });
         // A broken shadow set is reported with everything else, as a broken main set is (a
         // missing directory is already among the config's errors).
         let shadow_bundle = config.shadow.as_ref().and_then(|s| s.bundle.as_ref());
@@ -236,6 +246,7 @@ impl App {
                     health_listener: None,
                     shadow,
                     etags,
+                    tracing,
                 })
             }
             _ => Err(StartupErrors(errors)),
@@ -293,7 +304,8 @@ impl App {
             self.config.max_identities,
             self.metrics.identities(),
         ));
-        let proxy = self.proxy(authority, stop.clone(), identities.clone());
+        let (tracing, exporting) = self.start_tracing();
+        let proxy = self.proxy(authority, stop.clone(), identities.clone(), tracing);
         let health = self.health_listener.take();
         let fetchers = std::mem::take(&mut self.fetchers);
         let side = self.side_channels(&proxy, identities, admin, health, fetchers)?;
@@ -343,11 +355,32 @@ impl App {
         drop(proxy);
         let (_, audit_writer) = self.audit;
         let grace = self.config.shutdown_grace;
-        let flushed = tokio::task::spawn_blocking(move || audit_writer.finish_within(grace))
-            .await
-            .map_err(std::io::Error::other);
+        // Spans still queued go out within the same grace as the records, beside them.
+        let spans_flushed = async {
+            if let Some(exporting) = exporting {
+                exporting.finish(grace).await;
+            }
+        };
+        let records_flushed =
+            tokio::task::spawn_blocking(move || audit_writer.finish_within(grace));
+        let ((), flushed) = tokio::join!(spans_flushed, records_flushed);
         side.stop_serving();
-        flushed
+        flushed.map_err(std::io::Error::other)
+    }
+
+    /// The trace exporter, started on this runtime when `--otlp-endpoint` is set: the handle
+    /// requests hand their spans to, and the task to flush at shutdown.
+    fn start_tracing(&mut self) -> (telemetry::Tracing, Option<telemetry::Exporting>) {
+        let (Some(exporter), Some(settings)) = (self.tracing.take(), &self.config.tracing) else {
+            return (telemetry::Tracing::off(), None);
+        };
+        tracing::info!(
+            endpoint = %settings.endpoint,
+            sample_ratio = settings.sample_ratio,
+            "exporting a span per request over OTLP"
+        );
+        let (handle, exporting) = exporter.start(self.metrics.clone());
+        (handle, Some(exporting))
     }
 
     /// The request path, as the config says.
@@ -356,6 +389,7 @@ impl App {
         authority: http::uri::Authority,
         stop: watch::Receiver<bool>,
         identities: Arc<identities::Inventory>,
+        tracing: telemetry::Tracing,
     ) -> Arc<Proxy> {
         let config = &self.config;
         let metrics = &self.metrics;
@@ -411,6 +445,7 @@ impl App {
             record_input: config.decision_log_input,
             redaction: config.redaction.clone(),
             failure_log: Arc::new(limits::RateLimited::new(listener::LOG_EVERY)),
+            tracing,
         };
         Arc::new(Proxy {
             admission,

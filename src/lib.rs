@@ -46,7 +46,9 @@
 //!   (files and the Workload API, keeping the last good), [`metrics`], [`admin`] (the admin
 //!   and health listeners), [`identities`] (the identity inventory), [`bundle`] (what the
 //!   fleet publishes and each replica polls: OPA bundles, published through `reload`, and
-//!   the revocations feed, handed to `revocations`).
+//!   the revocations feed, handed to `revocations`), [`telemetry`] (a span per request to an
+//!   OpenTelemetry collector: the record step hands each finished request to its queue, and
+//!   its task exports them).
 //! - [`config`]: flags and YAML (`config::file`) merged, one step per concern
 //!   (`config::merge`), into one validated [`Config`]; `App` (`app.rs`)
 //!   loads what it names ([`App::load`], every problem at once) and serves it
@@ -82,6 +84,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod revocations;
+pub mod telemetry;
 pub mod tls;
 pub mod units;
 

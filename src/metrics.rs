@@ -160,6 +160,7 @@ pub struct Metrics {
     shadow: ShadowMetrics,
     jwks: JwksMetrics,
     mcp: McpMetrics,
+    traces: TraceMetrics,
 }
 
 /// Requests by decision, their timings, and the upstream's failures.
@@ -641,6 +642,37 @@ impl JwksMetrics {
     }
 }
 
+/// Spans on their way to the OpenTelemetry collector (`--otlp-endpoint`).
+struct TraceMetrics {
+    exported: Counter,
+    dropped: Family<ReasonLabels, Counter>,
+}
+
+/// Why spans are dropped, as `regate_trace_spans_dropped_total{reason}` names it.
+pub const TRACE_DROPS: &[&str] = &["queue_full", "export_failed", "shutdown"];
+
+impl TraceMetrics {
+    fn register(registry: &mut Registry) -> TraceMetrics {
+        let exported = Counter::default();
+        registry.register(
+            "regate_trace_spans_exported",
+            "Spans the OpenTelemetry collector accepted",
+            exported.clone(),
+        );
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "regate_trace_spans_dropped",
+            "Sampled spans that never reached the collector: queue_full (the export queue was \
+             full), export_failed (the collector refused or did not answer), shutdown",
+            dropped.clone(),
+        );
+        for reason in TRACE_DROPS {
+            let _ = dropped.get_or_create(&ReasonLabels { reason });
+        }
+        TraceMetrics { exported, dropped }
+    }
+}
+
 /// Why a connection was closed before it could send a request.
 pub const CONNECTION_REFUSALS: &[&str] = &["max_connections", "per_identity"];
 
@@ -688,6 +720,7 @@ impl Metrics {
             shadow: ShadowMetrics::register(&mut registry),
             jwks: JwksMetrics::register(&mut registry),
             mcp: McpMetrics::register(&mut registry),
+            traces: TraceMetrics::register(&mut registry),
             policy_reasons: RwLock::default(),
             registry,
         }
@@ -936,6 +969,19 @@ impl Metrics {
                 issuer: issuer.to_string(),
             })
             .set(age.as_secs() as i64);
+    }
+
+    /// Spans the collector accepted.
+    pub fn trace_spans_exported(&self, spans: u64) {
+        self.traces.exported.inc_by(spans);
+    }
+
+    /// Spans dropped on their way out, by one of [`TRACE_DROPS`].
+    pub fn trace_spans_dropped(&self, reason: &'static str, spans: u64) {
+        self.traces
+            .dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(spans);
     }
 
     /// The OpenMetrics text exposition.

@@ -119,6 +119,16 @@ pub(super) struct FeedFile {
     pub(super) credentials: CredentialsFile,
 }
 
+/// The `tracing:` section of the YAML file: `--otlp-endpoint`, `--otlp-ca` and
+/// `--trace-sample-ratio`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TracingFile {
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) otlp_ca: Option<PathBuf>,
+    pub(super) sample_ratio: Option<f64>,
+}
+
 /// The YAML file: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +200,7 @@ pub(super) struct FileSettings {
     pub(super) mcp: Option<McpFile>,
     pub(super) budgets: Option<BudgetsFile>,
     pub(super) approvals: Option<ApprovalsFile>,
+    pub(super) tracing: Option<TracingFile>,
 }
 
 /// The settings in the file at `path`, or why it cannot be read as settings.

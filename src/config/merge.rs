@@ -1,6 +1,7 @@
 //! The steps of [`Config::check`]: the flags merged over the file one concern at a time
 //! (listeners, upstream, credentials, policy, decision log, body inspection, connections,
-//! revocations, delegation, request rules, shadow and mode, MCP), every bad value added to one
+//! revocations, delegation, request rules, shadow and mode, MCP, budgets, approvals and
+//! tracing), every bad value added to one
 //! list, so an operator fixes a broken deployment in one round.
 //!
 //! Each step takes its settings out of the flags and the file, so none is read twice, and
@@ -55,6 +56,7 @@ pub(super) fn merge(args: RunArgs, file: FileSettings) -> Checked {
         budgets: m.budgets(),
         approvals: m.approvals(),
         log_format: m.log_format(),
+        tracing: m.tracing(),
         listeners,
         upstream,
         credentials,
@@ -172,6 +174,7 @@ struct Sections {
     budgets: super::Budgets,
     approvals: Option<super::Approvals>,
     log_format: LogFormat,
+    tracing: Option<crate::telemetry::Settings>,
 }
 
 impl Sections {
@@ -196,6 +199,7 @@ impl Sections {
             budgets,
             approvals,
             log_format,
+            tracing,
         } = self;
         Config {
             listen: listeners
@@ -251,6 +255,7 @@ impl Sections {
             mcp,
             budgets,
             approvals,
+            tracing,
         }
     }
 }
@@ -906,6 +911,17 @@ impl Merge {
         })
     }
 
+    /// `--otlp-endpoint`, `--otlp-ca` and `--trace-sample-ratio` (the file's `tracing:`
+    /// section): where spans go, and which; none without an endpoint.
+    fn tracing(&mut self) -> Option<crate::telemetry::Settings> {
+        let mut file = self.file.tracing.take().unwrap_or_default();
+        let endpoint = self.args.otlp_endpoint.take().or(file.otlp_endpoint.take());
+        let ca = self.args.otlp_ca.take();
+        let ca = ca.or_else(|| file.otlp_ca.take().map(|p| self.base.join(p)));
+        let ratio = self.args.trace_sample_ratio.take().or(file.sample_ratio);
+        tracing_settings(endpoint, ca, ratio, &mut self.errors)
+    }
+
     /// `--log-format`: text or json.
     fn log_format(&mut self) -> LogFormat {
         match take!(self, log_format).as_deref() {
@@ -918,6 +934,78 @@ impl Merge {
             }
         }
     }
+}
+
+/// The tracing settings, checked: an endpoint that is an `http` or `https` URL (`https`
+/// with the roots to verify it), without credentials in it; a ratio from 0 to 1; and nothing
+/// of it set without an endpoint, where it would do nothing.
+fn tracing_settings(
+    endpoint: Option<String>,
+    ca: Option<PathBuf>,
+    ratio: Option<f64>,
+    errors: &mut Vec<String>,
+) -> Option<crate::telemetry::Settings> {
+    if let Some(r) = ratio.filter(|r| !(0.0..=1.0).contains(r)) {
+        errors.push(format!("trace-sample-ratio: {r} is not between 0 and 1"));
+    }
+    let Some(endpoint) = endpoint else {
+        if ca.is_some() || ratio.is_some() {
+            errors.push(
+                "otlp-endpoint: tracing settings are given, but no endpoint to send spans to"
+                    .to_string(),
+            );
+        }
+        return None;
+    };
+    let endpoint = match traces_url(&endpoint) {
+        Ok(url) => url,
+        Err(why) => {
+            errors.push(format!("otlp-endpoint: {endpoint:?} {why}"));
+            return None;
+        }
+    };
+    match (&ca, endpoint.scheme_str()) {
+        (Some(ca), _) if !ca.is_file() => {
+            errors.push(format!("otlp-ca: {} does not exist", ca.display()));
+        }
+        (None, Some("https")) => errors.push(
+            "otlp-ca: an https otlp-endpoint needs the roots to verify the collector with"
+                .to_string(),
+        ),
+        _ => {}
+    }
+    Some(crate::telemetry::Settings {
+        endpoint,
+        ca,
+        sample_ratio: ratio.unwrap_or(crate::telemetry::DEFAULT_SAMPLE_RATIO),
+    })
+}
+
+/// The OTLP/HTTP traces URL of an endpoint: as given when it ends in `/v1/traces`, else
+/// with `/v1/traces` added to its path (as `OTEL_EXPORTER_OTLP_ENDPOINT` is read).
+pub(super) fn traces_url(endpoint: &str) -> Result<http::Uri, &'static str> {
+    let uri: http::Uri = endpoint.parse().map_err(|_| "is not a URL")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("is not an http or https URL");
+    }
+    let authority = uri.authority().ok_or("names no host")?;
+    if authority.as_str().contains('@') {
+        return Err("carries credentials; give them in OTEL_EXPORTER_OTLP_HEADERS instead");
+    }
+    if uri.query().is_some() {
+        return Err("has a query, which OTLP endpoints do not take");
+    }
+    let path = uri.path().trim_end_matches('/');
+    let path = match path.ends_with("/v1/traces") {
+        true => path.to_string(),
+        false => format!("{path}/v1/traces"),
+    };
+    http::Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("http"))
+        .authority(authority.as_str())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "is not a URL")
 }
 
 /// `--admin-host` names: a DNS name (letters, digits, `-`, `_`, `.`; compared without regard

@@ -278,6 +278,18 @@ pub struct RunArgs {
     /// `approvals:` section of --config also takes issuers.
     #[arg(long, value_name = "FILE")]
     pub approval_local_key: Option<PathBuf>,
+    /// Export a span per request to this OpenTelemetry collector, over OTLP/HTTP
+    /// (`http://collector:4318`; spans are posted to its `/v1/traces`) [default: none,
+    /// tracing off].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// PEM roots an `https` --otlp-endpoint is verified against.
+    #[arg(long, value_name = "FILE")]
+    pub otlp_ca: Option<PathBuf>,
+    /// Of the traces regate starts (the client sent no `traceparent`), the share exported,
+    /// from 0 to 1; a client's own sampling decision is always followed [default: 1].
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// Validated settings. Paths are checked to exist; their contents are not yet read.
@@ -366,6 +378,8 @@ pub struct Config {
     pub budgets: Budgets,
     /// Approval issuers and the local key; none: policies cannot ask for approvals.
     pub approvals: Option<Approvals>,
+    /// Where spans go, and which; none: tracing is off.
+    pub tracing: Option<crate::telemetry::Settings>,
 }
 
 /// The `mcp:` section: `--mcp-allowed-origin` and `--mcp-tools-list-query`.

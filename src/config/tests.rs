@@ -525,3 +525,71 @@ fn the_mcp_section_comes_from_the_file_and_the_flags_list_replaces_the_files() {
         "{err}"
     );
 }
+
+#[test]
+fn an_otlp_endpoint_is_the_traces_url_or_its_base() {
+    use super::merge::traces_url;
+    let url = |s: &str| traces_url(s).map(|u| u.to_string());
+    assert_eq!(
+        url("http://127.0.0.1:4318").unwrap(),
+        "http://127.0.0.1:4318/v1/traces"
+    );
+    assert_eq!(url("http://c:4318/").unwrap(), "http://c:4318/v1/traces");
+    assert_eq!(
+        url("http://c:4318/otlp").unwrap(),
+        "http://c:4318/otlp/v1/traces"
+    );
+    assert_eq!(url("https://c/v1/traces").unwrap(), "https://c/v1/traces");
+    assert!(url("grpc://c:4317").is_err());
+    assert!(url("c:4318").is_err());
+    assert!(url("http://user:secret@c:4318").is_err());
+    assert!(url("http://c:4318/?token=secret").is_err());
+}
+
+#[test]
+fn tracing_settings_come_from_the_file_section_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem", "collector-ca.pem"] {
+        std::fs::write(dir.path().join(f), "x").unwrap();
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let file = dir.path().join("regate.yaml");
+    std::fs::write(
+        &file,
+        "upstream: http://127.0.0.1:8080\ncert: cert.pem\nkey: key.pem\nclient_ca: ca.pem\n\
+         policies: policies\ntracing: {otlp_endpoint: 'https://collector:4318', \
+         otlp_ca: collector-ca.pem, sample_ratio: 0.25}\n",
+    )
+    .unwrap();
+    let cfg = Config::from_args(args(&["--config", file.to_str().unwrap()])).unwrap();
+    let tracing = cfg.tracing.unwrap();
+    assert_eq!(
+        tracing.endpoint.to_string(),
+        "https://collector:4318/v1/traces"
+    );
+    assert_eq!(tracing.ca, Some(dir.path().join("collector-ca.pem")));
+    assert_eq!(tracing.sample_ratio, 0.25);
+
+    let off = Config::check(args(&[]));
+    assert!(off.config.tracing.is_none());
+
+    let bad = Config::check(args(&[
+        "--otlp-endpoint",
+        "https://collector:4318",
+        "--trace-sample-ratio",
+        "1.5",
+    ]));
+    let text = bad.errors.join("\n");
+    assert!(text.contains("trace-sample-ratio: 1.5"), "{text}");
+    assert!(text.contains("otlp-ca: an https otlp-endpoint"), "{text}");
+
+    let pointless = Config::check(args(&["--trace-sample-ratio", "0.5"]));
+    assert!(
+        pointless
+            .errors
+            .iter()
+            .any(|e| e.starts_with("otlp-endpoint:")),
+        "{:?}",
+        pointless.errors
+    );
+}

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::policy::input::{BodyInput, InputView, RequestInput};
 use crate::policy::{Decision, Evaluator, PolicySet, PolicyStore};
 use crate::request::body::Call;
+use crate::telemetry::CallNames;
 
 /// What a policy deny does: `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,6 +107,8 @@ impl Decider {
         let mut rate_limits = Vec::new();
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
+        // The call a span names: the one that settled the batch, else the first.
+        let mut deciding = asked.calls().next().and_then(|(_, call)| call);
         for (index, call) in asked.calls() {
             let request = asked.request(call);
             // The whole input is built only if the decision cache does not answer.
@@ -146,11 +149,13 @@ impl Decider {
                 },
             ));
             if let Some(settled) = batch.add(decision) {
+                deciding = call.or(deciding);
                 settle(&mut batch, settled, index, call, noted);
                 break;
             }
         }
         let decision = batch.end();
+        noted.call = deciding.map(|call| call_names(call, asked.calls().count()));
         if let (Some(shadow), Some(ask)) = (&self.shadow, shadow_ask) {
             noted.shadow = Some(asked.of_shadow(conn, shadow, ask, &decision));
         }
@@ -317,6 +322,19 @@ fn same_changes(a: &Decision, b: &Decision) -> bool {
         && a.remove_headers == b.remove_headers
         && a.query_set == b.query_set
         && a.query_remove == b.query_remove
+}
+
+/// A call's names, for its span: the JSON-RPC method and the MCP tool, and the batch's size.
+fn call_names(call: &Call, calls: usize) -> CallNames {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.to_string()),
+        _ => None,
+    };
+    CallNames {
+        method: text(&call.jsonrpc["method"]),
+        tool: text(&call.mcp["tool"]),
+        calls,
+    }
 }
 
 /// A denied call, for the record: its place in the batch, method, tool and id.

@@ -5,7 +5,9 @@
 //! Bodies are never buffered: the client's body streams to the upstream, and the upstream's
 //! body and trailers stream back. The one exception is an MCP `tools/list` result, filtered
 //! for the caller (`super::tools_list`): a JSON one is read whole within the inspection
-//! limit; an event stream still streams, each event held only until it is whole.
+//! limit; an event stream still streams, each event held only until it is whole. With tracing
+//! on, the upstream's `traceparent` names regate's span for the call
+//! (`crate::telemetry::Trace`); off, the client's passes unchanged.
 
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ use super::record::{Noted, Seen};
 use super::response::{Body, Slots};
 use super::{tunnel, Proxy};
 use crate::request::headers::strip_hop_by_hop;
+use crate::telemetry::Trace;
 
 /// Protocol spoken to the upstream (`--upstream-protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub(super) async fn forward(
     allowed: Allowed,
     seen: &Seen,
     noted: &mut Noted,
+    trace: Option<&mut Trace>,
 ) -> Result<(Response<Body>, Option<Slots>), ProxyError> {
     let Allowed {
         mut req,
@@ -84,7 +88,17 @@ pub(super) async fn forward(
         .try_acquire_owned()
         .map_err(|_| ProxyError::UpstreamOverloaded)?;
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let mut resp = proxy.upstream.send(req).await?;
+    let mut resp = match trace {
+        None => proxy.upstream.send(req).await?,
+        // The upstream is told of regate's span for the call, which is timed from here to
+        // the response head.
+        Some(trace) => {
+            trace.upstream_sent(req.headers_mut());
+            let sent = proxy.upstream.send(req).await;
+            trace.upstream_answered(sent.as_ref().ok().map(|r| r.status().as_u16()));
+            sent?
+        }
+    };
     let slots = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(protocol), Some(client_upgrade)) = (upgrade, client_upgrade) else {
             return Err(ProxyError::UpstreamProtocol(

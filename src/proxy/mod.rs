@@ -111,12 +111,19 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let in_flight = conn.activity.begin();
-        let seen = Seen::of(&req, self.admission.replace_request_id);
+        let mut seen = Seen::of(&req, self.admission.replace_request_id);
         tracing::Span::current().record("request.id", seen.request_id.as_str());
+        // With tracing on, the request is in a trace even when the client began none, and
+        // its record names that trace.
+        let trace = self.recorder.tracing.begin(seen.traceparent.as_ref());
+        if let (None, Some(trace)) = (&seen.trace_id, &trace) {
+            seen.trace_id = Some(trace.trace_id());
+        }
         // This request is decided, and recorded, with one revision even if a reload lands
         // while it is being forwarded.
         let policies = self.decider.policies.load_full();
         let mut record = Pending::new(&self.recorder, conn, &seen, policies.revision.clone());
+        record.trace = trace;
         let (parts, body) = req.into_parts();
         // The body stays here until it is forwarded: a request refused before its body was
         // read keeps it until the answer is sent, then reads what is left of it (within
@@ -226,7 +233,8 @@ impl Proxy {
         record: &mut Pending<'_>,
     ) -> (Response<Body>, Held) {
         let sent = Instant::now();
-        match forward::forward(self, conn, allowed, seen, &mut record.noted).await {
+        let trace = record.trace.as_mut();
+        match forward::forward(self, conn, allowed, seen, &mut record.noted, trace).await {
             Ok((response, slots)) => {
                 let upstream_time = sent.elapsed();
                 self.recorder.metrics.upstream(upstream_time);

@@ -6,7 +6,8 @@
 //! come, what filtering a `tools/list` result hid). [`Pending`] writes the record once: when the response head is ready, or as
 //! `client_cancelled` when the request is dropped first. The shadow set's outcome is joined
 //! to the record by the audit writer when it comes in (`crate::audit::later`); the record is
-//! handed over at once either way.
+//! handed over at once either way. With tracing on, the same moment hands the request's
+//! span to the exporter (`crate::telemetry`), without waiting for it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::limits::RateLimited;
 use crate::metrics::Metrics;
 use crate::policy::Decision;
 use crate::request::headers::client_request_id;
+use crate::telemetry::{CallNames, Finished, Trace, TraceParent, Tracing};
 
 /// What a record says when the client went away before its response head: nginx's 499.
 const CLIENT_CLOSED: u16 = 499;
@@ -41,6 +43,8 @@ pub struct Recorder {
     pub redaction: Recording,
     /// Policy failures are logged at most once a second.
     pub failure_log: Arc<RateLimited>,
+    /// Where each request's span goes (`--otlp-endpoint`); off, nothing happens.
+    pub tracing: Tracing,
 }
 
 /// The parts of a request every decision record carries, whatever the outcome.
@@ -52,7 +56,10 @@ pub struct Seen {
     pub client_request_id: Option<String>,
     /// Whether the upstream gets the client's id (else regate's).
     forward_client_id: bool,
-    /// From a W3C `traceparent`, which is itself passed upstream unchanged.
+    /// The client's W3C `traceparent`, when it is well formed.
+    pub traceparent: Option<TraceParent>,
+    /// The trace the request is in: the client's; with tracing on and none from the
+    /// client, the one regate started.
     pub trace_id: Option<String>,
     pub method: http::Method,
     pub path: String,
@@ -62,11 +69,13 @@ pub struct Seen {
 impl Seen {
     pub fn of(req: &Request<Incoming>, replace_request_id: bool) -> Seen {
         let client_request_id = client_request_id(req.headers());
+        let traceparent = TraceParent::from_headers(req.headers());
         Seen {
             request_id: uuid::Uuid::new_v4().to_string(),
             forward_client_id: client_request_id.is_some() && !replace_request_id,
             client_request_id,
-            trace_id: trace_id(req.headers()),
+            trace_id: traceparent.map(|t| t.trace_id.to_string()),
+            traceparent,
             method: req.method().clone(),
             path: req
                 .uri()
@@ -110,6 +119,9 @@ pub struct Noted {
     pub approval: Option<super::approval::Verified>,
     /// The approval request the policy's deny asked for (or would have, in audit mode).
     pub approval_request: Option<crate::approvals::Request>,
+    /// The JSON-RPC call that decided the request (the denied one, else the first), for
+    /// its span.
+    pub call: Option<CallNames>,
 }
 
 /// The decision record of one request, written once: by [`Pending::finish`], or, if the
@@ -130,6 +142,8 @@ pub struct Pending<'a> {
     pub upstream: Option<(u16, u64)>,
     /// What the steps learnt that the record names.
     pub noted: Noted,
+    /// The request's trace, with tracing on; its span is handed over with the record.
+    pub trace: Option<Trace>,
     done: bool,
 }
 
@@ -152,6 +166,7 @@ impl<'a> Pending<'a> {
             cached: false,
             upstream: None,
             noted: Noted::default(),
+            trace: None,
             done: false,
         }
     }
@@ -249,6 +264,30 @@ impl<'a> Pending<'a> {
             true => self.recorder.audit.log(&record),
             false => self.recorder.audit.log_with(&record, later),
         }
+        if let Some(trace) = self.trace.take().filter(Trace::sampled) {
+            let finished = self.finished(http_status);
+            self.recorder.tracing.export(trace, finished);
+        }
+    }
+
+    /// What the request's span says of it: what the record says, less anything a client
+    /// may have put a credential in (headers, the query, the body).
+    fn finished(&mut self, http_status: u16) -> Finished {
+        let seen = self.seen;
+        Finished {
+            end: Instant::now(),
+            method: seen.method.clone(),
+            path: seen.path.split('?').next().unwrap_or_default().to_string(),
+            status: http_status,
+            spiffe_id: self.conn.peer.spiffe_id.as_ref().map(|s| s.id.clone()),
+            allowed: self.allowed,
+            reason: self.reason.clone(),
+            revision: self.revision.clone(),
+            cached: self.cached,
+            would_deny: self.noted.would_deny,
+            request_id: seen.request_id.clone(),
+            call: self.noted.call.take(),
+        }
     }
 }
 
@@ -285,24 +324,6 @@ impl Recorder {
             );
         }
     }
-}
-
-/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && hex(flags, 2);
-    valid.then(|| trace.to_string())
 }
 
 /// HTTP/2 names the host in the URI (`:authority`), HTTP/1.1 in `Host`.
