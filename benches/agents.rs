@@ -104,7 +104,9 @@ fn main() {
     .unwrap();
     let metrics = std::sync::Arc::new(regate::metrics::Metrics::new());
     let staleness = Settings::default().max_staleness;
-    for fetcher in regate::delegation::jwks::fetchers(&verifier, staleness, &metrics).unwrap() {
+    for fetcher in
+        regate::delegation::jwks::fetchers(verifier.issuers(), staleness, &metrics).unwrap()
+    {
         runtime.spawn(fetcher.run());
     }
     runtime.block_on(async {

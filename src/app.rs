@@ -55,6 +55,8 @@ pub struct App {
     /// Approval issuers, the local key and pending approval requests; none without
     /// `approvals:`.
     approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// Posts approval requests to `approvals.webhook` once serving; taken by [`App::serve`].
+    webhook: Option<crate::approvals::webhook::Delivery>,
     /// The ETags of the bundles loaded at start (main, shadow), to poll from.
     etags: [Option<String>; 2],
     /// `--otlp-endpoint`'s exporter, built; none without the flag (tracing off).
@@ -143,13 +145,19 @@ impl App {
             .map_err(|e| errors.push(error::chain(&e)))
             .ok();
         let metrics = Arc::new(metrics::Metrics::new());
-        let approvals = load_approvals(&config, &mut errors);
+        let (approvals, webhook) = match load_approvals(&config, &mut errors) {
+            Some((approvals, webhook)) => (Some(approvals), webhook),
+            None => (None, None),
+        };
         let delegation = delegation::Verifier::load(config.delegation.clone())
             .map_err(|es| errors.extend(es))
             .ok();
         let fetchers = delegation.as_ref().and_then(|verifier| {
             let staleness = config.delegation.max_staleness;
-            delegation::jwks::fetchers(verifier, staleness, &metrics)
+            // The approval issuers' remote keys are fetched alike.
+            let approval_issuers = approvals.iter().flat_map(|a| a.verifier.issuers());
+            let issuers = verifier.issuers().iter().chain(approval_issuers);
+            delegation::jwks::fetchers(issuers, staleness, &metrics)
                 .map_err(|es| errors.extend(es))
                 .ok()
         });
@@ -243,6 +251,7 @@ impl App {
                     fetchers,
                     resource,
                     approvals,
+                    webhook,
                     health_listener: None,
                     shadow,
                     etags,
@@ -308,7 +317,8 @@ impl App {
         let proxy = self.proxy(authority, stop.clone(), identities.clone(), tracing);
         let health = self.health_listener.take();
         let fetchers = std::mem::take(&mut self.fetchers);
-        let side = self.side_channels(&proxy, identities, admin, health, fetchers)?;
+        let webhook = self.webhook.take();
+        let side = self.side_channels(&proxy, identities, admin, health, fetchers, webhook)?;
         // Every connection holds a sender; when the last is dropped, draining is done.
         let (drain, mut drained) = mpsc::channel::<()>(1);
         let limits = limits::ConnLimits::new(
@@ -495,6 +505,7 @@ impl App {
         admin: Option<TcpListener>,
         health: Option<TcpListener>,
         fetchers: Vec<delegation::jwks::Fetcher>,
+        webhook: Option<crate::approvals::webhook::Delivery>,
     ) -> std::io::Result<SideChannels> {
         let reloading = tokio::spawn(
             self.reloader
@@ -504,6 +515,8 @@ impl App {
         // Each remote issuer's keys, fetched now and kept current; until the first fetch
         // lands, /readyz says regate is not ready.
         let fetching = fetchers.into_iter().map(|f| tokio::spawn(f.run()));
+        // Approval requests, posted to the webhook off the request path.
+        let posting = webhook.map(|delivery| tokio::spawn(delivery.run()));
         let bundles = [
             (self.config.bundle.clone(), reload::Set::Main),
             (
@@ -573,7 +586,7 @@ impl App {
             None => None,
         };
         Ok(SideChannels {
-            watching: [Some(reloading), following, feed]
+            watching: [Some(reloading), following, feed, posting]
                 .into_iter()
                 .flatten()
                 .chain(fetching)
@@ -584,12 +597,16 @@ impl App {
     }
 }
 
-/// Approvals as the config names them: each issuer's JWKS and the local key read, problems
-/// added to `errors`; `None` without approvals.
+/// Approvals as the config names them: each issuer's key store (a JWKS file read now,
+/// remote keys fetched once serving), the local key read, and the webhook's delivery task (not
+/// yet started); problems added to `errors`. `None` without approvals.
 fn load_approvals(
     config: &Config,
     errors: &mut Vec<String>,
-) -> Option<Arc<crate::approvals::Approvals>> {
+) -> Option<(
+    Arc<crate::approvals::Approvals>,
+    Option<crate::approvals::webhook::Delivery>,
+)> {
     use crate::approvals::token::{LocalSigner, Verifier};
     let settings = config.approvals.as_ref()?;
     let local = match &settings.local_key {
@@ -602,14 +619,43 @@ fn load_approvals(
         },
         _ => None,
     };
-    let verifier = Verifier::load(&settings.issuers, local.as_ref(), config.delegation.leeway)
-        .map_err(|es| errors.extend(es))
-        .ok()?;
-    Some(Arc::new(crate::approvals::Approvals {
+    let verifier = Verifier::load(
+        &settings.issuers,
+        local.as_ref(),
+        config.delegation.leeway,
+        config.delegation.max_staleness,
+    )
+    .map_err(|es| errors.extend(es))
+    .ok()?;
+    let (webhook, delivery) = match &settings.webhook {
+        None => (None, None),
+        Some(url) => {
+            let roots = match (&settings.webhook_ca, url.starts_with("https:")) {
+                (Some(ca), _) => delegation::jwks::roots_from(ca).map(Some),
+                (None, true) => delegation::jwks::system_roots().map(Some),
+                (None, false) => Ok(None),
+            };
+            match roots {
+                Ok(roots) => {
+                    let client = delegation::jwks::fetch::Client::new(roots);
+                    let (webhook, delivery) =
+                        crate::approvals::webhook::webhook(url.clone(), client);
+                    (Some(webhook), Some(delivery))
+                }
+                Err(e) => {
+                    errors.push(format!("approvals: webhook: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let approvals = crate::approvals::Approvals {
         verifier,
         local,
         pending: Default::default(),
-    }))
+        webhook,
+    };
+    Some((Arc::new(approvals), delivery))
 }
 
 /// The policy set a bundle holds at start, compiled, and the ETag to poll from; every

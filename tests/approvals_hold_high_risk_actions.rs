@@ -317,3 +317,132 @@ async fn in_audit_mode_what_would_have_been_asked_is_recorded_and_the_request_go
     assert!(listed.contains("\"approval_requests\":[]"), "{listed}");
     regate.stop().await;
 }
+
+/// An approval service of its own: its keys fetched from a `jwks_uri` (and fetched again when
+/// it rotates), and every approval request posted to its webhook, retried when the hook fails.
+#[tokio::test]
+async fn an_approval_service_is_told_of_requests_by_webhook_and_signs_with_keys_regate_fetches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let setup = Setup::new(&[("authz.rego", POLICY)]);
+    let keys = signing_keys();
+    let served = Arc::new(Mutex::new(jwks(&[public_jwk(
+        &keys["ec256"],
+        "k1",
+        "ES256",
+    )])));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (jwks_now, posted) = (served.clone(), posts.clone());
+    let service = common::scripted::Scripted::start(move |head, _| {
+        match head.uri.path() {
+            "/keys" => {
+                common::scripted::answer("application/json", jwks_now.lock().unwrap().clone())
+            }
+            // The hook fails the first time: regate must try again.
+            _ => {
+                let status = match posted.fetch_add(1, Ordering::SeqCst) {
+                    0 => 503,
+                    _ => 204,
+                };
+                let mut answer = common::scripted::answer("text/plain", "");
+                *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                answer
+            }
+        }
+    })
+    .await;
+    let config = setup.path("approvals.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "approvals:\n  issuers:\n    - issuer: https://approvals.example.org\n      \
+             jwks_uri: {0}/keys\n      algorithms: [ES256]\n  webhook: {0}/hooks\n",
+            service.url()
+        ),
+    )
+    .unwrap();
+    let upstream = Upstream::start().await;
+    let regate = setup
+        .start(&upstream.url(), &["--config", config.to_str().unwrap()])
+        .await;
+    let mut agent = regate.http1(&setup, &setup.ca.client(EXECUTOR)).await;
+
+    let external = email(21, "x@elsewhere.example");
+    let (status, _, body) = send(&mut agent, post(&external, None)).await;
+    assert_eq!(status, 403);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let asked = &error["error"]["data"]["approval_request"];
+    let digest = asked["digest"].as_str().unwrap().to_string();
+    assert_eq!(digest, digest_of(EXECUTOR, &external));
+
+    // The hook hears of it: refused once, then delivered on the retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let hooked = loop {
+        let hooks: Vec<_> = service
+            .received()
+            .into_iter()
+            .filter(|r| !r.body.is_empty())
+            .collect();
+        if hooks.len() >= 2 || std::time::Instant::now() > deadline {
+            break hooks;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(hooked.len(), 2, "one failed delivery, then one retry");
+    let delivered: serde_json::Value = serde_json::from_slice(&hooked[1].body).unwrap();
+    assert_eq!(delivered["approval_request"]["id"], asked["id"]);
+    assert_eq!(delivered["approval_request"]["digest"], digest.as_str());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let approve = |alg: &str, kid: &str, jwk: &serde_json::Value, digest: &str, jti: &str| {
+        sign_jws(
+            alg,
+            kid,
+            &serde_json::json!({
+                "iss": "https://approvals.example.org", "sub": "alice", "iat": now,
+                "exp": now + 600, "jti": jti, "regate_approval_digest": digest,
+            }),
+            jwk,
+        )
+    };
+    let token = approve("ES256", "k1", &keys["ec256"], &digest, "a-1");
+    let (status, _, _) = send(&mut agent, post(&external, Some(&token))).await;
+    assert_eq!(status, 200);
+    assert_eq!(upstream.requests().len(), 1);
+
+    // The service rotates to a new key: the first token under it makes regate fetch again.
+    *served.lock().unwrap() = jwks(&[
+        public_jwk(&keys["ec256"], "k1", "ES256"),
+        public_jwk(&keys["ec384"], "k2", "ES384"),
+    ]);
+    let second = email(22, "y@elsewhere.example");
+    let rotated = approve(
+        "ES384",
+        "k2",
+        &keys["ec384"],
+        &digest_of(EXECUTOR, &second),
+        "a-2",
+    );
+    let (status, _, body) = send(&mut agent, post(&second, Some(&rotated))).await;
+    // ES384 is not among the issuer's algorithms: refused, however good the key.
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("approval_invalid"));
+    *served.lock().unwrap() = jwks(&[
+        public_jwk(&keys["ec256"], "k1", "ES256"),
+        public_jwk(&keys["ec256"], "k3", "ES256"),
+    ]);
+    let rotated = approve(
+        "ES256",
+        "k3",
+        &keys["ec256"],
+        &digest_of(EXECUTOR, &second),
+        "a-3",
+    );
+    let (status, _, body) = send(&mut agent, post(&second, Some(&rotated))).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(upstream.requests().len(), 2);
+    regate.stop().await;
+}

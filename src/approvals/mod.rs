@@ -4,11 +4,13 @@
 //! back with an approval token for that very digest ([`token`]), once.
 //!
 //! What each step means for a request is `crate::proxy::approval`'s; this room holds the
-//! digest, the tokens, the pending requests and their decision-log events ([`record`]).
+//! digest, the tokens, the pending requests and their decision-log events ([`record`]), and
+//! the webhook that tells approvers of each request ([`webhook`], a side channel).
 
 pub mod digest;
 pub mod record;
 pub mod token;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +23,8 @@ pub struct Approvals {
     pub verifier: token::Verifier,
     pub local: Option<token::LocalSigner>,
     pub pending: Pending,
+    /// `approvals.webhook`: where each request kept is also posted, off the request path.
+    pub webhook: Option<webhook::Webhook>,
 }
 
 /// Most approval requests kept for approvers at once; past it the soonest to expire goes.

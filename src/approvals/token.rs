@@ -4,15 +4,14 @@
 //! string `jti`); used once ([`super`] marks the `jti`). [`LocalSigner`] signs them with
 //! `approvals.local_key` for `regate approve` and the admin API.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use regorus::Value;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::signing::SigningKey;
 use crate::builtins::jwt::{jws_verify_with_jwks, JwksKeys};
+use crate::delegation::{Issuer, IssuerConfig};
 
 /// The header an agent repeats a request with, carrying the approval.
 pub const HEADER: &str = "x-regate-approval";
@@ -24,17 +23,6 @@ pub const REQUEST_CLAIM: &str = "regate_approval_request";
 pub const LOCAL_ISSUER: &str = "regate:local";
 /// The `kid` of the local key.
 const LOCAL_KID: &str = "regate-local";
-
-/// One trusted approval issuer, as configured (like a delegation issuer, without audiences).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    pub issuer: String,
-    /// An RFC 7517 JWKS.
-    pub jwks_file: PathBuf,
-    /// Accepted algorithms: ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA.
-    pub algorithms: Vec<String>,
-}
 
 /// Why an approval token is refused: the reason of the 403 and the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,18 +78,24 @@ impl Approved {
     }
 }
 
-/// The issuers' keys, loaded.
+/// The issuers' key stores, and the local key.
 pub struct Verifier {
-    issuers: Vec<(String, JwksKeys, Vec<String>)>,
+    /// Configured like delegation issuers: keys from a JWKS file, a `jwks_uri` or discovery
+    /// (fetched by `crate::delegation::jwks`, which fills these stores).
+    issuers: Vec<Issuer>,
+    /// The local key's JWKS, trusted under [`LOCAL_ISSUER`].
+    local: Option<JwksKeys>,
     leeway: Duration,
 }
 
 impl Verifier {
-    /// Read each issuer's JWKS, and trust `local` (the local key's issuer) too.
+    /// Each issuer's key store (a JWKS file read now; remote keys fetched once regate
+    /// serves, used up to `max_staleness` after their fetch), and `local` trusted too.
     pub fn load(
         issuers: &[IssuerConfig],
         local: Option<&LocalSigner>,
         leeway: Duration,
+        max_staleness: Duration,
     ) -> Result<Verifier, Vec<String>> {
         let mut errors = Vec::new();
         let mut loaded = Vec::new();
@@ -115,20 +109,15 @@ impl Verifier {
                     ));
                 }
             }
-            let keys = std::fs::read_to_string(&issuer.jwks_file)
-                .map_err(|e| format!("cannot read {}: {e}", issuer.jwks_file.display()))
-                .and_then(|text| JwksKeys::parse(&text));
-            match keys {
-                Ok(keys) => loaded.push((issuer.issuer.clone(), keys, issuer.algorithms.clone())),
+            match Issuer::load(issuer, max_staleness) {
+                Ok(issuer) => loaded.push(issuer),
                 Err(e) => errors.push(format!("approvals: issuer {}: {e}", issuer.issuer)),
             }
-        }
-        if let Some(local) = local {
-            loaded.push((local.issuer.clone(), local.jwks(), vec!["EdDSA".into()]));
         }
         match errors.is_empty() {
             true => Ok(Verifier {
                 issuers: loaded,
+                local: local.map(LocalSigner::jwks),
                 leeway,
             }),
             false => Err(errors),
@@ -137,29 +126,59 @@ impl Verifier {
 
     /// Whether any issuer is trusted.
     pub fn enabled(&self) -> bool {
-        !self.issuers.is_empty()
+        !self.issuers.is_empty() || self.local.is_some()
+    }
+
+    /// The configured issuers, for the fetchers of their remote keys.
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
     }
 
     /// The approval `token` carries, checked at `now` (Unix seconds); not yet against a
-    /// digest, nor for reuse.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Approved, ApprovalError> {
+    /// digest, nor for reuse. A key id a remote issuer's set lacks asks for its keys again
+    /// once (rate-limited by the store), as a rotation would need.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Approved, ApprovalError> {
         let (header, claims, input, signature) =
             crate::delegation::split(token).map_err(|_| ApprovalError::Invalid)?;
         let alg = header["alg"].as_str().ok_or(ApprovalError::Invalid)?;
         let iss = claims["iss"].as_str().ok_or(ApprovalError::Invalid)?;
-        let (_, keys, algorithms) = self
-            .issuers
-            .iter()
-            .find(|(name, _, _)| name == iss)
-            .ok_or(ApprovalError::Invalid)?;
         let kid = match header.get("kid") {
             None => None,
             Some(serde_json::Value::String(kid)) => Some(kid.as_str()),
             Some(_) => return Err(ApprovalError::Invalid),
         };
-        let signed = algorithms.iter().any(|a| a == alg)
-            && header.get("crit").is_none()
-            && jws_verify_with_jwks(keys, alg, kid, input.as_bytes(), &signature);
+        if header.get("crit").is_some() {
+            return Err(ApprovalError::Invalid);
+        }
+        let signed = match (&self.local, iss == LOCAL_ISSUER) {
+            (Some(keys), true) => {
+                alg == "EdDSA" && jws_verify_with_jwks(keys, alg, kid, input.as_bytes(), &signature)
+            }
+            (None, true) => false,
+            (_, false) => {
+                let issuer = self
+                    .issuers
+                    .iter()
+                    .find(|i| i.config.issuer == iss)
+                    .ok_or(ApprovalError::Invalid)?;
+                if !issuer.config.algorithms.iter().any(|a| a == alg) {
+                    return Err(ApprovalError::Invalid);
+                }
+                let store = &issuer.store;
+                let keys = store
+                    .usable(SystemTime::now())
+                    .ok_or(ApprovalError::Invalid)?;
+                let known = kid.is_none_or(|kid| keys.keys.has_kid(kid));
+                let keys = match known || !store.is_remote() {
+                    true => keys,
+                    false if store.refetch_for_unknown_kid().await => store
+                        .usable(SystemTime::now())
+                        .ok_or(ApprovalError::Invalid)?,
+                    false => keys,
+                };
+                jws_verify_with_jwks(&keys.keys, alg, kid, input.as_bytes(), &signature)
+            }
+        };
         if !signed {
             return Err(ApprovalError::Invalid);
         }

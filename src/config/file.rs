@@ -51,10 +51,12 @@ pub(super) struct McpFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApprovalsFile {
+    /// Like `delegation.issuers` (no audiences: the digest claim binds the token).
     #[serde(default)]
-    pub(super) issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub(super) issuers: Vec<crate::delegation::IssuerConfig>,
     pub(super) local_key: Option<PathBuf>,
     pub(super) webhook: Option<String>,
+    pub(super) webhook_ca: Option<PathBuf>,
 }
 
 /// The `budgets:` section of the YAML file.

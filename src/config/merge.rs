@@ -881,33 +881,66 @@ impl Merge {
         let file = file.unwrap_or_default();
         let base = self.base.clone();
         let local_key = flag_key.or_else(|| file.local_key.map(|p| base.join(p)));
-        let issuers: Vec<_> = file
+        let mut issuers: Vec<_> = file
             .issuers
             .into_iter()
             .map(|mut i| {
-                i.jwks_file = base.join(&i.jwks_file);
+                i.jwks_file = i.jwks_file.map(|f| base.join(f));
+                i.ca = i.ca.map(|f| base.join(f));
                 i
             })
             .collect();
-        for path in issuers
-            .iter()
-            .map(|i| &i.jwks_file)
-            .chain(local_key.as_ref())
-        {
-            if !path.is_file() {
-                self.errors
-                    .push(format!("approvals: {} does not exist", path.display()));
+        issuers.retain(|issuer| {
+            let mut problems = key_source_problems("approvals", issuer);
+            if issuer.issuer == crate::approvals::token::LOCAL_ISSUER {
+                problems.push(format!(
+                    "approvals: issuer {}: the name is the local key's",
+                    issuer.issuer
+                ));
             }
+            if !issuer.audiences.is_empty() || issuer.require_binding {
+                problems.push(format!(
+                    "approvals: issuer {}: audiences and require_binding are for delegation \
+                     tokens; an approval is bound to its action by its digest",
+                    issuer.issuer
+                ));
+            }
+            let ok = problems.is_empty();
+            self.errors.extend(problems);
+            ok
+        });
+        if let Some(path) = local_key.as_ref().filter(|p| !p.is_file()) {
+            self.errors.push(format!(
+                "approvals: local_key {} does not exist",
+                path.display()
+            ));
         }
         if issuers.is_empty() && local_key.is_none() {
             self.errors.push(
                 "approvals: no issuer and no local_key: no approval could ever be granted".into(),
             );
         }
+        let webhook_ca = file.webhook_ca.map(|p| base.join(p));
+        if let Some(url) = &file.webhook {
+            if let Err(e) = crate::delegation::jwks::fetch::check_url(url) {
+                self.errors.push(format!("approvals: webhook {e}"));
+            }
+        }
+        match (&webhook_ca, &file.webhook) {
+            (Some(ca), Some(_)) if !ca.is_file() => self.errors.push(format!(
+                "approvals: webhook_ca {} does not exist",
+                ca.display()
+            )),
+            (Some(_), None) => self
+                .errors
+                .push("approvals: webhook_ca without a webhook".into()),
+            _ => {}
+        }
         Some(super::Approvals {
             issuers,
             local_key,
             webhook: file.webhook,
+            webhook_ca,
         })
     }
 
@@ -1234,7 +1267,7 @@ fn delegation_issuers(
         });
     }
     issuers.retain(|issuer| {
-        let problems = key_source_problems(issuer);
+        let problems = key_source_problems("delegation", issuer);
         let ok = problems.is_empty();
         errors.extend(problems);
         ok
@@ -1243,38 +1276,38 @@ fn delegation_issuers(
 }
 
 /// What is wrong with an issuer's key source, each problem once.
-fn key_source_problems(issuer: &crate::delegation::IssuerConfig) -> Vec<String> {
+fn key_source_problems(section: &str, issuer: &crate::delegation::IssuerConfig) -> Vec<String> {
     use crate::delegation::jwks::fetch::check_url;
     use crate::delegation::KeySource;
     let name = &issuer.issuer;
     let mut problems = Vec::new();
     match issuer.source() {
         None => problems.push(format!(
-            "delegation: issuer {name}: name exactly one of jwks_file, jwks_uri and discovery: true"
+            "{section}: issuer {name}: name exactly one of jwks_file, jwks_uri and discovery: true"
         )),
         Some(KeySource::File(path)) if !path.is_file() => problems.push(format!(
-            "delegation: issuer {name}: JWKS file {} does not exist",
+            "{section}: issuer {name}: JWKS file {} does not exist",
             path.display()
         )),
         Some(KeySource::File(_)) => {}
         Some(KeySource::Uri(uri)) => {
             if let Err(e) = check_url(&uri) {
-                problems.push(format!("delegation: issuer {name}: jwks_uri {e}"));
+                problems.push(format!("{section}: issuer {name}: jwks_uri {e}"));
             }
         }
         Some(KeySource::Discovery) => {
             if let Err(e) = check_url(name) {
-                problems.push(format!("delegation: issuer {name}: discovery: {e}"));
+                problems.push(format!("{section}: issuer {name}: discovery: {e}"));
             }
         }
     }
     match &issuer.ca {
         Some(ca) if !ca.is_file() => problems.push(format!(
-            "delegation: issuer {name}: ca {} does not exist",
+            "{section}: issuer {name}: ca {} does not exist",
             ca.display()
         )),
         Some(_) if issuer.jwks_file.is_some() => problems.push(format!(
-            "delegation: issuer {name}: ca is for fetching keys; a jwks_file is not fetched"
+            "{section}: issuer {name}: ca is for fetching keys; a jwks_file is not fetched"
         )),
         _ => {}
     }

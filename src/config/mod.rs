@@ -394,9 +394,12 @@ pub struct Mcp {
 /// The `approvals:` section and `--approval-local-key`.
 #[derive(Debug, Clone)]
 pub struct Approvals {
-    pub issuers: Vec<crate::approvals::token::IssuerConfig>,
+    pub issuers: Vec<crate::delegation::IssuerConfig>,
     pub local_key: Option<PathBuf>,
+    /// Where approval requests are posted, and the roots an `https` one is verified against
+    /// (the system's without).
     pub webhook: Option<String>,
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// `--budget-store` and `--budget-timeout`.

@@ -30,6 +30,28 @@ pub struct Issuer {
     pub store: Arc<KeyStore>,
 }
 
+impl Issuer {
+    /// An issuer and its key store: a JWKS file's keys, read now, or an empty store for
+    /// [`super::jwks`] to fill, whose keys are used up to `max_staleness` after their fetch.
+    pub fn load(
+        config: &IssuerConfig,
+        max_staleness: std::time::Duration,
+    ) -> Result<Issuer, String> {
+        let source = config
+            .source()
+            .ok_or("name exactly one of jwks_file, jwks_uri and discovery: true")?;
+        let store = match &source {
+            KeySource::File(path) => KeyStore::file(read_jwks(path)?),
+            _ => KeyStore::remote(max_staleness),
+        };
+        Ok(Issuer {
+            config: config.clone(),
+            source,
+            store: Arc::new(store),
+        })
+    }
+}
+
 /// The issuers and their key stores.
 pub struct Verifier {
     settings: Settings,
@@ -65,30 +87,9 @@ impl Verifier {
         let mut errors = check(&settings);
         let mut issuers = Vec::new();
         for config in &settings.issuers {
-            let store = match config.source() {
-                Some(KeySource::File(path)) => match read_jwks(&path) {
-                    Ok(keys) => KeyStore::file(keys),
-                    Err(e) => {
-                        errors.push(format!("delegation: issuer {}: {e}", config.issuer));
-                        continue;
-                    }
-                },
-                Some(_) => KeyStore::remote(settings.max_staleness),
-                None => {
-                    errors.push(format!(
-                        "delegation: issuer {}: name exactly one of jwks_file, jwks_uri and \
-                         discovery: true",
-                        config.issuer
-                    ));
-                    continue;
-                }
-            };
-            if let Some(source) = config.source() {
-                issuers.push(Issuer {
-                    config: config.clone(),
-                    source,
-                    store: Arc::new(store),
-                });
+            match Issuer::load(config, settings.max_staleness) {
+                Ok(issuer) => issuers.push(issuer),
+                Err(e) => errors.push(format!("delegation: issuer {}: {e}", config.issuer)),
             }
         }
         match errors.is_empty() {

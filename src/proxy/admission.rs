@@ -137,7 +137,9 @@ impl Admission {
             inspected,
         };
         if let (Some(step), None) = (&self.approvals, admitted.refused) {
-            noted.approval = step.verify(approval, &admitted, seen, conn.spiffe_id(), noted)?;
+            noted.approval = step
+                .verify(approval, &admitted, seen, conn.spiffe_id(), noted)
+                .await?;
         }
         Ok(admitted)
     }

@@ -56,7 +56,7 @@ pub fn token(headers: &HeaderMap) -> Option<String> {
 
 impl ApprovalStep {
     /// Verify `token` against the admitted request's actions.
-    pub fn verify(
+    pub async fn verify(
         &self,
         token: Option<String>,
         admitted: &Admitted,
@@ -84,6 +84,7 @@ impl ApprovalStep {
             .approvals
             .verifier
             .verify(&token, now)
+            .await
             .map_err(refused)?;
         let subject = noted.delegation.as_ref().and_then(|d| d.subject.as_deref());
         let digest_of =
@@ -155,6 +156,9 @@ impl ApprovalStep {
         if enforce {
             for expired in self.approvals.pending.add(request.clone(), now) {
                 self.expired(&expired);
+            }
+            if let Some(webhook) = &self.approvals.webhook {
+                webhook.offer(&request);
             }
         }
         request

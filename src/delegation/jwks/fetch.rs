@@ -1,7 +1,8 @@
-//! One GET of an identity provider's document (its metadata, its JWKS): HTTPS with the
-//! issuer's roots, or plain HTTP to a loopback address (for tests) and nowhere else; within
-//! [`FETCH_TIMEOUT`] for the whole exchange and [`MAX_BODY`] bytes. Redirects are not
-//! followed: a provider's key set is where it says it is.
+//! One GET of an identity provider's document (its metadata, its JWKS), or one POST of a
+//! notice (the approvals webhook): HTTPS with the configured roots, or plain HTTP to a
+//! loopback address (for tests) and nowhere else; within [`FETCH_TIMEOUT`] for the whole
+//! exchange and [`MAX_BODY`] bytes. Redirects are not followed: a provider's key set is where
+//! it says it is.
 //!
 //! Owns the client side of one exchange; what the document means is the caller's.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use thiserror::Error;
@@ -95,19 +96,67 @@ impl Client {
             .map_err(|_| FetchError::Timeout)?
     }
 
+    /// POST `body` (of `content_type`) to `url`, within the timeout: `Ok` on a 2xx.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<(), FetchError> {
+        let exchange = async {
+            let target = Target::parse(url).map_err(FetchError::Url)?;
+            let request = Request::post(target.path_and_query.as_str())
+                .header(header::HOST, target.authority.as_str())
+                .header(header::CONTENT_TYPE, content_type)
+                .header(header::USER_AGENT, USER_AGENT)
+                .body(Full::new(body))
+                .map_err(|_| FetchError::Url(format!("{url}: not a request target")))?;
+            let response = self.send_to(&target, url, request).await?;
+            match response.status().is_success() {
+                true => Ok(()),
+                false => Err(FetchError::Status(response.status().as_u16())),
+            }
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+
     async fn exchange(&self, url: &str, accept: &'static str) -> Result<Fetched, FetchError> {
         let target = Target::parse(url).map_err(FetchError::Url)?;
-        let tcp = target.connect().await?;
-        let _ = tcp.set_nodelay(true);
         let request = Request::get(target.path_and_query.as_str())
             .header(header::HOST, target.authority.as_str())
             .header(header::ACCEPT, accept)
-            .header(
-                header::USER_AGENT,
-                concat!("regate/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, USER_AGENT)
             .body(Empty::<Bytes>::new())
             .map_err(|_| FetchError::Url(format!("{url}: not a request target")))?;
+        let response = self.send_to(&target, url, request).await?;
+        if response.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let max_age = max_age(response.headers());
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| FetchError::Body)?
+            .to_bytes();
+        Ok(Fetched { body, max_age })
+    }
+
+    /// `request` to `target`, over TLS for `https`, on a fresh connection.
+    async fn send_to<B>(
+        &self,
+        target: &Target,
+        url: &str,
+        request: Request<B>,
+    ) -> Result<http::Response<hyper::body::Incoming>, FetchError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tcp = target.connect().await?;
+        let _ = tcp.set_nodelay(true);
         let response = match (target.https, &self.tls) {
             (false, _) => send(tcp, request).await?,
             (true, Some(tls)) => {
@@ -123,26 +172,22 @@ impl Client {
                 return Err(FetchError::Url(format!("{url}: no TLS roots for it")));
             }
         };
-        if response.status() != http::StatusCode::OK {
-            return Err(FetchError::Status(response.status().as_u16()));
-        }
-        let max_age = max_age(response.headers());
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| FetchError::Body)?
-            .to_bytes();
-        Ok(Fetched { body, max_age })
+        Ok(response)
     }
 }
 
+const USER_AGENT: &str = concat!("regate/", env!("CARGO_PKG_VERSION"));
+
 /// Send `request` on a fresh HTTP/1.1 connection over `io`.
-async fn send<I>(
+async fn send<I, B>(
     io: I,
-    request: Request<Empty<Bytes>>,
+    request: Request<B>,
 ) -> Result<http::Response<hyper::body::Incoming>, FetchError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await

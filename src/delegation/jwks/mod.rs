@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::keys::{KeySet, KeyStore};
-use super::{KeySource, Verifier};
+use super::{Issuer, KeySource};
 use crate::metrics::Metrics;
 use fetch::Client;
 
@@ -61,17 +61,17 @@ pub struct Fetcher {
 /// A fetch that failed: the metric's `result`, and what the log and `/status` say.
 type Failed = (&'static str, String);
 
-/// One fetcher per remote issuer of `verifier`, each with the roots it fetches with: the
-/// issuer's `ca`, else the system's. Every problem (a CA file that holds no certificate, no
-/// system roots) is reported.
-pub fn fetchers(
-    verifier: &Verifier,
+/// One fetcher per remote issuer of `issuers` (the delegation verifier's, the approval
+/// issuers'), each with the roots it fetches with: the issuer's `ca`, else the system's.
+/// Every problem (a CA file that holds no certificate, no system roots) is reported.
+pub fn fetchers<'a>(
+    issuers: impl IntoIterator<Item = &'a Issuer>,
     max_staleness: Duration,
     metrics: &Arc<Metrics>,
 ) -> Result<Vec<Fetcher>, Vec<String>> {
     let mut errors = Vec::new();
     let mut fetchers = Vec::new();
-    for issuer in verifier.issuers() {
+    for issuer in issuers {
         let location = match &issuer.source {
             KeySource::File(_) => continue,
             KeySource::Uri(uri) => uri.as_str(),
@@ -92,7 +92,7 @@ pub fn fetchers(
                 max_staleness,
                 metrics: metrics.clone(),
             }),
-            Err(e) => errors.push(format!("delegation: issuer {}: {e}", issuer.config.issuer)),
+            Err(e) => errors.push(format!("issuer {}: {e}", issuer.config.issuer)),
         }
     }
     match errors.is_empty() {
@@ -102,7 +102,7 @@ pub fn fetchers(
 }
 
 /// The certificates of a PEM file, as roots.
-fn roots_from(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+pub fn roots_from(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let bytes =
@@ -121,7 +121,7 @@ fn roots_from(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
 }
 
 /// The system's roots (`SSL_CERT_FILE`, `SSL_CERT_DIR`, or the distribution's bundle).
-fn system_roots() -> Result<rustls::RootCertStore, String> {
+pub fn system_roots() -> Result<rustls::RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(found.certs);
