@@ -32,11 +32,15 @@ executor.pem / .key             client spiffe://example.org/ns/agents/sa/executo
 intruder.pem / .key             client spiffe://evil.example/ns/agents/sa/intruder (a foreign trust domain)
 decision-log-signing.key / .pub Ed25519 key for --decision-log-signing-key, and its public key
                                 for `regate audit verify --public-key`
+approvals.key                   Ed25519 key for approvals.local_key: `regate approve` and
+                                POST /approvals/{id} sign approval tokens with it
 ";
 
 /// The decision log signing key and its public key, as written into the output directory.
 pub const SIGNING_KEY: &str = "decision-log-signing.key";
 pub const SIGNING_PUBLIC_KEY: &str = "decision-log-signing.pub";
+/// The local approval key (`approvals.local_key` of `regate.approvals.yaml`).
+pub const APPROVAL_KEY: &str = "approvals.key";
 
 /// Write the CA, server and client certificates, and the decision log signing key, into `out`
 /// (created if missing).
@@ -103,6 +107,7 @@ pub fn generate(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         public.push('\n');
     }
     write(out, SIGNING_PUBLIC_KEY, &public)?;
+    write(out, APPROVAL_KEY, &signing_key()?.serialize_pem())?;
     write(
         out,
         "README",
@@ -157,5 +162,7 @@ mod tests {
         assert!(public.verifies(3, Some(&chain), &key.sign(3, Some(&chain))));
         let readme = std::fs::read_to_string(dir.path().join("README")).unwrap();
         assert!(readme.contains(SIGNING_KEY), "{readme}");
+        assert!(readme.contains(APPROVAL_KEY), "{readme}");
+        SigningKey::load(&dir.path().join(APPROVAL_KEY)).unwrap();
     }
 }
