@@ -1,7 +1,8 @@
 //! With `--budget-store redis://…`, the budgets policies attach are shared by every replica:
 //! two regate instances in front of one real `redis-server` (Debian's, started here on
 //! 127.0.0.1) spend one limit exactly. Redis stopped mid-test is `budget_unavailable` (503,
-//! fail closed) unless the limit says `on_error: allow`; restarted, charges work again.
+//! fail closed) unless the limit says `on_error: allow`; restarted, charges work again. An
+//! approval token spent on one replica is spent on every replica sharing the store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -100,20 +101,30 @@ fn free_port() -> u16 {
 fn tool_call(
     tool: &str,
 ) -> http::Request<http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>> {
+    approved_call(tool, None)
+}
+
+fn approved_call(
+    tool: &str,
+    approval: Option<&str>,
+) -> http::Request<http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>> {
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
     );
-    http::Request::builder()
+    let mut req = http::Request::builder()
         .method("POST")
         .uri("/mcp")
         .header(http::header::HOST, "localhost")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(bytes::Bytes::from(body))
-                .map_err(|e| match e {})
-                .boxed(),
-        )
-        .unwrap()
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = approval {
+        req = req.header("x-regate-approval", token);
+    }
+    req.body(
+        Full::new(bytes::Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +182,76 @@ async fn two_replicas_share_one_budget_and_fail_closed_while_redis_is_down() {
     assert!(records
         .iter()
         .any(|r| r["reason"] == "budget_unavailable" && r["http_status"] == 503));
+    a.stop().await;
+    b.stop().await;
+    drop(redis);
+}
+
+/// `deploy` needs a person's approval.
+const APPROVING: &str = r#"package regate.authz
+
+import rego.v1
+
+default allow := {"allowed": false, "reason": "needs_approval", "approval": {"approvers": "group:oncall"}}
+
+allow := {"allowed": true, "reason": "approved"} if input.approval.approver == "alice"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_spent_on_one_replica_is_spent_on_every_replica() {
+    let redis = Redis::start(free_port(), tempfile::tempdir().unwrap());
+    let store = format!("redis://127.0.0.1:{}/4", redis.port);
+    let setup = Setup::new(&[("authz.rego", APPROVING)]);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let key_path = setup.path("approval.key");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let upstream = Upstream::start().await;
+    let flags = [
+        "--budget-store",
+        store.as_str(),
+        "--approval-local-key",
+        key_path.to_str().unwrap(),
+    ];
+    let a = setup.start(&upstream.url(), &flags).await;
+    let mut args = setup.args(&upstream.url());
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let log_b = setup.path("decisions-b.log");
+    for pair in args.chunks_mut(2) {
+        if pair[0] == "--decision-log" {
+            pair[1] = log_b.display().to_string();
+        }
+    }
+    let b = Regate::start(args, log_b).await;
+    let agent = setup.ca.client(EXECUTOR);
+    let mut via_a = a.http1(&setup, &agent).await;
+    let mut via_b = b.http1(&setup, &agent).await;
+
+    // Asked on one replica, approved offline, used on one, refused on the other.
+    let (status, _, body) = send(&mut via_a, tool_call("deploy")).await;
+    assert_eq!(status, 403);
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let digest = error["error"]["data"]["approval_request"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let signer = regate::approvals::token::LocalSigner::new(
+        regate::audit::signing::SigningKey::load(&key_path).unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = signer.mint(&digest, "alice", None, Duration::from_secs(600), now);
+    assert_eq!(
+        send(&mut via_b, approved_call("deploy", Some(&token)))
+            .await
+            .0,
+        200
+    );
+    let (status, _, body) = send(&mut via_a, approved_call("deploy", Some(&token))).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("approval_used"));
+    assert_eq!(upstream.requests().len(), 1);
     a.stop().await;
     b.stop().await;
     drop(redis);
