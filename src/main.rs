@@ -48,6 +48,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: the environment must not change what a decision costs.
+    regate::policy::keep_error_backtraces_off();
     // Two providers end up compiled in through dependencies; rustls must be told which.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
