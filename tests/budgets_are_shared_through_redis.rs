@@ -90,6 +90,20 @@ impl Drop for Redis {
     }
 }
 
+/// Two regates on the same policies and `flags`, each writing its own decision log.
+async fn two_replicas(setup: &Setup, upstream: &Upstream, flags: &[&str]) -> (Regate, Regate) {
+    let a = setup.start(&upstream.url(), flags).await;
+    let mut args = setup.args(&upstream.url());
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let log_b = setup.path("decisions-b.log");
+    for pair in args.chunks_mut(2) {
+        if pair[0] == "--decision-log" {
+            pair[1] = log_b.display().to_string();
+        }
+    }
+    (a, Regate::start(args, log_b).await)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -139,17 +153,7 @@ async fn two_replicas_share_one_budget_and_fail_closed_while_redis_is_down() {
         "--budget-timeout",
         "200ms",
     ];
-    let a = setup.start(&upstream.url(), &flags).await;
-    // The second replica writes its own log; both read the same policies.
-    let mut args = setup.args(&upstream.url());
-    args.extend(flags.iter().map(|s| s.to_string()));
-    let log_b = setup.path("decisions-b.log");
-    for pair in args.chunks_mut(2) {
-        if pair[0] == "--decision-log" {
-            pair[1] = log_b.display().to_string();
-        }
-    }
-    let b = Regate::start(args, log_b).await;
+    let (a, b) = two_replicas(&setup, &upstream, &flags).await;
     let agent = setup.ca.client(EXECUTOR);
     let mut via_a = a.http1(&setup, &agent).await;
     let mut via_b = b.http1(&setup, &agent).await;
@@ -212,16 +216,7 @@ async fn an_approval_spent_on_one_replica_is_spent_on_every_replica() {
         "--approval-local-key",
         key_path.to_str().unwrap(),
     ];
-    let a = setup.start(&upstream.url(), &flags).await;
-    let mut args = setup.args(&upstream.url());
-    args.extend(flags.iter().map(|s| s.to_string()));
-    let log_b = setup.path("decisions-b.log");
-    for pair in args.chunks_mut(2) {
-        if pair[0] == "--decision-log" {
-            pair[1] = log_b.display().to_string();
-        }
-    }
-    let b = Regate::start(args, log_b).await;
+    let (a, b) = two_replicas(&setup, &upstream, &flags).await;
     let agent = setup.ca.client(EXECUTOR);
     let mut via_a = a.http1(&setup, &agent).await;
     let mut via_b = b.http1(&setup, &agent).await;

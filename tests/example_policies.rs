@@ -38,6 +38,21 @@ fn example_policies_pass_their_rego_tests() {
     assert!(stdout.contains(" 0 failed, 0 errors"), "{stdout}");
 }
 
+/// A client identity of certs-dev: `certs-dev/{name}.pem` and `.key`.
+fn dev_identity(name: &str) -> Identity {
+    use rustls::pki_types::pem::PemObject;
+    let chain_pem = std::fs::read_to_string(format!("certs-dev/{name}.pem")).unwrap();
+    let key_pem = std::fs::read_to_string(format!("certs-dev/{name}.key")).unwrap();
+    Identity {
+        chain: rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap(),
+        key: rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+        chain_pem,
+        key_pem,
+    }
+}
+
 #[tokio::test]
 async fn readme_quick_start_allows_and_denies() {
     init();
@@ -54,21 +69,8 @@ async fn readme_quick_start_allows_and_denies() {
     .collect();
     let process = Process::start(&args, &[]);
     let ca = std::fs::read_to_string("certs-dev/ca.pem").unwrap();
-    let identity = |name: &str| {
-        use rustls::pki_types::pem::PemObject;
-        let chain_pem = std::fs::read_to_string(format!("certs-dev/{name}.pem")).unwrap();
-        let key_pem = std::fs::read_to_string(format!("certs-dev/{name}.key")).unwrap();
-        Identity {
-            chain: rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap(),
-            key: rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
-            chain_pem,
-            key_pem,
-        }
-    };
     let connect = |name: &'static str| {
-        let config = client_config(&ca, Some(&identity(name)), &[b"http/1.1"]);
+        let config = client_config(&ca, Some(&dev_identity(name)), &[b"http/1.1"]);
         let addr = process.addr;
         async move { http1_over(tls_connect(addr, config).await.unwrap()).await }
     };
@@ -112,20 +114,7 @@ async fn the_approvals_walkthrough_runs_as_documented() {
     let process = Process::start(&args, &[]);
     let admin = process.admin.unwrap();
     let ca = std::fs::read_to_string("certs-dev/ca.pem").unwrap();
-    let identity = {
-        use rustls::pki_types::pem::PemObject;
-        let chain_pem = std::fs::read_to_string("certs-dev/executor.pem").unwrap();
-        let key_pem = std::fs::read_to_string("certs-dev/executor.key").unwrap();
-        Identity {
-            chain: rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap(),
-            key: rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
-            chain_pem,
-            key_pem,
-        }
-    };
-    let config = client_config(&ca, Some(&identity), &[b"http/1.1"]);
+    let config = client_config(&ca, Some(&dev_identity("executor")), &[b"http/1.1"]);
     let mut executor = http1_over(tls_connect(process.addr, config).await.unwrap()).await;
     let call = |id: u32, to: &str, token: Option<&str>| {
         let body = format!(

@@ -36,7 +36,7 @@ pub(super) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
         (Method::GET, None) => {
             let (standing, expired) = approvals.pending.list(now);
             for request in &expired {
-                log_expired(state, request);
+                crate::approvals::record::expired(&state.audit, request);
             }
             json_response(StatusCode::OK, &json!({ "approval_requests": standing }))
         }
@@ -104,16 +104,4 @@ async fn approve(
             "header": crate::approvals::token::HEADER,
         }),
     )
-}
-
-fn log_expired(state: &AdminState, request: &crate::approvals::Request) {
-    state.audit.log(&ApprovalRecord {
-        event: "approval_expired",
-        approval_id: Some(&request.id),
-        digest: &request.digest,
-        request_id: Some(&request.asked.request_id),
-        spiffe_id: request.asked.spiffe_id.as_deref(),
-        approver: None,
-        reason: None,
-    });
 }

@@ -31,3 +31,19 @@ pub struct ApprovalRecord<'a> {
 pub fn event(audit: &Audit, record: &ApprovalRecord<'_>) {
     audit.log(record);
 }
+
+/// An approval request no one approved in time.
+pub fn expired(audit: &Audit, request: &super::Request) {
+    event(
+        audit,
+        &ApprovalRecord {
+            event: "approval_expired",
+            approval_id: Some(&request.id),
+            digest: &request.digest,
+            request_id: Some(&request.asked.request_id),
+            spiffe_id: request.asked.spiffe_id.as_deref(),
+            approver: None,
+            reason: None,
+        },
+    );
+}

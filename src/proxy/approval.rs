@@ -155,7 +155,7 @@ impl ApprovalStep {
         });
         if enforce {
             for expired in self.approvals.pending.add(request.clone(), now) {
-                self.expired(&expired);
+                crate::approvals::record::expired(&self.audit, &expired);
             }
             if let Some(webhook) = &self.approvals.webhook {
                 webhook.offer(&request);
@@ -199,19 +199,6 @@ impl ApprovalStep {
             true => Ok(()),
             false => Err(ProxyError::Approval(ApprovalError::Used)),
         }
-    }
-
-    /// An approval request no one approved in time.
-    pub fn expired(&self, request: &Request) {
-        self.audit.log(&ApprovalRecord {
-            event: "approval_expired",
-            approval_id: Some(&request.id),
-            digest: &request.digest,
-            request_id: Some(&request.asked.request_id),
-            spiffe_id: request.asked.spiffe_id.as_deref(),
-            approver: None,
-            reason: None,
-        });
     }
 }
 
