@@ -30,6 +30,9 @@ struct Shard {
     used: HashMap<String, u128>,
     /// Keys added since the shard was last swept of spent ones.
     added: usize,
+    /// Single-use marks the shard may hold before expired ones are swept: twice what the last
+    /// sweep left, so a sweep costs O(1) per mark, amortized.
+    used_sweep_at: usize,
 }
 
 impl Default for Store {
@@ -137,14 +140,15 @@ impl Store {
     pub fn use_once(&self, key: &str, ttl: Duration) -> bool {
         let now = self.now();
         let mut shard = self.lock(self.shard_of(key));
-        shard.used.retain(|_, until| *until > now);
-        match shard.used.get(key) {
-            Some(_) => false,
-            None => {
-                shard.used.insert(key.to_string(), now + ttl.as_nanos());
-                true
-            }
+        if shard.used.get(key).is_some_and(|until| *until > now) {
+            return false;
         }
+        if shard.used.len() >= shard.used_sweep_at {
+            shard.used.retain(|_, until| *until > now);
+            shard.used_sweep_at = (shard.used.len() * 2).max(64);
+        }
+        shard.used.insert(key.to_string(), now + ttl.as_nanos());
+        true
     }
 
     /// Keys held now.
@@ -186,5 +190,17 @@ mod tests {
         assert!(!store.use_once("t", Duration::from_secs(60)));
         assert!(store.use_once("u", Duration::ZERO));
         assert!(store.use_once("u", Duration::ZERO));
+    }
+
+    #[test]
+    fn spent_marks_are_swept_as_they_pile_up() {
+        let store = Store::new();
+        for i in 0..10_000 {
+            assert!(store.use_once(&format!("gone-{i}"), Duration::ZERO));
+        }
+        let held: usize = store.shards.iter().map(|s| s.lock().unwrap().used.len()).sum();
+        assert!(held < 10_000 / 2, "{held} marks held, none of them live");
+        assert!(store.use_once("live", Duration::from_secs(60)));
+        assert!(!store.use_once("live", Duration::from_secs(60)));
     }
 }
