@@ -8,12 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::*;
+#[path = "common/mcp_sdk.rs"]
+mod mcp_sdk;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use common::*;
+use mcp_sdk::{run_client, start_server};
 
 /// The example policy of policies/examples/mcp_tools, with grants for the fixture's tools.
 const DATA: &str = r#"{
@@ -23,110 +22,6 @@ const DATA: &str = r#"{
   "arguments": {"search": ["q"], "read_doc": ["path"], "count": ["n"], "send_email": ["to"]},
   "scopes": {}
 }"#;
-
-/// The SDK's Python: `REGATE_MCP_PYTHON`, else the venv `.ci/mcp-sdk` makes in the target
-/// directory.
-fn python() -> PathBuf {
-    if let Ok(path) = std::env::var("REGATE_MCP_PYTHON") {
-        return PathBuf::from(path);
-    }
-    // target/debug/regate -> target/
-    let target = PathBuf::from(env!("CARGO_BIN_EXE_regate"))
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .to_path_buf();
-    let python = target.join("mcp-venv/bin/python");
-    assert!(
-        python.exists(),
-        "the MCP SDK is not installed at {}: run .ci/mcp-sdk (CI does)",
-        python.display()
-    );
-    python
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mcp")
-        .join(name)
-}
-
-/// A child process, killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The SDK's server, once it says it listens: its port.
-fn start_server(args: &[&str]) -> (Killed, u16) {
-    let mut child = Command::new(python())
-        .arg(fixture("server.py"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix("listening on ") {
-                let _ = tx.send(port.trim().parse::<u16>().ok());
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(60))
-        .ok()
-        .flatten()
-        .expect("the SDK's server did not start");
-    (Killed(child), port)
-}
-
-/// Run the SDK's client against `url` (bounded in time); what it printed.
-fn run_client(setup: &Setup, url: &str) -> serde_json::Value {
-    let client = setup.ca.client(SUMMARIZER);
-    std::fs::write(setup.path("agent.pem"), &client.chain_pem).unwrap();
-    std::fs::write(setup.path("agent.key"), &client.key_pem).unwrap();
-    let child = Command::new(python())
-        .arg(fixture("client.py"))
-        .arg(url)
-        .arg(setup.path("ca.pem"))
-        .arg(setup.path("agent.pem"))
-        .arg(setup.path("agent.key"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the SDK's client did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut out = String::new();
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
-}
 
 async fn through_regate(server_args: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>) {
     let setup = Setup::new(&[
@@ -153,7 +48,7 @@ async fn through_regate(server_args: &[&str]) -> (serde_json::Value, Vec<serde_j
     let url = format!("https://localhost:{}/mcp", regate.addr.port());
     let seen = tokio::task::spawn_blocking({
         let setup_url = url.clone();
-        move || (run_client(&setup, &setup_url), setup)
+        move || (run_client(&setup, &setup_url, &[]), setup)
     })
     .await
     .unwrap();

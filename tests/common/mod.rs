@@ -678,9 +678,16 @@ impl Setup {
 
     /// Start regate in this process with `args` plus `extra`.
     pub async fn start(&self, upstream: &str, extra: &[&str]) -> Regate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.start_on(listener, upstream, extra).await
+    }
+
+    /// Like [`Setup::start`], on a listener bound beforehand: for a test whose configuration
+    /// names regate's own URL (and so its port).
+    pub async fn start_on(&self, listener: TcpListener, upstream: &str, extra: &[&str]) -> Regate {
         let mut args = self.args(upstream);
         args.extend(extra.iter().map(|s| s.to_string()));
-        Regate::start(args, self.path("decisions.log")).await
+        Regate::start_on(listener, args, self.path("decisions.log")).await
     }
 
     /// TLS client settings trusting this setup's CA and presenting `identity`.
@@ -733,6 +740,12 @@ struct RunCli {
 
 impl Regate {
     pub async fn start(args: Vec<String>, decisions: PathBuf) -> Regate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Regate::start_on(listener, args, decisions).await
+    }
+
+    /// Serve on `listener` (its `--listen` argument is then only a placeholder).
+    pub async fn start_on(listener: TcpListener, args: Vec<String>, decisions: PathBuf) -> Regate {
         use clap::Parser;
         init();
         let cli =
@@ -740,7 +753,6 @@ impl Regate {
         let config = regate::Config::from_args(cli.run).unwrap();
         let app = regate::App::load(config).unwrap();
         let reloader = app.reloader();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_addr = admin.local_addr().unwrap();
