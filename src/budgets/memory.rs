@@ -198,7 +198,11 @@ mod tests {
         for i in 0..10_000 {
             assert!(store.use_once(&format!("gone-{i}"), Duration::ZERO));
         }
-        let held: usize = store.shards.iter().map(|s| s.lock().unwrap().used.len()).sum();
+        let held: usize = store
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().used.len())
+            .sum();
         assert!(held < 10_000 / 2, "{held} marks held, none of them live");
         assert!(store.use_once("live", Duration::from_secs(60)));
         assert!(!store.use_once("live", Duration::from_secs(60)));
