@@ -1,7 +1,8 @@
 //! With `--budget-store redis://…`, the budgets policies attach are shared by every replica:
 //! two regate instances in front of one real `redis-server` (Debian's, started here on
 //! 127.0.0.1) spend one limit exactly. Redis stopped mid-test is `budget_unavailable` (503,
-//! fail closed) unless the limit says `on_error: allow`; restarted, charges work again. An
+//! fail closed) unless the limit says `on_error: allow`; restarted, charges work again (also
+//! on the connections each replica kept from before the restart). An
 //! approval token spent on one replica is spent on every replica sharing the store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -182,6 +183,11 @@ async fn two_replicas_share_one_budget_and_fail_closed_while_redis_is_down() {
     let redis = Redis::start(port, dir);
     assert_eq!(send(&mut via_a, tool_call("send_email")).await.0, 200);
     assert_eq!(send(&mut via_b, tool_call("send_email")).await.0, 200);
+    // Restarted while nobody asked: the connections the replicas kept are closed, and the
+    // next charge still goes through, on a new one.
+    let (port, dir) = redis.stop();
+    let redis = Redis::start(port, dir);
+    assert_eq!(send(&mut via_a, tool_call("send_email")).await.0, 200);
     let records = a.decisions(1).await;
     assert!(records
         .iter()

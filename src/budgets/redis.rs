@@ -143,19 +143,22 @@ impl Store {
         }
     }
 
-    /// Run one command within the timeout on a pooled connection; EVALSHA falls back to
-    /// loading the script once when the server does not know it yet.
+    /// Run one command within the timeout on a pooled connection (once more on a new one when
+    /// the pooled one fails: the server may have closed it, restarting, while it was idle).
     async fn run(&self, args: &[Vec<u8>]) -> Result<Reply, BudgetError> {
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let call = async {
-            let mut conn = self.conn().await?;
-            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-            let mut reply = conn.call(&refs).await.map_err(down)?;
-            if matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT")) {
-                conn.call(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()])
-                    .await
-                    .map_err(down)?;
-                reply = conn.call(&refs).await.map_err(down)?;
+            let pooled = self.lock().pop();
+            if let Some(mut conn) = pooled {
+                if let Ok(reply) = exchange(&mut conn, &refs).await {
+                    self.give_back(conn);
+                    return Ok(reply);
+                }
             }
+            // A command the closed connection did carry is charged twice at worst: stricter,
+            // never looser (and a token marked used is refused as used).
+            let mut conn = self.connect().await?;
+            let reply = exchange(&mut conn, &refs).await.map_err(down)?;
             self.give_back(conn);
             Ok(reply)
         };
@@ -169,11 +172,8 @@ impl Store {
         }
     }
 
-    /// An idle connection, or a new one (authenticated, on the database).
-    async fn conn(&self) -> Result<Conn, BudgetError> {
-        if let Some(conn) = self.lock().pop() {
-            return Ok(conn);
-        }
+    /// A new connection, authenticated, on the database.
+    async fn connect(&self) -> Result<Conn, BudgetError> {
         let stream = TcpStream::connect(&self.addr).await.map_err(down)?;
         let _ = stream.set_nodelay(true);
         let mut conn = Conn::new(stream);
@@ -204,6 +204,17 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// One command on `conn`; EVALSHA loads the script first when the server does not know it
+/// yet (a new server, or one restarted).
+async fn exchange(conn: &mut Conn, args: &[&[u8]]) -> Result<Reply, super::resp::RespError> {
+    let reply = conn.call(args).await?;
+    if !matches!(&reply, Reply::Error(e) if e.starts_with("NOSCRIPT")) {
+        return Ok(reply);
+    }
+    conn.call(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]).await?;
+    conn.call(args).await
 }
 
 fn down(e: impl std::fmt::Display) -> BudgetError {
