@@ -18,6 +18,7 @@ use http::HeaderMap;
 use regorus::Value;
 
 use super::admission::Admitted;
+use super::effects::Allowed;
 use super::error::ProxyError;
 use super::record::{Noted, Seen};
 use crate::approvals::digest::{body_action, call_action, Action};
@@ -164,9 +165,33 @@ impl ApprovalStep {
         request
     }
 
-    /// Spend the approval an allowed request carried: `Err(approval_used)` when it was spent
-    /// before. `store` marks it used, shared by the fleet when the store is.
+    /// Spend the approval an allowed request carried, if any: `Err(approval_used)` when it
+    /// was spent before (in `--mode audit`, with `enforce` false, recorded as what would have
+    /// been refused). `store` marks it used, shared by the fleet when the store is.
     pub async fn spend(
+        &self,
+        allowed: &mut Allowed,
+        store: &Store,
+        seen: &Seen,
+        spiffe_id: Option<&str>,
+        enforce: bool,
+        noted: &mut Noted,
+    ) -> Result<(), ProxyError> {
+        let Some(verified) = &noted.approval else {
+            return Ok(());
+        };
+        match self.mark_used(verified, store, seen, spiffe_id).await {
+            Err(e) if !enforce => {
+                noted.would_deny = true;
+                allowed.decision.reason = e.reason();
+                Ok(())
+            }
+            spent => spent,
+        }
+    }
+
+    /// Mark the token used, and record which it was: its first use, or a reuse.
+    async fn mark_used(
         &self,
         verified: &Verified,
         store: &Store,

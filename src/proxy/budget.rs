@@ -30,13 +30,11 @@ pub struct Budgets {
     pub metrics: Arc<Metrics>,
 }
 
-/// A limit that refused a request: what the 429 and the record say.
+/// A limit that refused a request, and when it would let one through: what the 429 and the
+/// record say.
 #[derive(Debug, Clone)]
 pub struct Limited {
-    pub name: String,
-    pub key: String,
-    pub limit: u64,
-    pub per: Duration,
+    pub limit: RateLimit,
     pub retry_after: Duration,
 }
 
@@ -116,10 +114,7 @@ impl Budgets {
             noted.denied_call = Some(serde_json::json!({ "index": call }));
         }
         let limited = Limited {
-            name: attached.limit.name.clone(),
-            key: attached.limit.key.clone(),
-            limit: attached.limit.limit,
-            per: attached.limit.per,
+            limit: attached.limit.clone(),
             retry_after: verdict.retry_after,
         };
         noted.rate_limited = Some(limited.clone());

@@ -51,7 +51,7 @@ pub enum ProxyError {
     #[error("approval refused: {}", .0.reason())]
     Approval(crate::approvals::token::ApprovalError),
     /// A budget the policy attached is spent.
-    #[error("rate limited: {}", .0.name)]
+    #[error("rate limited: {}", .0.limit.name)]
     RateLimited(Box<super::budget::Limited>),
     /// The budget store did not answer, and the limits do not say to go on without it.
     #[error("the budget store is unavailable")]
@@ -224,14 +224,7 @@ impl ProxyError {
             let retry = super::budget::ceil_secs(limited.retry_after).max(1);
             let headers = response.headers_mut();
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry));
-            let limit = crate::policy::governance::RateLimit {
-                key: limited.key.clone(),
-                limit: limited.limit,
-                per: limited.per,
-                name: limited.name.clone(),
-                on_error_allow: false,
-            };
-            for (name, value) in super::budget::headers(&limit, 0, limited.retry_after) {
+            for (name, value) in super::budget::headers(&limited.limit, 0, limited.retry_after) {
                 headers.insert(name, value);
             }
         }

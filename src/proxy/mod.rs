@@ -204,22 +204,18 @@ impl Proxy {
             approvals: self.admission.approvals.as_deref(),
         };
         let mut allowed = effects::apply(&cx, conn, admitted, decided, body, seen, noted)?;
-        if let (Some(step), Some(verified)) = (&self.admission.approvals, &noted.approval) {
-            let spent = step
-                .spend(verified, &self.budgets.store, seen, conn.spiffe_id())
-                .await;
-            if let Err(e) = spent {
-                if self.decider.enforces() {
-                    return Err(e);
-                }
-                noted.would_deny = true;
-                allowed.decision.reason = e.reason();
-            }
-        }
+        let enforce = self.decider.enforces();
         let limits = std::mem::take(&mut allowed.rate_limits);
         self.budgets
-            .charge(&mut allowed, &limits, self.decider.enforces(), noted)
+            .charge(&mut allowed, &limits, enforce, noted)
             .await?;
+        // Last: an approval is spent only by a request that goes on, so a 429 leaves it for
+        // the retry.
+        if let Some(step) = &self.admission.approvals {
+            let store = &self.budgets.store;
+            step.spend(&mut allowed, store, seen, conn.spiffe_id(), enforce, noted)
+                .await?;
+        }
         Ok(Authorized::Forward(allowed))
     }
 

@@ -241,8 +241,8 @@ impl<'a> Pending<'a> {
                 would_deny: self.noted.would_deny,
                 tools_list: self.noted.tools_list.as_ref(),
                 rate_limited: self.noted.rate_limited.as_ref().map(|l| RateLimitedRecord {
-                    name: &l.name,
-                    key: &l.key,
+                    name: &l.limit.name,
+                    key: &l.limit.key,
                 }),
                 approval: self.noted.approval.as_ref().map(|a| ApprovalSeen {
                     approver: a.approved.approver.as_deref(),
