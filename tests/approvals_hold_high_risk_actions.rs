@@ -446,3 +446,69 @@ async fn an_approval_service_is_told_of_requests_by_webhook_and_signs_with_keys_
     assert_eq!(upstream.requests().len(), 2);
     regate.stop().await;
 }
+
+/// Approved actions are also charged to a budget: one a second.
+const APPROVED_WITHIN_BUDGET: &str = r#"package regate.authz
+
+import rego.v1
+
+default allow := {"allowed": false, "reason": "external_email", "approval": {"approvers": "group:oncall"}}
+
+allow := {"allowed": true, "reason": "approved", "rate_limits": [{"key": "email", "limit": 1, "per": "1s", "name": "email"}]} if input.approval.approver
+"#;
+
+#[tokio::test]
+async fn an_approved_request_refused_by_a_budget_keeps_its_approval_for_the_retry() {
+    let setup = Setup::new(&[("authz.rego", APPROVED_WITHIN_BUDGET)]);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let key_path = setup.path("approval.key");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let upstream = Upstream::start().await;
+    let regate = setup
+        .start(
+            &upstream.url(),
+            &["--approval-local-key", key_path.to_str().unwrap()],
+        )
+        .await;
+    let mut agent = regate.http1(&setup, &setup.ca.client(EXECUTOR)).await;
+    let signer = regate::approvals::token::LocalSigner::new(
+        regate::audit::signing::SigningKey::load(&key_path).unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let approve = |body: &str| {
+        let digest = digest_of(EXECUTOR, body);
+        signer.mint(
+            &digest,
+            "alice",
+            None,
+            std::time::Duration::from_secs(600),
+            now,
+        )
+    };
+    let (first, second) = (
+        email(31, "a@elsewhere.example"),
+        email(32, "b@elsewhere.example"),
+    );
+    let (token_1, token_2) = (approve(&first), approve(&second));
+    assert_eq!(send(&mut agent, post(&first, Some(&token_1))).await.0, 200);
+    // The budget is spent for this second: the approved request is a 429, its token unspent.
+    let (status, _, _) = send(&mut agent, post(&second, Some(&token_2))).await;
+    assert_eq!(status, 429);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, _, _) = send(&mut agent, post(&second, Some(&token_2))).await;
+        if status != 429 || std::time::Instant::now() > deadline {
+            break status;
+        }
+    };
+    assert_eq!(
+        status, 200,
+        "the retry within budget used the same approval"
+    );
+    assert_eq!(upstream.requests().len(), 2);
+    regate.stop().await;
+}
