@@ -65,24 +65,37 @@ pub struct Asked {
 /// The approval requests waiting for a person, bounded.
 #[derive(Default)]
 pub struct Pending {
-    requests: Mutex<HashMap<String, Request>>,
+    requests: Mutex<Requests>,
+}
+
+#[derive(Default)]
+struct Requests {
+    by_id: HashMap<String, Request>,
+    /// How many may be kept before expired ones are swept on an add: twice what the last
+    /// sweep left, so asking costs O(1) per request, amortized, however many stand.
+    sweep_at: usize,
 }
 
 impl Pending {
     /// Keep `request`; returns those that expired meanwhile (for their events).
     pub fn add(&self, request: Request, now: i64) -> Vec<Request> {
         let mut requests = self.lock();
-        let mut expired = take_expired(&mut requests, now);
-        if requests.len() >= MAX_PENDING {
+        let mut expired = Vec::new();
+        if requests.by_id.len() >= requests.sweep_at {
+            expired = take_expired(&mut requests.by_id, now);
+            requests.sweep_at = (requests.by_id.len() * 2).clamp(64, MAX_PENDING);
+        }
+        if requests.by_id.len() >= MAX_PENDING {
             if let Some(first) = requests
+                .by_id
                 .values()
                 .min_by_key(|r| r.expires_unix)
                 .map(|r| r.id.clone())
             {
-                expired.extend(requests.remove(&first));
+                expired.extend(requests.by_id.remove(&first));
             }
         }
-        requests.insert(request.id.clone(), request);
+        requests.by_id.insert(request.id.clone(), request);
         expired
     }
 
@@ -90,8 +103,8 @@ impl Pending {
     /// expired.
     pub fn list(&self, now: i64) -> (Vec<Request>, Vec<Request>) {
         let mut requests = self.lock();
-        let expired = take_expired(&mut requests, now);
-        let mut standing: Vec<Request> = requests.values().cloned().collect();
+        let expired = take_expired(&mut requests.by_id, now);
+        let mut standing: Vec<Request> = requests.by_id.values().cloned().collect();
         standing.sort_by_key(|r| r.expires_unix);
         (standing, expired)
     }
@@ -99,12 +112,13 @@ impl Pending {
     /// The request `id`, if it still stands.
     pub fn get(&self, id: &str, now: i64) -> Option<Request> {
         self.lock()
+            .by_id
             .get(id)
             .filter(|r| r.expires_unix > now)
             .cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Request>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
         self.requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -118,4 +132,57 @@ fn take_expired(requests: &mut HashMap<String, Request>, now: i64) -> Vec<Reques
         .map(|r| r.id.clone())
         .collect();
     gone.iter().filter_map(|id| requests.remove(id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: usize, expires_unix: i64) -> Request {
+        Request {
+            id: id.to_string(),
+            digest: "sha256:00".into(),
+            asked: Asked {
+                spiffe_id: None,
+                delegation_subject: None,
+                method: "POST".into(),
+                path: "/mcp".into(),
+                tool: None,
+                request_id: id.to_string(),
+            },
+            approvers: Vec::new(),
+            reason: "r".into(),
+            expires_at: String::new(),
+            expires_unix,
+        }
+    }
+
+    #[test]
+    fn expired_requests_are_swept_as_they_pile_up_and_told_once() {
+        let pending = Pending::default();
+        let mut told = 0;
+        for i in 0..1_000 {
+            told += pending.add(request(i, 10), 5).len();
+        }
+        // Later, every one of those has expired: adding sweeps them, each told once.
+        for i in 1_000..1_200 {
+            told += pending.add(request(i, 100), 50).len();
+        }
+        let (standing, expired) = pending.list(50);
+        assert_eq!(told + expired.len(), 1_000);
+        assert_eq!(standing.len(), 200);
+        assert!(pending.get("1100", 50).is_some() && pending.get("5", 50).is_none());
+    }
+
+    #[test]
+    fn at_capacity_the_soonest_to_expire_goes() {
+        let pending = Pending::default();
+        for i in 0..MAX_PENDING {
+            assert!(pending.add(request(i, 1_000 + i as i64), 0).is_empty());
+        }
+        let gone = pending.add(request(MAX_PENDING, 5_000_000), 0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].id, "0");
+        assert_eq!(pending.list(0).0.len(), MAX_PENDING);
+    }
 }
