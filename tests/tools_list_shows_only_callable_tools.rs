@@ -214,3 +214,82 @@ async fn a_failing_visibility_query_hides_the_tool_and_other_requests_pass_untou
     let result: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(names(&result), LISTED);
 }
+
+/// A stream the client resumes with `GET` and `Last-Event-ID` carries no call for regate to
+/// read, yet the server may replay a `tools/list` result on it: filtered all the same.
+#[tokio::test]
+async fn a_resumed_stream_replaying_a_list_is_filtered_too() {
+    let resuming = format!("{POLICY}\nallow if input.attributes.request.http.method == \"GET\"\n");
+    let setup = Setup::new(&[("authz.rego", &resuming)]);
+    let upstream = Scripted::start(|_, _| {
+        let text = format!(
+            "event: message\r\nid: 7\r\ndata: {}\r\n\r\n",
+            scripted::tools_result(5, LISTED)
+        );
+        scripted::answer("text/event-stream", text)
+    })
+    .await;
+    let regate = setup.start(&upstream.url(), QUERY).await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("/mcp")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::ACCEPT, "text/event-stream")
+        .header("last-event-id", "6")
+        .body(
+            Full::new(bytes::Bytes::new())
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap();
+    let (status, _, body) = send(&mut client, req).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec())
+        .unwrap()
+        .replace("\r\n", "\n");
+    let messages = scripted::event_messages(&text);
+    assert_eq!(messages.len(), 1, "{text}");
+    assert_eq!(names(&messages[0]), ["search", "read_doc"]);
+}
+
+/// In audit mode a batch whose first call is denied is forwarded whole: a `tools/list` later
+/// in it is filtered all the same.
+#[tokio::test]
+async fn in_audit_mode_a_list_behind_a_denied_call_is_filtered() {
+    let setup = Setup::new(&[("authz.rego", POLICY)]);
+    let upstream = Scripted::start(|_, _| {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": []}});
+        scripted::json(&serde_json::json!([
+            call,
+            scripted::tools_result(2, LISTED)
+        ]))
+    })
+    .await;
+    let mut args = QUERY.to_vec();
+    args.extend(["--mode", "audit"]);
+    let regate = setup.start(&upstream.url(), &args).await;
+    let mut client = regate.http1(&setup, &setup.ca.client(SUMMARIZER)).await;
+    let batch = serde_json::json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "send_email", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ])
+    .to_string();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/mcp")
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(
+            Full::new(bytes::Bytes::from(batch))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap();
+    let (status, _, body) = send(&mut client, req).await;
+    assert_eq!(status, 200);
+    let answered: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&answered[1]), ["search", "read_doc"]);
+    let records = regate.decisions(1).await;
+    assert_eq!(records[0]["would_deny"], true);
+}

@@ -103,7 +103,6 @@ impl Decider {
         let upgrade = admitted.prepared.upgrade.is_some();
         let mut batch = Batch::default();
         let mut upgrade_input = None;
-        let mut listing = None;
         let mut rate_limits = Vec::new();
         // The shadow set is asked the same calls.
         let mut shadow_ask = self.shadow.as_ref().map(Shadow::ask);
@@ -131,12 +130,6 @@ impl Decider {
             if let (true, Some(input)) = (recorded, &whole) {
                 noted.input = Some(recorder.redaction.record(input.clone()));
             }
-            if listing.is_none() {
-                listing = Listing::of(policies, call, || match &whole {
-                    Some(input) => input.clone(),
-                    None => conn.input.build(&request),
-                });
-            }
             if upgrade {
                 upgrade_input = whole;
             }
@@ -155,6 +148,17 @@ impl Decider {
             }
         }
         let decision = batch.end();
+        // Every call, not only those decided before a deny settled the batch: in audit mode
+        // a batch is forwarded whole, and its list must still be filtered.
+        let listing = asked
+            .calls()
+            .find_map(|(_, call)| {
+                Listing::of(policies, call, || conn.input.build(&asked.request(call)))
+            })
+            .or_else(|| match admitted.parts.method == http::Method::GET {
+                true => Listing::of_stream(policies, || conn.input.build(&asked.request(None))),
+                false => None,
+            });
         noted.call = deciding.map(|call| call_names(call, asked.calls().count()));
         if let (Some(shadow), Some(ask)) = (&self.shadow, shadow_ask) {
             noted.shadow = Some(asked.of_shadow(conn, shadow, ask, &decision));

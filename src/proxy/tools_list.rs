@@ -57,6 +57,9 @@ pub struct Listing {
     input: Value,
     /// That call's id, for an error answer.
     id: Option<serde_json::Value>,
+    /// A stream the client opened with `GET` (resumed after `Last-Event-ID`, or the server's
+    /// own): only an event-stream answer can carry a list there, and only one is read.
+    streams_only: bool,
 }
 
 impl Listing {
@@ -67,18 +70,26 @@ impl Listing {
         call: Option<&Call>,
         input: impl FnOnce() -> Value,
     ) -> Option<Listing> {
+        set.tools_list_query()?;
         let call = call?;
-        let lists = call.jsonrpc["method"] == Value::from("tools/list");
-        (lists && set.tools_list_query().is_some()).then(|| Listing {
+        let lists = matches!(&call.jsonrpc["method"], Value::String(m) if &**m == "tools/list");
+        lists.then(|| Listing {
             set: set.clone(),
             input: input(),
-            id: match &call.jsonrpc["id"] {
-                Value::Undefined | Value::Null => None,
-                id => id
-                    .to_json_str()
-                    .ok()
-                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()),
-            },
+            id: crate::approvals::digest::json_of(&call.jsonrpc["id"]).filter(|id| !id.is_null()),
+            streams_only: false,
+        })
+    }
+
+    /// A listing for a `GET`, when `set` has a tool-visibility query: the stream it opens
+    /// may replay a `tools/list` result (a resumed stream), which is filtered like any other.
+    pub fn of_stream(set: &Arc<PolicySet>, input: impl FnOnce() -> Value) -> Option<Listing> {
+        set.tools_list_query()?;
+        Some(Listing {
+            set: set.clone(),
+            input: input(),
+            id: None,
+            streams_only: true,
         })
     }
 
@@ -118,6 +129,7 @@ pub(super) async fn filter(
     let (mut head, body) = response.into_parts();
     let inspection = &proxy.admission.inspection;
     let id = listing.id.clone();
+    let listing_streams_only = listing.streams_only;
     let asker = Asker {
         evaluator: proxy.decider.clone(),
         set: listing.set,
@@ -145,6 +157,9 @@ pub(super) async fn filter(
         .get(header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
     let kind = Kind::of(&head.headers);
+    if listing_streams_only && kind != Kind::Events {
+        return Ok(Response::from_parts(head, Body::upstream(body)));
+    }
     match (kind, encoded) {
         // An error page is no list of tools a client would read.
         (Kind::Other, _) if !head.status.is_success() => {
@@ -366,8 +381,11 @@ impl Asker {
             return known;
         }
         let mut input = self.input.clone();
+        // A request that carried no call (a stream opened with GET) has no `input.mcp`: it
+        // gets one, so the query always finds the tool it is asked about.
         if let Ok(map) = input.as_object_mut() {
-            if let Some(Ok(mcp)) = map.get_mut(&Value::from("mcp")).map(Value::as_object_mut) {
+            let mcp = map.get_or_insert_with(Value::from("mcp"), Value::new_object);
+            if let Ok(mcp) = mcp.as_object_mut() {
                 mcp.insert(Value::from("tool"), Value::from(name));
             }
         }
