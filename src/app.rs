@@ -676,15 +676,22 @@ fn load_bundle(
         from = start.from,
         "policy bundle loaded"
     );
-    PolicySet::compile(start.sources, options)
-        .map(|set| {
-            (
-                set.with_decision_cache(config.decision_cache_entries),
-                start.etag,
-            )
-        })
+    let crate::bundle::Start {
+        sources,
+        etag,
+        downloaded,
+        ..
+    } = start;
+    let compiled = PolicySet::compile(sources, options)
         .map_err(|es| errors.extend(es.iter().map(|e| format!("{name}: {}", error::chain(e)))))
-        .ok()
+        .ok()?;
+    if let Some(bytes) = &downloaded {
+        crate::bundle::keep_last_good(bundle, bytes, etag.as_deref().unwrap_or_default());
+    }
+    Some((
+        compiled.with_decision_cache(config.decision_cache_entries),
+        etag,
+    ))
 }
 
 /// What runs beside the request path while regate serves.

@@ -265,6 +265,17 @@ impl Reloader {
         self.apply(set, sources, options, store, refuse_sample_error)
     }
 
+    /// Whether `set` is now the policy set of this content (a bundle refused, now or before,
+    /// is not).
+    pub fn holds(&self, set: Set, content_hash: &str) -> bool {
+        let store = match (set, &self.shadow) {
+            (Set::Main, _) => &self.policies,
+            (Set::Shadow, Some(shadow)) => &shadow.store,
+            (Set::Shadow, None) => return false,
+        };
+        &*store.load().content_hash == content_hash
+    }
+
     /// A bundle source that could not be fetched or read: recorded as a failed reload of
     /// `set`, the last good set staying; logged when the failure is new.
     pub fn source_failed(&self, set: Set, url: &str, message: String) {

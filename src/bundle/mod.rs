@@ -253,6 +253,20 @@ pub struct Start {
     pub etag: Option<String>,
     /// `server` or `persisted`.
     pub from: &'static str,
+    /// The bundle as downloaded, for [`keep_last_good`] once it compiled; none when it came
+    /// from the persisted copy.
+    pub downloaded: Option<Vec<u8>>,
+}
+
+/// Keep a downloaded bundle as the last good one, when `settings` name a `persist_dir`: only
+/// once it compiled and is in force, so a bundle refused is never what a restart falls back
+/// to.
+pub fn keep_last_good(settings: &BundleSettings, bytes: &[u8], etag: &str) {
+    if let Some(dir) = &settings.persist_dir {
+        if let Err(e) = persist::save(dir, bytes, etag) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the bundle");
+        }
+    }
 }
 
 /// What a start found: the bundle to load, or every reason there is none.
@@ -281,15 +295,11 @@ pub fn start(settings: &BundleSettings) -> Result<Start, String> {
     match downloaded {
         Ok((bytes, etag)) => match archive::read(&bytes, verification.as_ref()) {
             Ok(bundle) => {
-                if let Some(dir) = &settings.persist_dir {
-                    if let Err(e) = persist::save(dir, &bytes, &etag) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the bundle");
-                    }
-                }
                 return Ok(Start {
                     sources: bundle.sources,
                     etag: (!etag.is_empty()).then_some(etag),
                     from: "server",
+                    downloaded: Some(bytes),
                 });
             }
             Err(e) => reasons.push(format!("{}: {e}", settings.url)),
@@ -312,6 +322,7 @@ pub fn start(settings: &BundleSettings) -> Result<Start, String> {
                     sources: bundle.sources,
                     etag: (!saved.etag.is_empty()).then_some(saved.etag),
                     from: "persisted",
+                    downloaded: None,
                 })
             }
             Err(e) => {
@@ -357,19 +368,25 @@ pub async fn poll(
             Ok(Fetched::New { bytes, etag }) => {
                 let reloader = reloader.clone();
                 let verification = verification.clone();
-                let persist_dir = settings.persist_dir.clone();
-                tokio::task::spawn_blocking(move || {
+                let owned = settings.clone();
+                let activated = tokio::task::spawn_blocking(move || {
                     activate(
                         &reloader,
                         set,
                         &bytes,
                         &etag,
                         verification.as_deref(),
-                        persist_dir,
+                        &owned,
                     )
                 })
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+                .unwrap_or_else(|e| Err(e.to_string()));
+                // A bundle refused is asked for whole again, not answered "unchanged" under
+                // its ETag: the failure stays in view until a good one comes.
+                if activated.is_err() {
+                    fetcher.etag = None;
+                }
+                activated
             }
             Err(e) => Err(e.to_string()),
         };
@@ -391,25 +408,24 @@ pub async fn poll(
     }
 }
 
-/// Read, verify and publish one downloaded bundle; persist it once it is in force. `Err`
-/// when it is refused (the last good set stays; the refusal is already recorded when it was
-/// the compile that failed).
+/// Read, verify and publish one downloaded bundle; persist it once it is in force (not when
+/// it was refused, now or before). `Err` when it is refused (the last good set stays; the
+/// refusal is already recorded when it was the compile that failed).
 fn activate(
     reloader: &Reloader,
     set: Set,
     bytes: &[u8],
     etag: &str,
     verification: Option<&verify::Verification>,
-    persist_dir: Option<PathBuf>,
+    settings: &BundleSettings,
 ) -> Result<(), String> {
     let bundle = archive::read(bytes, verification).map_err(|e| e.to_string())?;
+    let content_hash = bundle.sources.content_hash.clone();
     match reloader.publish_sources(set, bundle.sources, true) {
         Outcome::Failed => Ok(()),
         Outcome::Reloaded | Outcome::Unchanged => {
-            if let Some(dir) = persist_dir {
-                if let Err(e) = persist::save(&dir, bytes, etag) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the bundle");
-                }
+            if reloader.holds(set, &content_hash) {
+                keep_last_good(settings, bytes, etag);
             }
             Ok(())
         }
