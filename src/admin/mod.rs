@@ -606,7 +606,7 @@ fn status(state: &AdminState) -> serde_json::Value {
             // The feed's revocations apply besides these; its age is how long since it last
             // answered (its last good list stays in force meanwhile).
             "feed": state.revocations.feed_age().map(|age| json!({
-                "in_force": state.revocations.feed_list().len(),
+                "in_force": state.revocations.feed_len(),
                 "age_seconds": age.as_secs_f64(),
                 "stale": state.revocations.feed_stale(),
             })),

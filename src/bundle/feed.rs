@@ -33,6 +33,7 @@ pub struct FeedSettings {
 
 /// Poll the feed until the task is dropped.
 pub async fn poll(settings: FeedSettings, revocations: Arc<Revocations>, recorded: Recorded) {
+    super::warn_if_plain(&settings.url, "the revocations feed");
     let mut fetcher = match Fetcher::new(&settings.url, &settings.credentials) {
         Ok(f) => f,
         Err(e) => {
@@ -72,11 +73,19 @@ pub async fn poll(settings: FeedSettings, revocations: Arc<Revocations>, recorde
                 }
                 Ok("unchanged")
             }
-            Ok(Fetched::New { bytes, .. }) => apply(&revocations, &recorded, &settings, &bytes),
+            Ok(Fetched::New { bytes, .. }) => {
+                let applied = apply(&revocations, &recorded, &settings, &bytes);
+                // A document refused is asked for whole again, not answered "unchanged"
+                // under its ETag (which would count the feed fresh, and keep max_age away).
+                if applied.is_err() {
+                    fetcher.etag = None;
+                }
+                applied
+            }
             Err(e) => Err(e.to_string()),
         };
         let age = revocations.feed_age().unwrap_or_default();
-        let held = revocations.feed_list().len();
+        let held = revocations.feed_len();
         let delay = match result {
             Ok(result) => {
                 recorded.metrics.revocations_feed(result, age, held);
@@ -121,7 +130,8 @@ fn apply(
     let change = revocations
         .apply_feed(&document, &settings.url)
         .map_err(|e| crate::error::chain(&e))?;
-    let in_force = revocations.len() + revocations.feed_list().len();
+    // As every other change tells it: the file's and the API's; the feed has its own gauge.
+    let in_force = revocations.len();
     for revocation in &change.added {
         tracing::warn!(
             url = %settings.url,

@@ -258,6 +258,19 @@ pub struct Start {
     pub downloaded: Option<Vec<u8>>,
 }
 
+/// Say once, at start, that `what` comes over plain HTTP from beyond this host: whoever is on
+/// the path can change it (for a feed, lift its revocations). Allowed, for a cluster's own
+/// network; https, a signed bundle or a loopback address need no warning.
+pub fn warn_if_plain(url: &str, what: &str) {
+    if url.starts_with("http://") && crate::delegation::jwks::fetch::check_url(url).is_err() {
+        tracing::warn!(
+            %url,
+            "{what} is fetched over plain HTTP from another host: anyone on the network path \
+             can change what it says; prefer https"
+        );
+    }
+}
+
 /// Keep a downloaded bundle as the last good one, when `settings` name a `persist_dir`: only
 /// once it compiled and is in force, so a bundle refused is never what a restart falls back
 /// to.
@@ -360,6 +373,9 @@ pub async fn poll(
         }
     };
     fetcher.etag = etag;
+    if verification.is_none() {
+        warn_if_plain(&settings.url, "an unsigned policy bundle");
+    }
     let mut failures = 0u32;
     loop {
         let wait = fetcher.long_polling(settings.long_polling_timeout);

@@ -286,6 +286,11 @@ impl Revocations {
         self.feed().set.list(now())
     }
 
+    /// How many of the feed's revocations are in force, without copying them.
+    pub fn feed_len(&self) -> usize {
+        self.feed().set.count(now())
+    }
+
     /// Moves on every change: open connections and tunnels check themselves again.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
