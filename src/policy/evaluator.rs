@@ -97,6 +97,11 @@ impl Evaluator {
     /// for a whole [`INLINE_WAIT`] means slow evaluations hold them all.
     async fn inline(&self, set: &PolicySet, question: Question, input: &Value) -> Option<Decision> {
         let mut done = self.inline_done.load(Ordering::Relaxed);
+        // A task this worker woke a moment ago waits in its LIFO slot, which no other worker
+        // may steal: let it run before the worker is held by the evaluation, or a slow one
+        // strands it (a client's handshake timed out behind a slow evaluation in the
+        // black-box tests). Before the turn is taken, so that no turn sits idle meanwhile.
+        tokio::task::yield_now().await;
         loop {
             match tokio::time::timeout(INLINE_WAIT, self.inline.acquire()).await {
                 Ok(Ok(_worker)) => {
@@ -104,11 +109,6 @@ impl Evaluator {
                     if set.slow_seen() {
                         return None;
                     }
-                    // A task this worker woke a moment ago waits in its LIFO slot, which no
-                    // other worker may steal: let it run before the worker is held by the
-                    // evaluation, or a slow one strands it (a client's handshake timed out
-                    // behind a slow evaluation in the black-box tests).
-                    tokio::task::yield_now().await;
                     let decision = set.answer(question, input.clone());
                     self.inline_done.fetch_add(1, Ordering::Relaxed);
                     return Some(decision);
