@@ -184,18 +184,6 @@ impl Verifier {
         }
     }
 
-    /// [`Verifier::verify`] with the keys at hand: a key id the set lacks is `token_invalid`.
-    pub fn verify_with_keys_at_hand(
-        &self,
-        headers: &HeaderMap,
-        query: &BTreeMap<String, Vec<String>>,
-        cert_sha256: &[u8],
-        now: SystemTime,
-    ) -> Result<Option<Delegation>, TokenError> {
-        self.check(headers, query, cert_sha256, now)
-            .map_err(Failure::token)
-    }
-
     fn check(
         &self,
         headers: &HeaderMap,

@@ -167,6 +167,10 @@ impl ProtectedResource {
         if let Some(name) = &self.token_header {
             headers.remove(name);
         }
+        let bearer = |v: &http::HeaderValue| crate::delegation::is_bearer(v.as_bytes());
+        if !headers.get_all(header::AUTHORIZATION).iter().any(bearer) {
+            return;
+        }
         let kept: Vec<_> = headers
             .get_all(header::AUTHORIZATION)
             .iter()
