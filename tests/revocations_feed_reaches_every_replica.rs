@@ -247,3 +247,33 @@ async fn a_feed_silent_past_its_max_age_refuses_everyone_until_it_answers() {
 async fn setup_start(setup: &Setup, args: Vec<String>) -> Regate {
     Regate::start(args, setup.path("decisions.log")).await
 }
+
+/// Until the feed has answered once, its revocations are unknown: a replica (re)started
+/// during a feed outage is not ready for traffic, rather than serving whom the feed revoked.
+#[tokio::test]
+async fn a_replica_is_not_ready_until_the_feed_has_answered() {
+    let setup = Setup::new(&[("authz.rego", ALLOW_DOCS)]);
+    let nginx = Nginx::start("unused");
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "revocations_feed:\n  url: {}\n  polling: 100ms\n",
+        nginx.url("revocations.json")
+    );
+    let mut args = setup.args(&upstream.url());
+    args.extend(config_file(setup.dir.path(), &config));
+    let regate = setup_start(&setup, args).await;
+    // Nothing published yet: nginx answers 404.
+    let (code, body) = admin_send(regate.admin, "GET", "/readyz", "").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("revocations feed"), "{body}");
+    nginx.publish("revocations.json", &revocations_document(&[SUMMARIZER]));
+    assert!(
+        eventually(WAIT, || async {
+            admin_send(regate.admin, "GET", "/readyz", "").await.0 == 200
+        })
+        .await,
+        "never ready once the feed answered"
+    );
+    let caller = setup.ca.client(SUMMARIZER);
+    assert!(refused(answer(&regate, &setup, &caller, "/docs/a").await));
+}

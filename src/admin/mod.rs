@@ -95,13 +95,16 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// Ready: serving, not draining, and every delegation issuer's keys fetched at least
-    /// once. Keys gone stale later do not make regate unready: a provider's outage would
+    /// Ready: serving, not draining, every delegation issuer's keys fetched at least once,
+    /// and a revocations feed's list received once. Keys gone stale later do not make regate unready: a provider's outage would
     /// otherwise take every replica out of the load balancer, including for requests that
     /// carry no token; those tokens are refused (`issuer_unavailable`) instead.
     fn ready(&self) -> Result<(), String> {
         match self.health.ready() {
-            true => self.delegation.ready(),
+            true => self
+                .delegation
+                .ready()
+                .and_then(|()| self.revocations.feed_ready()),
             false => Err("not ready".into()),
         }
     }

@@ -286,6 +286,17 @@ impl Revocations {
         self.feed().set.list(now())
     }
 
+    /// `Err` while a configured feed has never answered: until then its revocations are
+    /// unknown (a restart during an outage would otherwise serve what the feed revoked), so
+    /// the replica is not ready for traffic.
+    pub fn feed_ready(&self) -> Result<(), String> {
+        let feed = self.feed();
+        match feed.configured && feed.fresh_at.is_none() {
+            true => Err("waiting for the revocations feed's first answer".into()),
+            false => Ok(()),
+        }
+    }
+
     /// How many of the feed's revocations are in force, without copying them.
     pub fn feed_len(&self) -> usize {
         self.feed().set.count(now())
