@@ -223,54 +223,12 @@ pub fn decoded(value: &str) -> Option<String> {
     else {
         return Some(value.to_string());
     };
-    let bytes = base64_decode(payload)?;
-    String::from_utf8(bytes).ok()
-}
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard, padded base64, refused unless it is the one canonical encoding of what it holds.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
+    let bytes = crate::builtins::crypto::std_b64_decode(payload.as_bytes()).ok()?;
+    // The one canonical spelling only: no line breaks, no stray bits past the last byte.
+    if crate::builtins::crypto::b64_encode(&bytes, false, true) != payload {
         return None;
     }
-    let digit = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for (i, quantum) in bytes.chunks(4).enumerate() {
-        let last = i + 1 == bytes.len() / 4;
-        let pad = quantum.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return None;
-        }
-        let mut v = 0u32;
-        for &c in &quantum[..4 - pad] {
-            v = (v << 6) | digit(c)?;
-        }
-        v <<= 6 * pad as u32;
-        let decoded = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    // Non-zero bits past the last byte would make a second spelling of the same bytes.
-    (base64_encode(&out) == text).then_some(out)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let v = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |v, (i, &b)| v | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    String::from_utf8(bytes).ok()
 }
 
 /// A Rego value as JSON, for an error's `id`.
@@ -470,10 +428,15 @@ mod tests {
             Some("Hello, 世界")
         );
         assert_eq!(
-            base64_encode("Hello, 世界".as_bytes()),
+            crate::builtins::crypto::b64_encode("Hello, 世界".as_bytes(), false, true),
             "SGVsbG8sIOS4lueVjA=="
         );
         assert_eq!(decoded("=?base64?!!!!?="), None);
+        // Only the canonical spelling: stray bits past the last byte, or a line break, would
+        // let two header values name one tool.
+        assert_eq!(decoded("=?base64?SGk=?=").as_deref(), Some("Hi"));
+        assert_eq!(decoded("=?base64?SGl=?="), None);
+        assert_eq!(decoded("=?base64?SG\nk=?="), None);
     }
 
     #[test]
